@@ -1,0 +1,220 @@
+"""Closed providers (OpenAI, Anthropic, Gemini, Azure, Bedrock, Mistral, … any litellm
+provider) through ``litellm`` as a translation library. The only module that imports
+litellm; it is imported lazily (``backends.registry``) so a gateway that only uses
+self-hosted backends never loads it.
+
+The gateway owns retries, fallbacks, caching and telemetry, so litellm's are switched
+off: ``num_retries=0``/``max_retries=0`` per call, no callbacks, no cache, local price
+table (no network fetch at import). litellm exceptions become ``backends.errors``
+here. Standard OpenAI parameters pass through; parameters a provider does not support
+are dropped (``drop_params``), which keeps fallback across providers working.
+
+Must not import ``router`` or ``policies``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch prices at import
+
+import litellm  # noqa: E402
+import orjson  # noqa: E402
+
+from backends.base import BackendConfig  # noqa: E402
+from backends.errors import (  # noqa: E402
+    BackendError,
+    ContentPolicyViolation,
+    ContextLengthExceeded,
+    StreamBroken,
+    UpstreamAuthError,
+    UpstreamConnectError,
+    UpstreamTimeout,
+    error_from_status,
+)
+from backends.sse import DONE, data_event  # noqa: E402
+from backends.types import BackendRequest, BackendResponse, Health  # noqa: E402
+
+__all__ = ["LiteLLMBackend", "known_provider"]
+
+litellm.suppress_debug_info = True
+litellm.telemetry = False
+litellm.callbacks = []
+litellm.success_callback = []
+litellm.failure_callback = []
+litellm.cache = None
+litellm.num_retries = 0
+
+#: OpenAI request fields forwarded to closed providers (others are only meaningful to
+#: OpenAI-compatible servers and are not sent through litellm).
+_CHAT_PARAMS = frozenset({
+    "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens", "presence_penalty",
+    "frequency_penalty", "logit_bias", "user", "tools", "tool_choice", "parallel_tool_calls",
+    "response_format", "seed", "logprobs", "top_logprobs", "reasoning_effort", "modalities", "audio",
+    "prediction", "service_tier", "functions", "function_call", "web_search_options",
+})
+_COMPLETION_PARAMS = frozenset({
+    "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n",
+    "presence_penalty", "seed", "stop", "suffix", "temperature", "top_p", "user",
+})
+_EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user"})
+_DROP_FROM_CHUNKS = ("provider_specific_fields", "citations", "service_tier", "obfuscation")
+
+
+def known_provider(kind: str) -> bool:
+    """True if litellm knows ``kind`` as a provider name."""
+    return kind in {str(getattr(p, "value", p)) for p in litellm.provider_list}
+
+
+class LiteLLMBackend:
+    """One closed-provider model reached through litellm."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        if not known_provider(config.kind):
+            raise ValueError(f"unknown provider kind {config.kind!r}")
+        self.name = config.name
+        self.self_hosted = config.self_hosted
+        self.config = config
+        self._model = f"{config.kind}/{config.model}"
+
+    def _common(self) -> dict[str, object]:
+        cfg = self.config
+        common: dict[str, object] = {
+            "model": self._model, "timeout": cfg.limits.total_s, "num_retries": 0, "max_retries": 0,
+            "drop_params": True,
+        }
+        if cfg.api_key is not None:
+            common["api_key"] = cfg.api_key
+        if cfg.base_url:
+            common["api_base"] = cfg.base_url
+        if cfg.headers:
+            common["extra_headers"] = dict(cfg.headers)
+        return common
+
+    async def complete(self, request: BackendRequest) -> BackendResponse:
+        try:
+            async with asyncio.timeout(self.config.limits.total_s):
+                result = await self._call(request, stream=False)
+        except TimeoutError:
+            raise UpstreamTimeout(f"{self.name} gave no answer within {self.config.limits.total_s:g} s",
+                                  backend=self.name) from None
+        except Exception as exc:  # noqa: BLE001 - translated once, here
+            raise translate(exc, self.name) from exc
+        return BackendResponse(body=orjson.dumps(_clean(result.model_dump())))
+
+    async def open_stream(self, request: BackendRequest) -> LiteLLMStream:
+        if request.endpoint == "embeddings":
+            raise error_from_status(400, "embeddings cannot be streamed", backend=self.name)
+        try:
+            async with asyncio.timeout(self.config.limits.first_token_s):
+                wrapper = await self._call(request, stream=True)
+        except TimeoutError:
+            raise UpstreamTimeout(f"{self.name} did not start streaming within "
+                                  f"{self.config.limits.first_token_s:g} s", backend=self.name) from None
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, self.name) from exc
+        return LiteLLMStream(self.name, wrapper, self.config.limits)
+
+    async def _call(self, request: BackendRequest, *, stream: bool) -> object:
+        body, kwargs = request.body, self._common()
+        if request.endpoint == "embeddings":
+            return await litellm.aembedding(input=body["input"], **_pick(body, _EMBEDDING_PARAMS), **kwargs)
+        if stream:
+            kwargs["stream"] = True
+            options = body.get("stream_options")
+            if isinstance(options, Mapping) and options.get("include_usage"):
+                kwargs["stream_options"] = {"include_usage": True}
+        if request.endpoint == "completions":
+            return await litellm.atext_completion(prompt=body["prompt"], **_pick(body, _COMPLETION_PARAMS),
+                                                  **kwargs)
+        return await litellm.acompletion(messages=body["messages"], **_pick(body, _CHAT_PARAMS), **kwargs)
+
+    async def health(self) -> Health:
+        # Probing a paid API costs money and quota; report configuration only.
+        return Health(True, "closed provider (not probed)")
+
+    async def close(self) -> None:
+        return None
+
+
+class LiteLLMStream:
+    """Turns litellm's chunk objects into OpenAI SSE events, with first-token/idle limits."""
+
+    def __init__(self, backend: str, wrapper: object, limits: object) -> None:
+        self._backend = backend
+        self._wrapper = wrapper
+        self._first_s = limits.first_token_s  # type: ignore[attr-defined]
+        self._idle_s = limits.idle_s  # type: ignore[attr-defined]
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        it = self._wrapper.__aiter__()  # type: ignore[attr-defined]
+        limit, what = self._first_s, "first token"
+        while True:
+            try:
+                async with asyncio.timeout(limit):
+                    chunk = await it.__anext__()
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise UpstreamTimeout(f"{self._backend} sent no {what} within {limit:g} s",
+                                      backend=self._backend) from None
+            except Exception as exc:  # noqa: BLE001
+                err = translate(exc, self._backend)
+                raise StreamBroken(err.message, backend=self._backend, code=err.code) from exc
+            limit, what = self._idle_s, "next event"
+            yield data_event(_clean(chunk.model_dump()))
+        yield DONE
+
+    async def aclose(self) -> None:
+        close = getattr(self._wrapper, "aclose", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:  # noqa: BLE001,S110 - best effort on an abandoned stream
+                pass
+
+
+def _pick(body: Mapping[str, object], allowed: frozenset[str]) -> dict[str, object]:
+    return {k: v for k, v in body.items() if k in allowed and v is not None}
+
+
+def _clean(data: dict[str, object]) -> dict[str, object]:
+    """Drop litellm's private fields so clients see OpenAI's shape."""
+    for key in _DROP_FROM_CHUNKS:
+        data.pop(key, None)
+    data.pop("_hidden_params", None)
+    return data
+
+
+def translate(exc: BaseException, backend: str) -> BackendError:
+    """Map a litellm (or httpx/openai) exception onto the backend error tree."""
+    message = str(getattr(exc, "message", None) or exc) or exc.__class__.__name__
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return ContextLengthExceeded(message, backend=backend, code="context_length_exceeded")
+    if isinstance(exc, litellm.ContentPolicyViolationError):
+        return ContentPolicyViolation(message, backend=backend, code="content_policy_violation")
+    if isinstance(exc, litellm.Timeout):
+        return UpstreamTimeout(f"{backend}: {message}", backend=backend)
+    if isinstance(exc, litellm.APIConnectionError):
+        return UpstreamConnectError(f"{backend}: {message}", backend=backend)
+    if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
+        return UpstreamAuthError(f"{backend} refused the gateway's credentials: {message}", backend=backend)
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return error_from_status(status, message, backend=backend, retry_after=_retry_after(exc))
+    return UpstreamConnectError(f"{backend}: {exc.__class__.__name__}: {message}", backend=backend)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or getattr(exc, "litellm_response_headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,232 @@
+"""Direct passthrough to OpenAI-compatible servers we run: vLLM, TGI, llama.cpp,
+Ollama, or any other ``/v1/chat/completions`` server. No litellm on this path.
+
+The client's JSON is forwarded with only ``model`` rewritten; answers come back
+byte for byte; SSE is relayed event by event. Per-kind differences (health and
+metrics paths) are declarative (``KIND_TRAITS``). aiohttp exceptions are turned
+into ``backends.errors`` here and nowhere else.
+
+Must not import ``router`` or ``policies``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from backends.base import BackendConfig
+from backends.errors import (
+    BackendError,
+    StreamBroken,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    error_from_status,
+)
+from backends.sse import DONE, SSESplitter
+from backends.types import ENDPOINT_PATHS, BackendRequest, BackendResponse, Health
+
+__all__ = ["KIND_TRAITS", "KindTraits", "OpenAICompatBackend"]
+
+
+@dataclass(frozen=True, slots=True)
+class KindTraits:
+    """What differs between OpenAI-compatible servers. Paths are relative to the server
+    root (``base_url`` without its trailing ``/v1``)."""
+
+    health_path: str
+    metrics_path: str | None = None
+
+
+KIND_TRAITS: dict[str, KindTraits] = {
+    "openai_compatible": KindTraits(health_path="/v1/models"),
+    "vllm": KindTraits(health_path="/health", metrics_path="/metrics"),
+    "tgi": KindTraits(health_path="/health", metrics_path="/metrics"),
+    "llamacpp": KindTraits(health_path="/health", metrics_path="/metrics"),
+    "ollama": KindTraits(health_path="/api/version"),
+}
+
+_FINISHED = (b'"finish_reason":"', b'"finish_reason": "')
+_ERROR_EVENT = (b'data: {"error"', b'data:{"error"', b"event: error")
+
+
+class OpenAICompatBackend:
+    """One OpenAI-compatible upstream over a shared, pooled ``aiohttp.ClientSession``."""
+
+    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
+        if not config.base_url:
+            raise ValueError(f"backend {config.name}: base_url is required")
+        self.name = config.name
+        self.self_hosted = config.self_hosted
+        self.config = config
+        self.traits = KIND_TRAITS[config.kind]
+        self._session = session
+        base = config.base_url.rstrip("/")
+        self._base = base
+        self._root = base.removesuffix("/v1")
+        self._model_json = orjson.dumps(config.model)
+        headers = {"Content-Type": "application/json", **dict(config.headers)}
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        self._headers = headers
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.limits.connect_s)
+
+    # -- requests ----------------------------------------------------------------------
+    async def complete(self, request: BackendRequest) -> BackendResponse:
+        limits = self.config.limits
+        try:
+            async with asyncio.timeout(limits.total_s):
+                async with self._post(request) as resp:
+                    await self._raise_for_status(resp)
+                    body = await resp.read()
+        except TimeoutError:
+            raise UpstreamTimeout(f"{self.name} gave no complete answer within {limits.total_s:g} s",
+                                  backend=self.name) from None
+        except aiohttp.ClientError as exc:
+            raise _connection_error(self.name, exc) from exc
+        return BackendResponse(body=body)
+
+    async def open_stream(self, request: BackendRequest) -> PassthroughStream:
+        limits = self.config.limits
+        ctx = self._post(request)
+        try:
+            async with asyncio.timeout(limits.first_token_s):
+                resp = await ctx.__aenter__()
+        except TimeoutError:
+            raise UpstreamTimeout(f"{self.name} sent no response headers within "
+                                  f"{limits.first_token_s:g} s", backend=self.name) from None
+        except aiohttp.ClientError as exc:
+            raise _connection_error(self.name, exc) from exc
+        try:
+            await self._raise_for_status(resp)
+        except BaseException:
+            resp.release()
+            raise
+        return PassthroughStream(self.name, resp, limits.first_token_s, limits.idle_s)
+
+    def _post(self, request: BackendRequest) -> aiohttp.client._RequestContextManager:
+        body = dict(request.body)
+        body["model"] = self.config.model
+        headers = self._headers
+        if request.traceparent:
+            headers = {**headers, "traceparent": request.traceparent}
+        return self._session.post(self._base + ENDPOINT_PATHS[request.endpoint], data=orjson.dumps(body),
+                                  headers=headers, timeout=self._timeout)
+
+    async def _raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
+        if resp.status < 400:
+            return
+        raw = await resp.read()
+        message, code, param = _parse_error(raw, resp.status)
+        retry_after = _retry_after(resp.headers.get("Retry-After"))
+        raise error_from_status(resp.status, message, backend=self.name, code=code,
+                                retry_after=retry_after, param=param)
+
+    # -- probes ------------------------------------------------------------------------
+    async def health(self) -> Health:
+        url = self._root + self.traits.health_path
+        timeout = aiohttp.ClientTimeout(total=self.config.limits.connect_s)
+        try:
+            async with self._session.get(url, headers=self._headers, timeout=timeout) as resp:
+                await resp.read()
+                ok = resp.status == 200
+                return Health(ok, f"GET {self.traits.health_path} → {resp.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return Health(False, f"GET {self.traits.health_path} failed: {exc.__class__.__name__} {exc}")
+
+    async def close(self) -> None:
+        return None
+
+
+class PassthroughStream:
+    """Relays an upstream SSE body as complete events; enforces first-token and idle limits."""
+
+    def __init__(self, backend: str, resp: aiohttp.ClientResponse, first_s: float, idle_s: float) -> None:
+        self._backend = backend
+        self._resp = resp
+        self._first_s = first_s
+        self._idle_s = idle_s
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        splitter, finished, limit, what = SSESplitter(), False, self._first_s, "first token"
+        content = self._resp.content
+        try:
+            while True:
+                chunk = await self._read(content, limit, what)
+                limit, what = self._idle_s, "next event"
+                if not chunk:
+                    break
+                for event in splitter.feed(chunk):
+                    if event.startswith(_ERROR_EVENT):
+                        raise StreamBroken(_event_error(event), backend=self._backend)
+                    finished = finished or any(m in event for m in _FINISHED)
+                    yield event
+                    if event == DONE:
+                        return
+        finally:
+            self._resp.release()
+        if not finished:
+            raise StreamBroken(f"{self._backend} closed the stream before it was complete",
+                               backend=self._backend)
+        yield DONE  # complete answer, upstream just forgot the sentinel
+
+    async def _read(self, content: aiohttp.StreamReader, limit: float, what: str) -> bytes:
+        try:
+            async with asyncio.timeout(limit):
+                return await content.readany()
+        except TimeoutError:
+            raise UpstreamTimeout(f"{self._backend} sent no {what} within {limit:g} s",
+                                  backend=self._backend) from None
+        except aiohttp.ClientError as exc:
+            raise StreamBroken(f"{self._backend} stream failed: {exc.__class__.__name__}",
+                               backend=self._backend) from exc
+
+    async def aclose(self) -> None:
+        self._resp.close()
+
+
+def _connection_error(backend: str, exc: aiohttp.ClientError) -> BackendError:
+    if isinstance(exc, aiohttp.ServerTimeoutError | aiohttp.ConnectionTimeoutError):
+        return UpstreamTimeout(f"{backend}: connect timed out", backend=backend)
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return UpstreamProtocolError(f"{backend}: bad response: {exc}", backend=backend)
+    return UpstreamConnectError(f"{backend}: cannot connect ({exc.__class__.__name__}: {exc})",
+                                backend=backend)
+
+
+def _parse_error(raw: bytes, status: int) -> tuple[str, str | None, str | None]:
+    """Pull message/code/param out of an OpenAI-shaped (or any) error body."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        text = raw.decode("utf-8", "replace").strip()[:500]
+        return (text or f"HTTP {status}"), None, None
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(err, dict):
+        code = err.get("code") or err.get("type")
+        param = err.get("param")
+        return (str(err.get("message") or err)[:2000], str(code) if code else None,
+                str(param) if param else None)
+    return str(err)[:2000], None, None
+
+
+def _event_error(event: bytes) -> str:
+    payload = event.split(b"data:", 1)[-1].strip()
+    message, _, _ = _parse_error(payload, 502)
+    return f"upstream error mid-stream: {message}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

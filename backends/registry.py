@@ -1,0 +1,47 @@
+"""The explicit ``{kind: factory}`` table that turns a ``BackendConfig`` into a backend.
+
+Self-hosted kinds are built directly; every other kind is a closed provider served
+by litellm, whose module is imported only when such a backend is built.
+
+Must not import ``router`` or ``policies``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiohttp
+
+from backends.base import Backend, BackendConfig
+from backends.openai_compat import KIND_TRAITS, OpenAICompatBackend
+
+__all__ = ["DIRECT_KINDS", "build_backend", "check_kind"]
+
+Factory = Callable[[BackendConfig, aiohttp.ClientSession], Backend]
+
+DIRECT_KINDS: frozenset[str] = frozenset(KIND_TRAITS)
+
+_FACTORIES: dict[str, Factory] = {kind: OpenAICompatBackend for kind in KIND_TRAITS}
+
+
+def _closed(config: BackendConfig, session: aiohttp.ClientSession) -> Backend:
+    from backends.litellm_backend import LiteLLMBackend  # lazy: litellm is slow to import
+
+    return LiteLLMBackend(config)
+
+
+def check_kind(kind: str) -> None:
+    """Raise ``ValueError`` unless ``kind`` is a self-hosted kind or a provider litellm knows."""
+    if kind in _FACTORIES:
+        return
+    from backends.litellm_backend import known_provider  # lazy: litellm is slow to import
+
+    if not known_provider(kind):
+        direct = ", ".join(sorted(DIRECT_KINDS))
+        raise ValueError(f"unknown backend kind {kind!r}: use a self-hosted kind ({direct}) "
+                         "or a litellm provider name (openai, anthropic, gemini, azure, bedrock, mistral, …)")
+
+
+def build_backend(config: BackendConfig, session: aiohttp.ClientSession) -> Backend:
+    """Build the adapter for ``config.kind``; raises ``ValueError`` for an unknown kind."""
+    return _FACTORIES.get(config.kind, _closed)(config, session)

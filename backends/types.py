@@ -1,0 +1,58 @@
+"""Wire types shared by every backend: the request as the router hands it over, and
+what comes back. The body travels as the client's parsed JSON (every field passes
+through untouched) beside a few typed fields the adapters act on.
+
+Must not import ``router`` or ``policies``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+__all__ = ["BackendRequest", "BackendResponse", "BackendStream", "Endpoint", "Health"]
+
+Endpoint = Literal["chat", "completions", "embeddings"]
+
+#: URL path of each endpoint below an OpenAI-compatible ``base_url``.
+ENDPOINT_PATHS: dict[str, str] = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRequest:
+    """One request for one attempt. ``body`` is the client's JSON object, never mutated."""
+
+    endpoint: Endpoint
+    body: Mapping[str, object]
+    stream: bool
+    request_id: str
+    traceparent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendResponse:
+    """A complete (non-streaming) answer in OpenAI's JSON format."""
+
+    body: bytes
+    status: int = 200
+
+
+class BackendStream(Protocol):
+    """An open streaming answer: complete SSE events (``data: {...}\\n\\n``) in OpenAI's
+    chunk format, ending with ``data: [DONE]\\n\\n``. Raises ``BackendError`` if the
+    upstream fails; ``aclose`` releases the upstream connection (and cancels it)."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ok: bool
+    detail: str

@@ -1,0 +1,193 @@
+"""YAML policy file → validated, resolved ``Policy``.
+
+Owns: reading YAML while remembering the line of every node, ``${ENV}`` /
+``${ENV:-default}`` expansion, pydantic validation, reference resolution, and
+turning every failure into a ``PolicyIssue`` that names file, line and dotted path
+(``policies/x.yaml:14 models.chat.targets[1]: unknown backend 'tgi-b'``).
+
+Pure apart from reading the file it is given. Must not import ``router`` or ``backends``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from policies.errors import PolicyError, PolicyIssue
+from policies.models import Policy
+
+__all__ = ["LoadedPolicy", "load_policy", "load_policy_text"]
+
+Loc = tuple[str | int, ...]
+_ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_RESERVED = {"rules", "teams", "sensitivity", "cache", "telemetry"}
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A policy ready to serve, with the non-fatal findings about it."""
+
+    policy: Policy
+    source: str
+    warnings: tuple[PolicyIssue, ...] = ()
+    lines: Mapping[Loc, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def issue(self, loc: Loc, message: str) -> PolicyIssue:
+        """A ``PolicyIssue`` located at ``loc`` in this policy's file (for later checks)."""
+        return PolicyIssue(self.source, _line_of(self.lines, loc), dotted(loc), message)
+
+
+@dataclass
+class _Reader:
+    """Builds plain data from YAML nodes, recording each node's line and env problems."""
+
+    file: str
+    env: Mapping[str, str]
+    loader: yaml.SafeLoader
+    lines: dict[Loc, int] = field(default_factory=dict)
+    issues: list[PolicyIssue] = field(default_factory=list)
+
+    def build(self, node: yaml.Node, loc: Loc) -> object:
+        self.lines[loc] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            self.loader.flatten_mapping(node)
+            out: dict[object, object] = {}
+            for key_node, value_node in node.value:
+                key = self.loader.construct_object(key_node, deep=True)
+                if key in out:
+                    self._issue(loc + (str(key),), key_node, f"duplicate key {key!r}")
+                out[key] = self.build(value_node, loc + (str(key),))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, loc + (i,)) for i, item in enumerate(node.value)]
+        value = self.loader.construct_object(node, deep=True)
+        return self.expand(value, loc, node) if isinstance(value, str) else value
+
+    def expand(self, text: str, loc: Loc, node: yaml.Node) -> str:
+        def sub(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            if name in self.env:
+                return self.env[name]
+            if default is not None:
+                return default
+            self._issue(loc, node, f"environment variable {name} is not set "
+                                   f"(use ${{{name}:-}} to make it optional)")
+            return ""
+
+        return _ENV_RE.sub(sub, text) if "$" in text else text
+
+    def _issue(self, loc: Loc, node: yaml.Node, message: str) -> None:
+        self.issues.append(PolicyIssue(self.file, node.start_mark.line + 1, dotted(loc), message))
+
+
+def dotted(loc: Loc) -> str:
+    """``("models", "chat", "targets", 1)`` → ``models.chat.targets[1]``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(lines: Mapping[Loc, int], loc: Loc) -> int | None:
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    return lines.get(loc)
+
+
+def load_policy(path: str | Path, env: Mapping[str, str]) -> LoadedPolicy:
+    """Load and validate the policy file at ``path``; raise ``PolicyError`` on any problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([PolicyIssue(file, None, "", f"cannot read policy file: {exc}")]) from exc
+    return load_policy_text(text, env, file=file)
+
+
+def load_policy_text(text: str, env: Mapping[str, str], *, file: str = "<policy>") -> LoadedPolicy:
+    """Load a policy from YAML text (``file`` is only used in messages)."""
+    data, lines, env_issues = _parse_yaml(text, env, file)
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        issues = env_issues + [_issue_from_pydantic(err, lines, file) for err in exc.errors()]
+        raise PolicyError(sorted(issues, key=lambda i: i.line or 0)) from exc
+    issues = env_issues + _resolve(policy, lines, file)
+    if issues:
+        raise PolicyError(issues)
+    return LoadedPolicy(policy, file, tuple(_warnings(policy, lines, file)), lines)
+
+
+def _parse_yaml(text: str, env: Mapping[str, str], file: str
+                ) -> tuple[object, dict[Loc, int], list[PolicyIssue]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise PolicyError([PolicyIssue(file, None, "", "policy file is empty")])
+        reader = _Reader(file, env, loader)
+        data = reader.build(node, ())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        msg = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise PolicyError([PolicyIssue(file, line, "", f"invalid YAML: {msg}")]) from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError([PolicyIssue(file, None, "", f"invalid YAML: {exc}")]) from exc
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise PolicyError([PolicyIssue(file, 1, "", "a policy must be a mapping with backends: and models:")])
+    return data, reader.lines, reader.issues
+
+
+def _issue_from_pydantic(err: Mapping[str, object], lines: dict[Loc, int], file: str) -> PolicyIssue:
+    loc = tuple(p for p in err["loc"] if isinstance(p, str | int))  # type: ignore[attr-defined]
+    kind, msg = str(err["type"]), str(err["msg"])
+    if kind == "extra_forbidden":
+        msg = f"unknown key {loc[-1]!r}"
+    elif len(loc) == 1 and loc[0] in _RESERVED:
+        msg = f"'{loc[0]}' is reserved for a later Switchyard version and is not supported yet"
+    elif kind == "missing":
+        msg = "required key is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg.removeprefix("Value error, ")
+    return PolicyIssue(file, _line_of(lines, loc), dotted(loc), msg)
+
+
+def _resolve(policy: Policy, lines: dict[Loc, int], file: str) -> list[PolicyIssue]:
+    issues = []
+    for alias, spec in policy.models.items():
+        for i, target in enumerate(spec.targets):
+            if target not in policy.backends:
+                loc: Loc = ("models", alias, "targets", i)
+                known = ", ".join(sorted(policy.backends))
+                issues.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc),
+                                          f"unknown backend {target!r} (backends: {known})"))
+    default = policy.settings.default_alias
+    if default is not None and default not in policy.models:
+        loc = ("settings", "default_alias")
+        issues.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc), f"unknown model alias {default!r}"))
+    return issues
+
+
+def _warnings(policy: Policy, lines: dict[Loc, int], file: str) -> list[PolicyIssue]:
+    out = []
+    for name, spec in policy.backends.items():
+        if not spec.has_credentials:
+            loc: Loc = ("backends", name, "api_key")
+            out.append(PolicyIssue(file, _line_of(lines, loc) or _line_of(lines, loc[:2]), dotted(loc),
+                                   "no API key: this backend is disabled until one is set"))
+    for alias, spec in policy.models.items():
+        if not any(policy.backends[t].has_credentials for t in spec.targets):
+            loc = ("models", alias, "targets")
+            out.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc),
+                                   "every target is disabled: requests for this alias will get 503"))
+    return out

@@ -1,0 +1,157 @@
+"""The ``switchyard`` command.
+
+    switchyard serve [--policy FILE] [--host H] [--port P] [--workers N]
+    switchyard policy check FILE…
+    switchyard --version
+
+``serve`` reads ``SWITCHYARD_POLICY``, ``SWITCHYARD_HOST``, ``SWITCHYARD_PORT`` and
+``SWITCHYARD_WORKERS`` when the flags are not given; the default policy is the shipped
+``policies/default.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from aiohttp import web
+
+from policies import LoadedPolicy, PolicyError, load_policy
+from router.runtime import check_backends
+from router.settings import Settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("switchyard")
+ACCESS_FORMAT = '%a "%r" %s %b %Tfs rid=%{x-request-id}o backend=%{x-switchyard-backend}o'
+
+
+def _version() -> str:
+    try:
+        return version("switchyard-gateway")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchyard", description="OpenAI-compatible LLM routing gateway.")
+    parser.add_argument("--version", action="version", version=f"switchyard {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--policy", help="policy YAML (env SWITCHYARD_POLICY; default: shipped default.yaml)")
+    serve.add_argument("--host", help="listen address (env SWITCHYARD_HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (env SWITCHYARD_PORT; default 4000)")
+    serve.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
+    serve.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (env SWITCHYARD_LOG_LEVEL)")
+    policy = sub.add_parser("policy", help="work with policy files")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_sub.add_parser("check", help="validate policy files; exit 1 on any error")
+    check.add_argument("files", nargs="+", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "policy":
+        return policy_check(args.files)
+    try:
+        settings = Settings.from_env(os.environ, policy=args.policy, host=args.host, port=args.port,
+                                     workers=args.workers, log_level=args.log_level,
+                                     access_log=False if args.no_access_log else None)
+    except ValueError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+def policy_check(files: list[Path]) -> int:
+    """Print every error (and warning) of every file; 0 when all are valid."""
+    failed = False
+    for file in files:
+        try:
+            loaded = load_policy(file, os.environ)
+            check_backends(loaded)
+        except PolicyError as exc:
+            failed = True
+            for issue in exc.issues:
+                print(f"error: {issue}", file=sys.stderr)
+            continue
+        for warning in loaded.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        policy = loaded.policy
+        print(f"ok: {file} ({len(policy.backends)} backends, {len(policy.models)} models)")
+    return 1 if failed else 0
+
+
+def _load(settings: Settings) -> LoadedPolicy | None:
+    try:
+        loaded = load_policy(settings.policy, os.environ)
+        check_backends(loaded)
+    except PolicyError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        print("switchyard: the policy has errors; not starting", file=sys.stderr)
+        return None
+    return loaded
+
+
+def serve(settings: Settings) -> int:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    loaded = _load(settings)
+    if loaded is None:
+        return 1
+    if settings.workers <= 1:
+        _serve_one(settings, loaded, reuse_port=False)
+        return 0
+    return _serve_many(settings)
+
+
+def _serve_one(settings: Settings, loaded: LoadedPolicy, *, reuse_port: bool, sock: socket.socket | None = None) -> None:
+    from router.app import create_app  # the app (and aiohttp server parts) only when serving
+
+    app = create_app(settings, loaded)
+    log.info("switchyard %s listening on http://%s:%d (pid %d)", _version(), settings.host, settings.port,
+             os.getpid())
+    web.run_app(app, host=None if sock else settings.host, port=None if sock else settings.port, sock=sock,
+                reuse_port=reuse_port or None, print=None, handler_cancellation=True,
+                access_log=log.getChild("access") if settings.access_log else None,
+                access_log_format=ACCESS_FORMAT, shutdown_timeout=10)
+
+
+def _worker(settings: Settings, sock: socket.socket) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    loaded = _load(settings)
+    if loaded is not None:
+        _serve_one(settings, loaded, reuse_port=True, sock=sock)
+
+
+def _serve_many(settings: Settings) -> int:
+    """N worker processes accept on one shared listening socket; SIGTERM/SIGINT stop them all."""
+    sock = socket.create_server((settings.host, settings.port), reuse_port=True, backlog=1024)
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_worker, args=(settings, sock), daemon=False) for _ in range(settings.workers)]
+    for proc in procs:
+        proc.start()
+    log.info("started %d workers on http://%s:%d", len(procs), settings.host, settings.port)
+
+    def stop(signum: int, frame: object) -> None:
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for proc in procs:
+        proc.join()
+    sock.close()
+    return max((p.exitcode or 0) for p in procs)
+
+

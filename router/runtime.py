@@ -1,0 +1,71 @@
+"""``Runtime``: what serving one policy needs — the loaded policy, its planner, and one
+backend adapter per policy backend. Built once at start (and, later, on reload).
+
+The only place that turns policy ``BackendSpec`` into ``backends.BackendConfig``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from backends import Backend, BackendConfig, Health, Limits, build_backend, check_kind
+from policies import BackendSpec, LoadedPolicy, Planner, PolicyError
+
+__all__ = ["Runtime", "backend_config", "build_runtime", "check_backends"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    loaded: LoadedPolicy
+    planner: Planner
+    backends: dict[str, Backend]
+    models_json: bytes  # GET /v1/models, serialised once
+
+    async def probe(self) -> dict[str, Health]:
+        """Health of every backend, probed concurrently."""
+        names = list(self.backends)
+        results = await asyncio.gather(*(self.backends[n].health() for n in names))
+        return dict(zip(names, results, strict=True))
+
+    async def close(self) -> None:
+        for backend in self.backends.values():
+            await backend.close()
+
+
+def backend_config(name: str, spec: BackendSpec) -> BackendConfig:
+    t = spec.timeouts
+    return BackendConfig(
+        name=name, kind=spec.kind, model=spec.model,
+        base_url=str(spec.base_url).rstrip("/") if spec.base_url else None,
+        api_key=spec.api_key.get_secret_value() if spec.api_key is not None else None,
+        self_hosted=spec.is_self_hosted,
+        limits=Limits(connect_s=t.connect_s, first_token_s=t.first_token_s, idle_s=t.idle_s, total_s=t.total_s),
+        headers=tuple(spec.headers.items()),
+    )
+
+
+def check_backends(loaded: LoadedPolicy) -> None:
+    """Raise ``PolicyError`` naming every backend whose kind no adapter serves."""
+    issues = []
+    for name, spec in loaded.policy.backends.items():
+        try:
+            check_kind(spec.kind)
+        except ValueError as exc:
+            issues.append(loaded.issue(("backends", name, "kind"), str(exc)))
+    if issues:
+        raise PolicyError(issues)
+
+
+def build_runtime(loaded: LoadedPolicy, session: aiohttp.ClientSession) -> Runtime:
+    """Build adapters for every backend; raise ``PolicyError`` naming each unusable one."""
+    check_backends(loaded)
+    backends = {name: build_backend(backend_config(name, spec), session)
+                for name, spec in loaded.policy.backends.items()}
+    models = [{"id": alias, "object": "model", "created": 0, "owned_by": "switchyard"}
+              for alias in loaded.policy.models]
+    return Runtime(loaded, Planner(loaded.policy), backends,
+                   orjson.dumps({"object": "list", "data": models}))

@@ -1,0 +1,51 @@
+"""Process settings: where to listen, which policy, how many workers. From the CLI,
+then ``SWITCHYARD_*`` environment variables, then defaults. Frozen once built."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DEFAULT_POLICY", "Settings"]
+
+#: The policy served when none is given: the local open model, closed APIs when keys are set.
+DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    policy: Path = DEFAULT_POLICY
+    host: str = "127.0.0.1"
+    port: int = 4000
+    workers: int = 1
+    access_log: bool = True
+    log_level: str = "INFO"
+    upstream_connections: int = 1000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
+        """Explicit (CLI) values win over ``SWITCHYARD_*`` variables, which win over defaults."""
+        values: dict[str, object] = {}
+        if "SWITCHYARD_POLICY" in env:
+            values["policy"] = Path(env["SWITCHYARD_POLICY"])
+        if "SWITCHYARD_HOST" in env:
+            values["host"] = env["SWITCHYARD_HOST"]
+        if "SWITCHYARD_PORT" in env:
+            values["port"] = _int(env["SWITCHYARD_PORT"], "SWITCHYARD_PORT")
+        if "SWITCHYARD_WORKERS" in env:
+            values["workers"] = _int(env["SWITCHYARD_WORKERS"], "SWITCHYARD_WORKERS")
+        if "SWITCHYARD_LOG_LEVEL" in env:
+            values["log_level"] = env["SWITCHYARD_LOG_LEVEL"].upper()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values.get("policy"), str):
+            values["policy"] = Path(str(values["policy"]))
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
