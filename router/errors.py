@@ -111,7 +111,7 @@ def error_info(exc: BaseException) -> ErrorInfo:
         prefix = f"{exc.backend}: " if exc.backend and not exc.message.startswith(exc.backend) else ""
         return ErrorInfo(exc.status, prefix + exc.message, exc.error_type, exc.code, exc.param, exc.retry_after)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return ErrorInfo(413, f"request body is larger than the limit of {exc.max_size} bytes",
+        return ErrorInfo(413, f"request body too large: {exc.text} Raise settings.max_body_mb to allow more.",
                          "invalid_request_error", "request_too_large")
     if isinstance(exc, web.HTTPException):
         etype, code = _HTTP_TYPES.get(exc.status, ("invalid_request_error" if exc.status < 500

@@ -12,6 +12,7 @@ from policies import Plan, RequestFacts, UnknownAlias
 from router.body import parse_body
 from router.engine import Engine
 from router.errors import InvalidRequest, ModelNotFound
+from router.middlewares import REQUEST_ID, ROUTE
 from router.runtime import Runtime
 from router.streaming import relay
 
@@ -50,8 +51,8 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     gateway = request.app[GATEWAY]
     body = parse_body(await request.read(), endpoint)
     plan = _plan(gateway, body.model, endpoint, body.stream)
-    request["route"] = plan.route
-    breq = BackendRequest(endpoint, body.data, body.stream, request["request_id"],
+    request[ROUTE] = plan.route
+    breq = BackendRequest(endpoint, body.data, body.stream, request[REQUEST_ID],
                           request.headers.get("traceparent"))
     if body.stream:
         answer = await gateway.engine.open_stream(plan, breq)

@@ -17,9 +17,12 @@ from aiohttp.typedefs import Handler
 
 from router.errors import AllBackendsFailed, error_info, error_json
 
-__all__ = ["errors_and_ids", "stamp_headers"]
+__all__ = ["REQUEST_ID", "ROUTE", "errors_and_ids", "stamp_headers"]
 
 log = logging.getLogger("switchyard.http")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+ROUTE = web.RequestKey("route", str)
 
 
 def _request_id(request: web.Request) -> str:
@@ -31,7 +34,7 @@ def _request_id(request: web.Request) -> str:
 
 @web.middleware
 async def errors_and_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request["request_id"] = _request_id(request)
+    request[REQUEST_ID] = _request_id(request)
     try:
         return await handler(request)
     except asyncio.CancelledError:
@@ -44,7 +47,7 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
     info = error_info(exc)
     if info.status >= 500 and not isinstance(exc, web.HTTPException):
         level = logging.ERROR if info.status == 500 else logging.WARNING
-        log.log(level, "request %s failed: %s", request["request_id"], info.message,
+        log.log(level, "request %s failed: %s", request[REQUEST_ID], info.message,
                 exc_info=info.status == 500)
     response = web.Response(status=info.status, body=error_json(info), content_type="application/json")
     if info.retry_after is not None:
@@ -56,8 +59,8 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
 
 async def stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
-    headers["x-request-id"] = request.get("request_id") or _request_id(request)
+    headers["x-request-id"] = request.get(REQUEST_ID) or _request_id(request)
     if "x-switchyard-backend" not in headers:
         headers["x-switchyard-backend"] = "none"
     if "x-switchyard-route" not in headers:
-        headers["x-switchyard-route"] = request.get("route", "none")
+        headers["x-switchyard-route"] = request.get(ROUTE, "none")

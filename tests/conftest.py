@@ -1,0 +1,76 @@
+"""Shared fixtures: free ports, fake upstreams, and an in-process gateway.
+
+``gateway(policy_yaml)`` starts the real aiohttp app on a free loopback port (the
+same ``create_app`` that ``switchyard serve`` runs) and returns its base URL.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+from aiohttp import web
+
+from policies import load_policy_text
+from router.app import create_app
+from router.settings import Settings
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.openai_upstream import FakeOpenAI
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def running_gateway(policy_yaml: str, env: dict[str, str] | None = None) -> AsyncIterator[str]:
+    """Run the gateway app for ``policy_yaml``; yield ``http://127.0.0.1:PORT``."""
+    loaded = load_policy_text(policy_yaml, env or {}, file="test-policy.yaml")
+    runner = web.AppRunner(create_app(Settings(access_log=False), loaded), handler_cancellation=True,
+                           access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+GatewayFactory = Callable[..., "AsyncIterator[str]"]
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[AsyncExitStack]:
+    async with AsyncExitStack() as s:
+        yield s
+
+
+@pytest.fixture
+def gateway(stack: AsyncExitStack) -> Callable[..., object]:
+    """``url = await gateway(policy_yaml, env=None)``: a gateway stopped after the test."""
+
+    async def start(policy_yaml: str, env: dict[str, str] | None = None) -> str:
+        return await stack.enter_async_context(running_gateway(policy_yaml, env))
+
+    return start
+
+
+@pytest.fixture
+async def fake_openai(stack: AsyncExitStack) -> FakeOpenAI:
+    return await stack.enter_async_context(FakeOpenAI(name="primary", model_name="fake-primary"))
+
+
+@pytest.fixture
+async def fake_openai_b(stack: AsyncExitStack) -> FakeOpenAI:
+    return await stack.enter_async_context(FakeOpenAI(name="secondary", model_name="fake-secondary"))
+
+
+@pytest.fixture
+async def fake_anthropic(stack: AsyncExitStack) -> FakeAnthropic:
+    return await stack.enter_async_context(FakeAnthropic(api_key="sk-ant-test", model_name="claude-fake-1"))
