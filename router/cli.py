@@ -78,7 +78,7 @@ def policy_check(files: list[Path]) -> int:
     for file in files:
         try:
             loaded = load_policy(file, os.environ)
-            check_backends(loaded)
+            check_backends(loaded, include_disabled=True)
         except PolicyError as exc:
             failed = True
             for issue in exc.issues:

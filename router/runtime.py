@@ -48,10 +48,17 @@ def backend_config(name: str, spec: BackendSpec) -> BackendConfig:
     )
 
 
-def check_backends(loaded: LoadedPolicy) -> None:
+def _enabled(loaded: LoadedPolicy) -> dict[str, BackendSpec]:
+    """Backends that can serve: a closed backend whose key resolved empty is left out
+    (so a policy whose closed backends all lack keys never loads litellm)."""
+    return {name: spec for name, spec in loaded.policy.backends.items() if spec.has_credentials}
+
+
+def check_backends(loaded: LoadedPolicy, *, include_disabled: bool = False) -> None:
     """Raise ``PolicyError`` naming every backend whose kind no adapter serves."""
     issues = []
-    for name, spec in loaded.policy.backends.items():
+    specs = loaded.policy.backends if include_disabled else _enabled(loaded)
+    for name, spec in specs.items():
         try:
             check_kind(spec.kind)
         except ValueError as exc:
@@ -64,7 +71,7 @@ def build_runtime(loaded: LoadedPolicy, session: aiohttp.ClientSession) -> Runti
     """Build adapters for every backend; raise ``PolicyError`` naming each unusable one."""
     check_backends(loaded)
     backends = {name: build_backend(backend_config(name, spec), session)
-                for name, spec in loaded.policy.backends.items()}
+                for name, spec in _enabled(loaded).items()}
     models = [{"id": alias, "object": "model", "created": 0, "owned_by": "switchyard"}
               for alias in loaded.policy.models]
     return Runtime(loaded, Planner(loaded.policy), backends,

@@ -6,9 +6,12 @@ same ``create_app`` that ``switchyard serve`` runs) and returns its base URL.
 
 from __future__ import annotations
 
+import os
 import socket
-from collections.abc import AsyncIterator, Callable
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -42,9 +45,6 @@ async def running_gateway(policy_yaml: str, env: dict[str, str] | None = None) -
         await runner.cleanup()
 
 
-GatewayFactory = Callable[..., "AsyncIterator[str]"]
-
-
 @pytest.fixture
 async def stack() -> AsyncIterator[AsyncExitStack]:
     async with AsyncExitStack() as s:
@@ -74,3 +74,24 @@ async def fake_openai_b(stack: AsyncExitStack) -> FakeOpenAI:
 @pytest.fixture
 async def fake_anthropic(stack: AsyncExitStack) -> FakeAnthropic:
     return await stack.enter_async_context(FakeAnthropic(api_key="sk-ant-test", model_name="claude-fake-1"))
+
+
+# -- the real self-hosted model ------------------------------------------------------------
+LLAMACPP_SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "local-model" / "llamacpp.sh"
+
+
+@pytest.fixture(scope="session")
+def llamacpp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real llama.cpp server with Gemma 3 270M, started by the project's own script on a
+    free port (built and cached on first use), stopped by PID after the session."""
+    if os.environ.get("SWITCHYARD_SKIP_LLAMACPP") == "1":
+        pytest.skip("SWITCHYARD_SKIP_LLAMACPP=1")
+    port = free_port()
+    pidfile = tmp_path_factory.mktemp("llamacpp") / "llama.pid"
+    env = {**os.environ, "LLAMA_SLOTS": "2", "LLAMA_CTX": "2048"}
+    subprocess.run(["bash", str(LLAMACPP_SCRIPT), "start", str(port), str(pidfile)], check=True, env=env,
+                   stdout=subprocess.DEVNULL, timeout=1800)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        subprocess.run(["bash", str(LLAMACPP_SCRIPT), "stop", str(pidfile)], check=False)
