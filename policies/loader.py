@@ -174,7 +174,8 @@ def _resolve(policy: Policy, lines: dict[Loc, int], file: str) -> list[PolicyIss
     default = policy.settings.default_alias
     if default is not None and default not in policy.models:
         loc = ("settings", "default_alias")
-        issues.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc), f"unknown model alias {default!r}"))
+        issues.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc),
+                                  f"unknown model alias {default!r}"))
     return issues
 
 

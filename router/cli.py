@@ -114,7 +114,8 @@ def serve(settings: Settings) -> int:
     return _serve_many(settings)
 
 
-def _serve_one(settings: Settings, loaded: LoadedPolicy, *, reuse_port: bool, sock: socket.socket | None = None) -> None:
+def _serve_one(settings: Settings, loaded: LoadedPolicy, *, reuse_port: bool,
+               sock: socket.socket | None = None) -> None:
     from router.app import create_app  # the app (and aiohttp server parts) only when serving
 
     app = create_app(settings, loaded)
@@ -137,7 +138,7 @@ def _serve_many(settings: Settings) -> int:
     """N worker processes accept on one shared listening socket; SIGTERM/SIGINT stop them all."""
     sock = socket.create_server((settings.host, settings.port), reuse_port=True, backlog=1024)
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_worker, args=(settings, sock), daemon=False) for _ in range(settings.workers)]
+    procs = [ctx.Process(target=_worker, args=(settings, sock)) for _ in range(settings.workers)]
     for proc in procs:
         proc.start()
     log.info("started %d workers on http://%s:%d", len(procs), settings.host, settings.port)

@@ -109,7 +109,8 @@ def error_info(exc: BaseException) -> ErrorInfo:
                          getattr(exc, "retry_after", None))
     if isinstance(exc, BackendError):
         prefix = f"{exc.backend}: " if exc.backend and not exc.message.startswith(exc.backend) else ""
-        return ErrorInfo(exc.status, prefix + exc.message, exc.error_type, exc.code, exc.param, exc.retry_after)
+        return ErrorInfo(exc.status, prefix + exc.message, exc.error_type, exc.code, exc.param,
+                         exc.retry_after)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return ErrorInfo(413, f"request body too large: {exc.text} Raise settings.max_body_mb to allow more.",
                          "invalid_request_error", "request_too_large")

@@ -95,7 +95,8 @@ async def readyz(request: web.Request) -> web.Response:
     ready = any(a["ready"] for a in aliases.values())
     body = {"status": "ready" if ready else "unavailable", "policy": runtime.loaded.source,
             "models": aliases, "backends": {n: {"ok": h.ok, "detail": h.detail} for n, h in health.items()}}
-    return web.Response(status=200 if ready else 503, body=orjson.dumps(body), content_type="application/json")
+    return web.Response(status=200 if ready else 503, body=orjson.dumps(body),
+                        content_type="application/json")
 
 
 def routes() -> list[web.RouteDef]:

@@ -3,7 +3,6 @@ then ``SWITCHYARD_*`` environment variables, then defaults. Frozen once built.""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path

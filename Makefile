@@ -1,0 +1,48 @@
+# Switchyard: the two commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+PIP_QUIET := --disable-pip-version-check -q
+
+.PHONY: run test install lint lock bench local-model clean
+
+## install: a virtualenv with every dependency at its locked, hash-checked version
+install: $(VENV)/.installed
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@echo "[switchyard] installing locked dependencies into $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_QUIET) --require-hashes -r requirements.lock 2>&1 | grep -v '^WARNING: Location' || true
+	$(VENV)/bin/pip install $(PIP_QUIET) --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -c 'import router, policies, backends, aiohttp, litellm, openai'
+	@touch $@
+
+## run: the local open model (llama.cpp + Gemma 3 270M, built once) and the gateway on :4000
+run: install
+	bash deploy/local-model/run-gateway.sh
+
+## local-model: build/fetch llama.cpp and Gemma 3 270M into the cache (~7 min the first time)
+local-model:
+	bash deploy/local-model/llamacpp.sh install
+
+## lint: layering contracts (import-linter) and ruff
+lint: install
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check router policies backends tests bench
+
+## test: install everything, then lint and run the whole suite (incl. the real llama.cpp server)
+test: install local-model lint
+	$(PY) -m pytest
+
+## bench: gateway overhead against a direct call to a fast mock upstream
+bench: install
+	$(PY) bench/overhead.py
+
+## lock: re-resolve requirements.lock from pyproject.toml (needs network access to PyPI)
+lock:
+	$(PYTHON) -m venv /tmp/switchyard-uv && /tmp/switchyard-uv/bin/pip $(PIP_QUIET) install uv==0.13.8
+	/tmp/switchyard-uv/bin/uv pip compile pyproject.toml --extra test --generate-hashes \
+	  --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
