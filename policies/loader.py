@@ -73,9 +73,10 @@ class _Reader:
             if match.group(0) == "$$":
                 return "$"
             name, default = match.group(1), match.group(2)
-            if name in self.env:
-                return self.env[name]
-            if default is not None:
+            value = self.env.get(name)
+            if value or (value is not None and default is None):
+                return value
+            if default is not None:  # as in POSIX shells: unset *or empty* takes the default
                 return default
             self._issue(loc, node, f"environment variable {name} is not set "
                                    f"(use ${{{name}:-}} to make it optional)")
