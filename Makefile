@@ -14,7 +14,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_QUIET) --require-hashes -r requirements.lock 2>&1 | grep -v '^WARNING: Location' || true
 	$(VENV)/bin/pip install $(PIP_QUIET) --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
-	$(PY) -c 'import router, policies, backends, aiohttp, litellm, openai'
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(PY) -c 'import router, policies, backends, aiohttp, litellm, openai'
 	@touch $@
 
 ## run: the local open model (llama.cpp + Gemma 3 270M, built once) and the gateway on :4000

@@ -26,6 +26,7 @@ __all__ = ["LoadedPolicy", "load_policy", "load_policy_text"]
 Loc = tuple[str | int, ...]
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _RESERVED = {"rules", "teams", "sensitivity", "cache", "telemetry"}
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 @dataclass(frozen=True)
@@ -53,20 +54,33 @@ class _Reader:
     issues: list[PolicyIssue] = field(default_factory=list)
 
     def build(self, node: yaml.Node, loc: Loc) -> object:
-        self.lines[loc] = node.start_mark.line + 1
+        self.lines.setdefault(loc, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
-            self.loader.flatten_mapping(node)
-            out: dict[object, object] = {}
-            for key_node, value_node in node.value:
-                key = self.loader.construct_object(key_node, deep=True)
-                if key in out:
-                    self._issue(loc + (str(key),), key_node, f"duplicate key {key!r}")
-                out[key] = self.build(value_node, loc + (str(key),))
-            return out
+            return self._mapping(node, loc)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, loc + (i,)) for i, item in enumerate(node.value)]
         value = self.loader.construct_object(node, deep=True)
         return self.expand(value, loc, node) if isinstance(value, str) else value
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, object]:
+        explicit = {id(k) for k, _ in node.value if k.tag != _MERGE_TAG}
+        self.loader.flatten_mapping(node)  # merged (<<) pairs first, so explicit keys win
+        out: dict[str, object] = {}
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = self.loader.construct_object(key_node, deep=True)
+            if isinstance(key, int | float) and not isinstance(key, bool):
+                key = str(key)
+            if not isinstance(key, str):
+                self._issue(loc, key_node, f"keys must be strings, not {type(key).__name__}")
+                continue
+            if id(key_node) in explicit:
+                if key in seen:
+                    self._issue(loc + (key,), key_node, f"duplicate key {key!r}")
+                seen.add(key)
+            self.lines[loc + (key,)] = key_node.start_mark.line + 1
+            out[key] = self.build(value_node, loc + (key,))
+        return out
 
     def expand(self, text: str, loc: Loc, node: yaml.Node) -> str:
         def sub(match: re.Match[str]) -> str:
@@ -114,15 +128,14 @@ def load_policy(path: str | Path, env: Mapping[str, str]) -> LoadedPolicy:
 
 def load_policy_text(text: str, env: Mapping[str, str], *, file: str = "<policy>") -> LoadedPolicy:
     """Load a policy from YAML text (``file`` is only used in messages)."""
-    data, lines, env_issues = _parse_yaml(text, env, file)
+    data, lines, issues = _parse_yaml(text, env, file)
+    issues += _references(data, lines, file)
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        issues = env_issues + [_issue_from_pydantic(err, lines, file) for err in exc.errors()]
-        raise PolicyError(sorted(issues, key=lambda i: i.line or 0)) from exc
-    issues = env_issues + _resolve(policy, lines, file)
+        issues += [_issue_from_pydantic(err, lines, file) for err in exc.errors()]
     if issues:
-        raise PolicyError(issues)
+        raise PolicyError(sorted(issues, key=lambda i: i.line or 0))
     return LoadedPolicy(policy, file, tuple(_warnings(policy, lines, file)), lines)
 
 
@@ -163,20 +176,23 @@ def _issue_from_pydantic(err: Mapping[str, object], lines: dict[Loc, int], file:
     return PolicyIssue(file, _line_of(lines, loc), dotted(loc), msg)
 
 
-def _resolve(policy: Policy, lines: dict[Loc, int], file: str) -> list[PolicyIssue]:
+def _references(data: dict[str, object], lines: dict[Loc, int], file: str) -> list[PolicyIssue]:
+    """Cross-references, checked on the raw data so they are reported beside field errors."""
+    backends, models, settings = data.get("backends"), data.get("models"), data.get("settings")
     issues = []
-    for alias, spec in policy.models.items():
-        for i, target in enumerate(spec.targets):
-            if target not in policy.backends:
-                loc: Loc = ("models", alias, "targets", i)
-                known = ", ".join(sorted(policy.backends))
-                issues.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc),
-                                          f"unknown backend {target!r} (backends: {known})"))
-    default = policy.settings.default_alias
-    if default is not None and default not in policy.models:
+    if isinstance(backends, dict) and isinstance(models, dict):
+        known = ", ".join(sorted(backends))
+        for alias, spec in models.items():
+            targets = spec.get("targets") if isinstance(spec, dict) else None
+            for i, target in enumerate(targets if isinstance(targets, list) else ()):
+                if isinstance(target, str) and target not in backends:
+                    loc: Loc = ("models", alias, "targets", i)
+                    issues.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc),
+                                              f"unknown backend {target!r} (backends: {known})"))
+    default = settings.get("default_alias") if isinstance(settings, dict) else None
+    if isinstance(default, str) and not (isinstance(models, dict) and default in models):
         loc = ("settings", "default_alias")
-        issues.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc),
-                                  f"unknown model alias {default!r}"))
+        issues.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc), f"unknown model alias {default!r}"))
     return issues
 
 

@@ -135,7 +135,7 @@ class Policy(_Frozen):
     backends: Annotated[dict[str, BackendSpec], Field(min_length=1)]
     models: Annotated[dict[str, ModelAlias], Field(min_length=1)]
     settings: Settings = Settings()
-    # Reserved for later work; accepted only when absent or empty so that files written
+    # Reserved for later work; accepted only when absent (or null) so that files written
     # for a newer gateway fail loudly instead of being half-applied.
     rules: None = None
     teams: None = None

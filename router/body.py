@@ -46,7 +46,8 @@ _COMMON: dict[str, tuple[Check, str]] = {
     "temperature": (_opt(_is_num), "a number"),
     "top_p": (_opt(_is_num), "a number"),
     "user": (_opt(lambda v: isinstance(v, str)), "a string"),
-    "stop": (_opt(lambda v: isinstance(v, str | list)), "a string or an array of strings"),
+    "stop": (_opt(lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v))),
+             "a string or an array of strings"),
     "metadata": (_opt(lambda v: isinstance(v, dict)), "an object"),
 }
 _REQUIRED: dict[str, dict[str, tuple[Check, str]]] = {
