@@ -192,7 +192,8 @@ def _references(data: dict[str, object], lines: dict[Loc, int], file: str) -> li
     default = settings.get("default_alias") if isinstance(settings, dict) else None
     if isinstance(default, str) and not (isinstance(models, dict) and default in models):
         loc = ("settings", "default_alias")
-        issues.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc), f"unknown model alias {default!r}"))
+        issues.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc),
+                                  f"unknown model alias {default!r}"))
     return issues
 
 

@@ -31,6 +31,10 @@ def _opt(check: Check) -> Check:
     return lambda v: v is None or check(v)
 
 
+def _str_list(v: object) -> bool:
+    return isinstance(v, list) and all(isinstance(s, str) for s in v)
+
+
 def _str_or_list(v: object) -> bool:
     return isinstance(v, str) or (isinstance(v, list) and len(v) > 0)
 
@@ -46,8 +50,7 @@ _COMMON: dict[str, tuple[Check, str]] = {
     "temperature": (_opt(_is_num), "a number"),
     "top_p": (_opt(_is_num), "a number"),
     "user": (_opt(lambda v: isinstance(v, str)), "a string"),
-    "stop": (_opt(lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v))),
-             "a string or an array of strings"),
+    "stop": (_opt(lambda v: isinstance(v, str) or _str_list(v)), "a string or an array of strings"),
     "metadata": (_opt(lambda v: isinstance(v, dict)), "an object"),
 }
 _REQUIRED: dict[str, dict[str, tuple[Check, str]]] = {
