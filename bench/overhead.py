@@ -1,0 +1,631 @@
+"""Switchyard gateway overhead: what one hop through the gateway adds over calling the
+upstream directly.
+
+    .venv/bin/python bench/overhead.py [--quick] [--json PATH]
+
+One run starts a fast fixed-answer mock upstream (``bench/mock_upstream.py``) and the
+gateway (``switchyard serve``) routing alias ``bench`` to it, pins the gateway to one
+CPU core and the mock + this load client to another, and measures, always next to a
+direct call to the mock made by the same client code with the same payload:
+
+1. concurrency 1, non-stream: latency p50/p90/p99, direct vs gateway (interleaved),
+   and the added latency at p50 and p99;
+2. concurrency 1, stream: time to first body byte (TTFB) and total time;
+3. saturation, concurrency 32: throughput and CPU ms per request of the gateway
+   process, vs the mock's own CPU ms per request when called directly;
+4. the gateway's peak RSS (VmHWM).
+
+Every process it starts is stopped by PID on exit (also on Ctrl-C / SIGTERM); all
+traffic stays on 127.0.0.1; every phase is aborted after 120 s. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+from mock_upstream import CHAT_BODY, SSE_BODY  # bench/ is sys.path[0] when run as a script
+
+HOST = "127.0.0.1"
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+PHASE_LIMIT_S = 120.0
+READY_LIMIT_S = 30.0
+TARGET_ADDED_P50_MS = 1.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MAX_STREAM_READS = 10_000
+MIN_PRECISE_TICKS = 20  # below this, tick quantisation (±1 per reading) makes CPU/request rough
+HEADERS = {"Content-Type": "application/json"}
+MESSAGES = [{"role": "system", "content": "You are a terse assistant used by a benchmark."},
+            {"role": "user", "content": "Say hello in five words."}]
+
+T = TypeVar("T")
+Json = dict[str, Any]
+CorePlan = tuple[set[int], set[int]] | None  # (gateway cores, mock + client cores)
+
+
+@dataclass(frozen=True)
+class Config:
+    latency_n: int       # measured requests per target at concurrency 1 (each mode)
+    latency_warmup: int  # excluded requests per target before that
+    sat_n: int           # measured requests per target at saturation
+    sat_warmup: int
+    sat_rounds: int = 4  # the saturation requests are sent in this many alternating bursts
+    concurrency: int = 32
+
+
+FULL = Config(latency_n=2000, latency_warmup=200, sat_n=5000, sat_warmup=500)
+QUICK = Config(latency_n=300, latency_warmup=50, sat_n=1000, sat_warmup=200)
+
+
+class BenchAbort(Exception):
+    """The benchmark cannot go on; the message says why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One place to send requests: the mock directly, or the gateway in front of it."""
+
+    name: str
+    base: str           # http://127.0.0.1:PORT
+    url: str
+    body: bytes         # non-stream request
+    stream_body: bytes  # the same with "stream": true
+    pid: int
+
+
+def make_target(name: str, port: int, model: str, pid: int) -> Target:
+    payload = {"model": model, "messages": MESSAGES, "max_tokens": 32, "temperature": 0}
+    base = f"http://{HOST}:{port}"
+    return Target(name, base, base + "/v1/chat/completions", orjson.dumps(payload),
+                  orjson.dumps({**payload, "stream": True}), pid)
+
+
+# -- processes -------------------------------------------------------------------------
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_plan() -> CorePlan:
+    """(gateway cores, mock+client cores): one core each, or ``None`` with fewer than 2 CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {cpus[-1]}, {cpus[0]}
+
+
+def spawn(name: str, argv: list[str], cores: set[int] | None, log: Path) -> Proc:
+    """Start ``argv`` in its own session; it inherits ``cores`` as its CPU affinity from
+    birth (so every thread it ever starts is pinned too)."""
+    mine = os.sched_getaffinity(0)
+    with log.open("wb") as out:
+        if cores:
+            os.sched_setaffinity(0, cores)
+        try:
+            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     cwd=ROOT, start_new_session=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        finally:
+            os.sched_setaffinity(0, mine)
+    return Proc(name, popen, log)
+
+
+def stop(proc: Proc) -> None:
+    """SIGTERM by PID, then SIGKILL if it is still there after 5 s."""
+    if proc.popen.poll() is not None:
+        return
+    proc.popen.terminate()
+    try:
+        proc.popen.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.popen.kill()
+        proc.popen.wait(timeout=5)
+
+
+def log_tail(proc: Proc, lines: int = 30) -> str:
+    try:
+        text = proc.log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    if not text:
+        return ""
+    return f"--- last lines of the {proc.name} log ({proc.log.name}) ---\n" + "\n".join(text)
+
+
+def gateway_argv(policy: Path, port: int) -> list[str]:
+    exe = Path(sys.executable).with_name("switchyard")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "router"]
+    return [*cmd, "serve", "--policy", str(policy), "--host", HOST, "--port", str(port),
+            "--workers", "1", "--no-access-log"]
+
+
+def write_policy(directory: Path, mock_port: int) -> Path:
+    policy = directory / "bench-policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "backends:\n"
+        f'  mock: {{kind: openai_compatible, base_url: "http://{HOST}:{mock_port}/v1", model: mock-model}}\n'
+        "models:\n"
+        "  bench: {targets: [mock]}\n"
+    )
+    return policy
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process (all its threads), in clock ticks."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; fields[0] is field 3
+    return int(fields[11]) + int(fields[12])       # fields 14 (utime) and 15 (stime)
+
+
+def cpu_ns(pid: int) -> int:
+    """Run time of a process's live threads in ns (/proc/PID/task/*/schedstat); 0 if unavailable."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def core_ticks(cores: set[int]) -> tuple[int, int]:
+    """(busy, total) clock ticks since boot of these CPUs, every process counted (/proc/stat)."""
+    busy = total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) in cores:
+            ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+            total += sum(ticks)
+            busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy, total
+
+
+def peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise BenchAbort(f"no VmHWM in /proc/{pid}/status")
+
+
+# -- client ----------------------------------------------------------------------------
+
+def check(target: Target, status: int, got: bytes, want: bytes) -> None:
+    """Abort with the answer's text unless it is exactly the mock's fixed answer."""
+    if status != 200 or got != want:
+        text = got[:2000].decode("utf-8", "replace")
+        raise BenchAbort(f"{target.name} answered HTTP {status}, not the mock's fixed answer:\n{text}")
+
+
+async def timed_json(session: aiohttp.ClientSession, target: Target) -> int:
+    """One non-stream request; its latency in ns."""
+    start = time.perf_counter_ns()
+    async with session.post(target.url, data=target.body, headers=HEADERS) as resp:
+        body = await resp.read()
+    elapsed = time.perf_counter_ns() - start
+    check(target, resp.status, body, CHAT_BODY)
+    return elapsed
+
+
+async def timed_stream(session: aiohttp.ClientSession, target: Target) -> tuple[int, int]:
+    """One stream request; (time to first body byte, total time) in ns."""
+    start = time.perf_counter_ns()
+    async with session.post(target.url, data=target.stream_body, headers=HEADERS) as resp:
+        chunks = [await resp.content.readany()]
+        first = time.perf_counter_ns()
+        for _ in range(MAX_STREAM_READS):
+            chunk = await resp.content.readany()
+            if not chunk:
+                break
+            chunks.append(chunk)
+    end = time.perf_counter_ns()
+    check(target, resp.status, b"".join(chunks), SSE_BODY)
+    return first - start, end - start
+
+
+async def interleaved(run: Callable[[Target], Awaitable[T]], a: Target, b: Target,
+                      n: int, warmup: int) -> tuple[list[T], list[T]]:
+    """Alternate a/b request by request (ABBA order), so drift hits both equally."""
+    out_a: list[T] = []
+    out_b: list[T] = []
+    for i in range(warmup + n):
+        if i % 2 == 0:
+            ra, rb = await run(a), await run(b)
+        else:
+            rb, ra = await run(b), await run(a)
+        if i >= warmup:
+            out_a.append(ra)
+            out_b.append(rb)
+    return out_a, out_b
+
+
+@dataclass(frozen=True)
+class CpuSnap:
+    """CPU counters at one instant, for the server under load and the core(s) it runs on."""
+
+    t_ns: int
+    server_ticks: int   # utime + stime (clock ticks)
+    server_ns: int      # schedstat run time of its live threads (ns precision)
+    client_ticks: int
+    core: tuple[int, int]         # (busy, total) /proc/stat ticks of the server's cores, all processes
+    client_core: tuple[int, int]  # the same for this client's cores
+
+
+def snap(pid: int, cores: set[int]) -> CpuSnap:
+    return CpuSnap(time.perf_counter_ns(), cpu_ticks(pid), cpu_ns(pid), cpu_ticks(os.getpid()),
+                   core_ticks(cores), core_ticks(os.sched_getaffinity(0)))
+
+
+def busy_pct(a: tuple[int, int], b: tuple[int, int]) -> float:
+    return 100 * (b[0] - a[0]) / max(1, b[1] - a[1])
+
+
+Round = tuple[CpuSnap, CpuSnap]  # counters before and after one measured burst
+
+
+@dataclass(frozen=True)
+class Saturation:
+    requests: int
+    wall_s: float
+    req_per_s: float
+    req_per_s_min_round: float
+    req_per_s_max_round: float
+    server_cpu_ticks: int
+    server_cpu_ms_per_req: float           # from ticks: the headline number
+    server_cpu_ms_per_req_schedstat: float  # ns-precision cross-check
+    server_busy_pct: float                  # server CPU time / wall time
+    core_busy_pct_all: float                # its core(s) busy, every process counted
+    client_core_busy_pct_all: float         # the load client's core(s) busy, every process counted
+    client_cpu_ms_per_req: float
+
+    @classmethod
+    def from_rounds(cls, rounds: list[Round], per_round: int) -> Saturation:
+        def total(get: Callable[[CpuSnap], int]) -> int:
+            return sum(get(after) - get(before) for before, after in rounds)
+
+        def pct(busy: Callable[[CpuSnap], int], all_: Callable[[CpuSnap], int]) -> float:
+            return 100 * total(busy) / max(1, total(all_))
+
+        n = per_round * len(rounds)
+        wall_s = total(lambda c: c.t_ns) / 1e9
+        ticks = total(lambda c: c.server_ticks)
+        cpu_ms = ticks * 1000 / CLK_TCK
+        rates = [per_round * 1e9 / (after.t_ns - before.t_ns) for before, after in rounds]
+        return cls(n, wall_s, n / wall_s, min(rates), max(rates), ticks, cpu_ms / n,
+                   total(lambda c: c.server_ns) / 1e6 / n, 100 * cpu_ms / (wall_s * 1000),
+                   pct(lambda c: c.core[0], lambda c: c.core[1]),
+                   pct(lambda c: c.client_core[0], lambda c: c.client_core[1]),
+                   total(lambda c: c.client_ticks) * 1000 / CLK_TCK / n)
+
+
+async def blast(session: aiohttp.ClientSession, target: Target, total: int, concurrency: int) -> None:
+    """``total`` non-stream requests, ``concurrency`` in flight at a time."""
+    tickets: Iterator[int] = iter(range(total))
+
+    async def worker() -> None:
+        for _ in tickets:
+            async with session.post(target.url, data=target.body, headers=HEADERS) as resp:
+                body = await resp.read()
+            check(target, resp.status, body, CHAT_BODY)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def measured_blast(session: aiohttp.ClientSession, target: Target, n: int, concurrency: int) -> Round:
+    cores = os.sched_getaffinity(target.pid)
+    before = snap(target.pid, cores)
+    await blast(session, target, n, concurrency)
+    return before, snap(target.pid, cores)
+
+
+async def saturate(session: aiohttp.ClientSession, direct: Target, gateway: Target,
+                   cfg: Config) -> tuple[Saturation, Saturation]:
+    """Warm both up, then ``cfg.sat_rounds`` bursts each, alternating in ABBA order so
+    noise (other work on the machine) hits both alike; totals are summed over rounds."""
+    for target in (direct, gateway):
+        await blast(session, target, cfg.sat_warmup, cfg.concurrency)
+    per_round = cfg.sat_n // cfg.sat_rounds
+    rounds: dict[str, list[Round]] = {direct.name: [], gateway.name: []}
+    for i in range(cfg.sat_rounds):
+        for target in (direct, gateway) if i % 2 == 0 else (gateway, direct):
+            rounds[target.name].append(await measured_blast(session, target, per_round, cfg.concurrency))
+    return (Saturation.from_rounds(rounds[direct.name], per_round),
+            Saturation.from_rounds(rounds[gateway.name], per_round))
+
+
+async def phase(name: str, work: Awaitable[T]) -> T:
+    print(f"  … {name}", file=sys.stderr, flush=True)
+    try:
+        async with asyncio.timeout(PHASE_LIMIT_S) as limit:
+            return await work
+    except TimeoutError:
+        if limit.expired():
+            raise BenchAbort(f"phase {name!r} took more than {PHASE_LIMIT_S:g} s; aborting") from None
+        raise BenchAbort(f"phase {name!r}: a request timed out") from None
+    except aiohttp.ClientError as exc:
+        raise BenchAbort(f"phase {name!r}: request failed: {exc.__class__.__name__}: {exc}") from None
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str, proc: Proc) -> float:
+    """Poll ``url`` until it answers 200; seconds waited. Aborts if ``proc`` exits."""
+    start = time.monotonic()
+    for _ in range(int(READY_LIMIT_S / 0.02)):
+        if proc.popen.poll() is not None:
+            raise BenchAbort(f"{proc.name} exited with code {proc.popen.returncode} before it was ready")
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    return time.monotonic() - start
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        if time.monotonic() - start > READY_LIMIT_S:
+            break
+        await asyncio.sleep(0.02)
+    raise BenchAbort(f"{proc.name} not ready at {url} within {READY_LIMIT_S:g} s")
+
+
+# -- statistics ------------------------------------------------------------------------
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    pos = (len(sorted_values) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def summary_ms(ns: list[int]) -> dict[str, float]:
+    ms = sorted(v / 1e6 for v in ns)
+    return {f"p{q}": percentile(ms, q) for q in (50, 90, 99)} | {"mean": sum(ms) / len(ms)}
+
+
+def paired_median_ms(a: list[int], b: list[int]) -> float:
+    """Median of per-pair differences b[i] - a[i] (robust to drift between pairs)."""
+    diffs = sorted((y - x) / 1e6 for x, y in zip(a, b, strict=True))
+    return percentile(diffs, 50)
+
+
+def added(direct: dict[str, float], gateway: dict[str, float]) -> dict[str, float]:
+    return {k: gateway[k] - direct[k] for k in ("p50", "p99")}
+
+
+# -- the run ---------------------------------------------------------------------------
+
+async def latency_phases(session: aiohttp.ClientSession, direct: Target, gateway: Target,
+                         cfg: Config) -> Json:
+    n, warm = cfg.latency_n, cfg.latency_warmup
+    d_ns, g_ns = await phase("concurrency 1, non-stream",
+                             interleaved(lambda t: timed_json(session, t), direct, gateway, n, warm))
+    d_st, g_st = await phase("concurrency 1, stream",
+                             interleaved(lambda t: timed_stream(session, t), direct, gateway, n, warm))
+    d, g = summary_ms(d_ns), summary_ms(g_ns)
+    d_ttfb, g_ttfb = summary_ms([x[0] for x in d_st]), summary_ms([x[0] for x in g_st])
+    d_tot, g_tot = summary_ms([x[1] for x in d_st]), summary_ms([x[1] for x in g_st])
+    return {
+        "non_stream": {"direct": d, "gateway": g, "added": added(d, g),
+                       "added_paired_median": paired_median_ms(d_ns, g_ns)},
+        "stream": {"ttfb": {"direct": d_ttfb, "gateway": g_ttfb, "added": added(d_ttfb, g_ttfb)},
+                   "total": {"direct": d_tot, "gateway": g_tot, "added": added(d_tot, g_tot)}},
+    }
+
+
+async def measure(direct: Target, gateway: Target, procs: dict[str, Proc], cfg: Config) -> Json:
+    connector = aiohttp.TCPConnector(limit=4 * cfg.concurrency, keepalive_timeout=120)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        ready = {"mock_s": await wait_ready(session, direct.base + "/v1/models", procs["mock"]),
+                 "gateway_s": await wait_ready(session, gateway.base + "/healthz", procs["gateway"])}
+        latency = await latency_phases(session, direct, gateway, cfg)
+        sat_direct, sat_gateway = await phase("saturation, direct and gateway alternating",
+                                              saturate(session, direct, gateway, cfg))
+    return {"ready": ready, **latency, "saturation": saturation_summary(sat_direct, sat_gateway, cfg)}
+
+
+def saturation_summary(direct: Saturation, gateway: Saturation, cfg: Config) -> Json:
+    def ratio(g: float, d: float) -> float | None:
+        return g / d if d > 0 else None
+
+    return {"concurrency": cfg.concurrency, "direct": asdict(direct), "gateway": asdict(gateway),
+            "cpu_ratio_gateway_over_mock": ratio(gateway.server_cpu_ms_per_req, direct.server_cpu_ms_per_req),
+            "cpu_ratio_schedstat": ratio(gateway.server_cpu_ms_per_req_schedstat,
+                                         direct.server_cpu_ms_per_req_schedstat),
+            "gateway_capacity_req_per_s": 1000 / gateway.server_cpu_ms_per_req
+            if gateway.server_cpu_ms_per_req > 0 else 0.0}
+
+
+def start_processes(tmp: Path, plan: CorePlan, procs: dict[str, Proc]) -> tuple[int, int]:
+    gw_cores, client_cores = plan if plan else (None, None)
+    if client_cores:
+        os.sched_setaffinity(0, client_cores)  # this load client
+    mock_port, gw_port = free_port(), free_port()
+    procs["mock"] = spawn("mock", [sys.executable, str(BENCH_DIR / "mock_upstream.py"), "--host", HOST,
+                                   "--port", str(mock_port)], client_cores, tmp / "mock.log")
+    procs["gateway"] = spawn("gateway", gateway_argv(write_policy(tmp, mock_port), gw_port), gw_cores,
+                             tmp / "gateway.log")
+    return mock_port, gw_port
+
+
+def run(cfg: Config) -> Json:
+    loadavg = float(Path("/proc/loadavg").read_text().split()[0])
+    plan = cpu_plan()
+    procs: dict[str, Proc] = {}
+    with tempfile.TemporaryDirectory(prefix="switchyard-bench-") as tmp:
+        try:
+            mock_port, gw_port = start_processes(Path(tmp), plan, procs)
+            direct = make_target("direct", mock_port, "mock-model", procs["mock"].popen.pid)
+            gateway = make_target("gateway", gw_port, "bench", procs["gateway"].popen.pid)
+            results = asyncio.run(measure(direct, gateway, procs, cfg))
+            results["gateway_peak_rss_mb"] = peak_rss_kb(gateway.pid) / 1024
+            results["machine"] = machine(plan, procs, loadavg)
+            return results
+        except BenchAbort as exc:
+            tails = "\n".join(t for t in (log_tail(p) for p in procs.values()) if t)
+            raise BenchAbort(f"{exc}\n{tails}") from None
+        finally:
+            stop_all(procs)
+
+
+def stop_all(procs: dict[str, Proc]) -> None:
+    """Stop every started process; a second Ctrl-C waits until that is done."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        for proc in reversed(procs.values()):
+            stop(proc)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def machine(plan: CorePlan, procs: dict[str, Proc], loadavg: float) -> Json:
+    return {
+        "cpus": os.cpu_count(), "pinned": plan is not None,
+        "gateway_cpus": sorted(os.sched_getaffinity(procs["gateway"].popen.pid)),
+        "mock_and_client_cpus": sorted(os.sched_getaffinity(0)),
+        "python": platform.python_version(), "aiohttp": aiohttp.__version__,
+        "platform": platform.platform(), "clk_tck": CLK_TCK, "loadavg_before": loadavg,
+    }
+
+
+# -- report ----------------------------------------------------------------------------
+
+def _row(label: str, values: list[float | None], width: int = 10) -> str:
+    cells = "".join(f"{'' if v is None else f'{v:.3f}':>{width}}" for v in values)
+    return f"  {label:<22}{cells}"
+
+
+def report(results: Json, cfg: Config, quick: bool) -> str:
+    m = results["machine"]
+    pin = (f"gateway on cpu {m['gateway_cpus']}, mock + client on cpu {m['mock_and_client_cpus']}"
+           if m["pinned"] else "NOT pinned (fewer than 2 CPUs)")
+    lines = [f"Switchyard gateway overhead ({'quick' if quick else 'full'} run)",
+             f"  {m['cpus']} CPUs; {pin}; Python {m['python']}, aiohttp {m['aiohttp']}",
+             f"  1-min load average before the run: {m['loadavg_before']:.2f}"
+             " (anything else running skews the numbers)",
+             ""]
+    lines += _latency_lines(results, cfg)
+    lines += _saturation_lines(results["saturation"], cfg)
+    lines += ["", f"[4] gateway peak RSS (VmHWM): {results['gateway_peak_rss_mb']:.1f} MB", ""]
+    lines.append(verdict(results))
+    return "\n".join(lines)
+
+
+def _latency_lines(r: Json, cfg: Config) -> list[str]:
+    ns, st = r["non_stream"], r["stream"]
+    head = f"N={cfg.latency_n} per target, {cfg.latency_warmup} warm-up excluded, interleaved"
+    lines = [f"[1] concurrency 1, non-stream ({head})",
+             f"  {'latency (ms)':<22}{'p50':>10}{'p90':>10}{'p99':>10}{'mean':>10}"]
+    for who in ("direct", "gateway"):
+        s = ns[who]
+        lines.append(_row(who, [s["p50"], s["p90"], s["p99"], s["mean"]]))
+    lines.append(_row("added (gw - direct)", [ns["added"]["p50"], None, ns["added"]["p99"]]))
+    lines.append(_row("added, paired median", [ns["added_paired_median"]]))
+    lines += ["", f"[2] concurrency 1, stream ({head})",
+              f"  {'(ms)':<22}{'TTFB p50':>10}{'TTFB p99':>10}{'total p50':>10}{'total p99':>10}"]
+    for who in ("direct", "gateway", "added"):
+        t, tot = st["ttfb"][who], st["total"][who]
+        label = "added (gw - direct)" if who == "added" else who
+        lines.append(_row(label, [t["p50"], t["p99"], tot["p50"], tot["p99"]]))
+    return lines
+
+
+def _saturation_lines(s: Json, cfg: Config) -> list[str]:
+    lines = ["", f"[3] saturation: concurrency {s['concurrency']}, non-stream, {cfg.sat_n} requests per "
+                 f"target in {cfg.sat_rounds} alternating bursts ({cfg.sat_warmup} warm-up excluded)",
+             f"  {'':<22}{'req/s':>8}{'CPU ms/req':>12}{'ticks':>7}{'ms/req':>9}{'process':>9}"
+             f"{'its core':>10}{'client core':>13}",
+             f"  {'':<22}{'':>8}{'(ticks)':>12}{'':>7}{'(ns)':>9}{'% core':>9}{'% busy':>10}{'% busy':>13}"]
+    for who, label in (("direct", "direct: mock process"), ("gateway", "gateway process")):
+        x = s[who]
+        lines.append(f"  {label:<22}{x['req_per_s']:>8.0f}{x['server_cpu_ms_per_req']:>12.3f}"
+                     f"{x['server_cpu_ticks']:>7d}{x['server_cpu_ms_per_req_schedstat']:>9.3f}"
+                     f"{x['server_busy_pct']:>9.0f}{x['core_busy_pct_all']:>10.0f}"
+                     f"{x['client_core_busy_pct_all']:>13.0f}")
+    few = min(s["direct"]["server_cpu_ticks"], s["gateway"]["server_cpu_ticks"]) < MIN_PRECISE_TICKS
+    lines += [f"  CPU/request, gateway ÷ mock: {_ratio(s['cpu_ratio_gateway_over_mock'])} from ticks"
+              f" (1 tick = {1000 / CLK_TCK:g} ms), {_ratio(s['cpu_ratio_schedstat'])} from ns"
+              + (f"  [< {MIN_PRECISE_TICKS} ticks: trust the ns figure]" if few else ""),
+              f"  gateway capacity on one full core ≈ {s['gateway_capacity_req_per_s']:.0f} req/s"
+              f" (= 1000 / CPU ms per request)",
+              f"  req/s per burst, min-max: gateway {_span(s['gateway'])}, direct {_span(s['direct'])}",
+              f"  load client: {s['gateway']['client_cpu_ms_per_req']:.3f} CPU ms/req"]
+    return lines
+
+
+def _span(x: Json) -> str:
+    return f"{x['req_per_s_min_round']:.0f}-{x['req_per_s_max_round']:.0f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}x"
+
+
+def verdict(results: Json) -> str:
+    p50 = results["non_stream"]["added"]["p50"]
+    ok = p50 <= TARGET_ADDED_P50_MS
+    return (f"target: added p50 <= {TARGET_ADDED_P50_MS:.1f} ms at concurrency 1 -> "
+            f"{'PASS' if ok else 'FAIL'} (added p50 = {p50:.3f} ms)")
+
+
+# -- entry point -----------------------------------------------------------------------
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Raise right where we are (not via asyncio task cancellation, which library code can
+    swallow), so the finally blocks stop every process we started."""
+    raise KeyboardInterrupt
+
+
+def _install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # leave an ignored SIGINT ignored
+        signal.signal(signal.SIGINT, _interrupt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run, a few seconds)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON here")
+    args = parser.parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    _install_signal_handlers()
+    try:
+        results = run(cfg)
+    except BenchAbort as exc:
+        print(f"benchmark aborted: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; every started process was stopped", file=sys.stderr)
+        return 130
+    print(report(results, cfg, args.quick))
+    if args.json:
+        doc = {"config": asdict(cfg), "quick": args.quick, "target_added_p50_ms": TARGET_ADDED_P50_MS,
+               **results}
+        args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
