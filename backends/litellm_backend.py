@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch prices at import
 
+import httpx  # noqa: E402
 import litellm  # noqa: E402
 import orjson  # noqa: E402
 
@@ -167,7 +168,11 @@ class LiteLLMStream:
                 err = translate(exc, self._backend)
                 raise StreamBroken(err.message, backend=self._backend, code=err.code) from exc
             limit, what = self._idle_s, "next event"
-            yield data_event(_clean(chunk.model_dump()))
+            data = _clean(chunk.model_dump())
+            if _invented_finish(self._wrapper, data):
+                raise StreamBroken(f"{self._backend} stream ended before the provider finished it",
+                                   backend=self._backend)
+            yield data_event(data)
         yield DONE
 
     async def aclose(self) -> None:
@@ -177,6 +182,18 @@ class LiteLLMStream:
                 await close()
             except Exception:  # noqa: BLE001,S110 - best effort on an abandoned stream
                 pass
+
+
+def _invented_finish(wrapper: object, chunk: Mapping[str, object]) -> bool:
+    """litellm closes a cut stream with a ``finish_reason`` of its own; the provider's own
+    finish is recorded on the wrapper. A finish without one means the answer is truncated."""
+    choices = chunk.get("choices")
+    finished = isinstance(choices, list) and any(
+        isinstance(c, dict) and c.get("finish_reason") for c in choices)
+    if not finished:
+        return False
+    return (getattr(wrapper, "received_finish_reason", None) is None
+            and getattr(wrapper, "intermittent_finish_reason", None) is None)
 
 
 def _pick(body: Mapping[str, object], allowed: frozenset[str]) -> dict[str, object]:
@@ -194,6 +211,11 @@ def _clean(data: dict[str, object]) -> dict[str, object]:
 def translate(exc: BaseException, backend: str) -> BackendError:
     """Map a litellm (or httpx/openai) exception onto the backend error tree."""
     message = str(getattr(exc, "message", None) or exc) or exc.__class__.__name__
+    cause = _transport_cause(exc)
+    if isinstance(cause, httpx.TimeoutException | TimeoutError):
+        return UpstreamTimeout(f"{backend}: {message}", backend=backend)
+    if isinstance(cause, httpx.ConnectError | ConnectionRefusedError):
+        return UpstreamConnectError(f"{backend}: cannot connect ({message})", backend=backend)
     if isinstance(exc, litellm.ContextWindowExceededError):
         return ContextLengthExceeded(message, backend=backend, code="context_length_exceeded")
     if isinstance(exc, litellm.ContentPolicyViolationError):
@@ -208,6 +230,18 @@ def translate(exc: BaseException, backend: str) -> BackendError:
     if isinstance(status, int):
         return error_from_status(status, message, backend=backend, retry_after=_retry_after(exc))
     return UpstreamConnectError(f"{backend}: {exc.__class__.__name__}: {message}", backend=backend)
+
+
+def _transport_cause(exc: BaseException) -> BaseException | None:
+    """The transport error under litellm's wrapping (it reports refused connections as 500s)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, httpx.TransportError | OSError | TimeoutError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _retry_after(exc: BaseException) -> float | None:

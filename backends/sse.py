@@ -24,14 +24,15 @@ class SSESplitter:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         buf = self._buf + chunk if self._buf else chunk
+        held = b""
         if b"\r" in buf:
-            if buf.endswith(b"\r"):  # a CRLF may be split across chunks
-                self._buf = buf
-                return []
+            if buf.endswith(b"\r"):  # the first half of a CRLF: keep only it for the next chunk
+                buf, held = buf[:-1], b"\r"
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events = buf.split(b"\n\n")
-        self._buf = events.pop()
-        return [e + b"\n\n" for e in events if e.strip()]
+        self._buf = events.pop() + held
+        # A lone blank keep-alive line leaves a leading "\n" on the next event: strip it.
+        return [e.lstrip(b"\n") + b"\n\n" for e in events if e.strip()]
 
     @property
     def pending(self) -> bytes:

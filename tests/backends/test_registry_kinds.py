@@ -1,0 +1,51 @@
+"""Unit tests for ``backends.registry``: which kinds exist and what they build."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from backends.base import BackendConfig
+from backends.openai_compat import KIND_TRAITS, OpenAICompatBackend
+from backends.registry import DIRECT_KINDS, build_backend, check_kind
+
+
+def test_direct_kinds_are_the_passthrough_traits() -> None:
+    assert DIRECT_KINDS == {"vllm", "tgi", "llamacpp", "ollama", "openai_compatible"}
+    assert DIRECT_KINDS == set(KIND_TRAITS)
+
+
+@pytest.mark.parametrize("kind", sorted(DIRECT_KINDS))
+def test_check_kind_accepts_self_hosted_kinds(kind: str) -> None:
+    assert check_kind(kind) is None
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai", "gemini", "mistral"])
+def test_check_kind_accepts_litellm_providers(kind: str) -> None:
+    assert check_kind(kind) is None
+
+
+@pytest.mark.parametrize("kind", ["nope", "vLLM", "", "anthropic "])
+def test_check_kind_rejects_unknown_kind_naming_it(kind: str) -> None:
+    with pytest.raises(ValueError) as info:
+        check_kind(kind)
+    assert repr(kind) in str(info.value)
+    assert "vllm" in str(info.value)  # and says what would be valid
+
+
+async def test_build_backend_picks_the_adapter_by_kind() -> None:
+    from backends.litellm_backend import LiteLLMBackend
+
+    async with aiohttp.ClientSession() as session:
+        for kind in sorted(DIRECT_KINDS):
+            backend = build_backend(BackendConfig(name=kind, kind=kind, model="m",
+                                                  base_url="http://127.0.0.1:9/v1"), session)
+            assert isinstance(backend, OpenAICompatBackend)
+            assert backend.traits is KIND_TRAITS[kind]
+        closed = build_backend(BackendConfig(name="c", kind="anthropic", model="claude",
+                                             self_hosted=False), session)
+        assert isinstance(closed, LiteLLMBackend) and closed.self_hosted is False
+        with pytest.raises(ValueError, match="nope"):
+            build_backend(BackendConfig(name="x", kind="nope", model="m"), session)
+        with pytest.raises(ValueError, match="base_url"):
+            build_backend(BackendConfig(name="v", kind="vllm", model="m"), session)
