@@ -33,6 +33,7 @@ class BackendConfig:
     base_url: str | None = None
     api_key: str | None = None
     self_hosted: bool = True
+    supports_prefill: bool = False
     limits: Limits = Limits()
     headers: tuple[tuple[str, str], ...] = ()
 

@@ -103,7 +103,7 @@ class LiteLLMBackend:
                                   backend=self.name) from None
         except Exception as exc:  # noqa: BLE001 - translated once, here
             raise translate(exc, self.name) from exc
-        return BackendResponse(body=orjson.dumps(_clean(result.model_dump())))
+        return BackendResponse(body=orjson.dumps(_clean(result.model_dump(warnings=False))))
 
     async def open_stream(self, request: BackendRequest) -> LiteLLMStream:
         if request.endpoint == "embeddings":
@@ -168,7 +168,7 @@ class LiteLLMStream:
                 err = translate(exc, self._backend)
                 raise StreamBroken(err.message, backend=self._backend, code=err.code) from exc
             limit, what = self._idle_s, "next event"
-            data = _clean(chunk.model_dump())
+            data = _clean(chunk.model_dump(warnings=False))
             if _invented_finish(self._wrapper, data):
                 raise StreamBroken(f"{self._backend} stream ended before the provider finished it",
                                    backend=self._backend)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from backends.base import BackendConfig
+from backends.base import BackendConfig, Limits
 from backends.errors import (
     BackendError,
     StreamBroken,
@@ -40,11 +40,14 @@ class KindTraits:
 
     health_path: str
     metrics_path: str | None = None
+    #: Body fields that make the server continue a trailing assistant message (prefill).
+    prefill_fields: tuple[tuple[str, object], ...] = ()
 
 
 KIND_TRAITS: dict[str, KindTraits] = {
     "openai_compatible": KindTraits(health_path="/v1/models"),
-    "vllm": KindTraits(health_path="/health", metrics_path="/metrics"),
+    "vllm": KindTraits(health_path="/health", metrics_path="/metrics",
+                       prefill_fields=(("continue_final_message", True), ("add_generation_prompt", False))),
     "tgi": KindTraits(health_path="/health", metrics_path="/metrics"),
     "llamacpp": KindTraits(health_path="/health", metrics_path="/metrics"),
     "ollama": KindTraits(health_path="/api/version"),
@@ -92,9 +95,10 @@ class OpenAICompatBackend:
 
     async def open_stream(self, request: BackendRequest) -> PassthroughStream:
         limits = self.config.limits
+        deadline = asyncio.get_running_loop().time() + limits.first_token_s  # headers + first event
         ctx = self._post(request)
         try:
-            async with asyncio.timeout(limits.first_token_s):
+            async with asyncio.timeout_at(deadline):
                 resp = await ctx.__aenter__()
         except TimeoutError:
             raise UpstreamTimeout(f"{self.name} sent no response headers within "
@@ -106,11 +110,13 @@ class OpenAICompatBackend:
         except BaseException:
             resp.release()
             raise
-        return PassthroughStream(self.name, resp, limits.first_token_s, limits.idle_s)
+        return PassthroughStream(self.name, resp, deadline, limits)
 
     def _post(self, request: BackendRequest) -> aiohttp.client._RequestContextManager:
         body = dict(request.body)
         body["model"] = self.config.model
+        if request.prefill:
+            body.update(self.traits.prefill_fields)
         headers = self._headers
         if request.traceparent:
             headers = {**headers, "traceparent": request.traceparent}
@@ -143,24 +149,26 @@ class OpenAICompatBackend:
 
 
 class PassthroughStream:
-    """Relays an upstream SSE body as complete events; enforces first-token and idle limits."""
+    """Relays an upstream SSE body as complete events. The first event must arrive by
+    ``first_deadline`` (loop time, counted from the request); later ones within ``idle_s``."""
 
-    def __init__(self, backend: str, resp: aiohttp.ClientResponse, first_s: float, idle_s: float) -> None:
+    def __init__(self, backend: str, resp: aiohttp.ClientResponse, first_deadline: float,
+                 limits: Limits) -> None:
         self._backend = backend
         self._resp = resp
-        self._first_s = first_s
-        self._idle_s = idle_s
+        self._first_deadline = first_deadline
+        self._limits = limits
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
 
     async def _events(self) -> AsyncIterator[bytes]:
-        splitter, finished, limit, what = SSESplitter(), False, self._first_s, "first token"
+        splitter, finished, first = SSESplitter(), False, True
         content = self._resp.content
         try:
             while True:
-                chunk = await self._read(content, limit, what)
-                limit, what = self._idle_s, "next event"
+                chunk = await self._read(content, first)
+                first = False
                 if not chunk:
                     break
                 for event in splitter.feed(chunk):
@@ -177,13 +185,16 @@ class PassthroughStream:
                                backend=self._backend)
         yield DONE  # complete answer, upstream just forgot the sentinel
 
-    async def _read(self, content: aiohttp.StreamReader, limit: float, what: str) -> bytes:
+    async def _read(self, content: aiohttp.StreamReader, first: bool) -> bytes:
+        loop = asyncio.get_running_loop()
+        deadline = self._first_deadline if first else loop.time() + self._limits.idle_s
         try:
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout_at(deadline):
                 return await content.readany()
         except TimeoutError:
-            raise UpstreamTimeout(f"{self._backend} sent no {what} within {limit:g} s",
-                                  backend=self._backend) from None
+            what = (f"first token within {self._limits.first_token_s:g} s" if first
+                    else f"next event within {self._limits.idle_s:g} s")
+            raise UpstreamTimeout(f"{self._backend} sent no {what}", backend=self._backend) from None
         except aiohttp.ClientError as exc:
             raise StreamBroken(f"{self._backend} stream failed: {exc.__class__.__name__}",
                                backend=self._backend) from exc

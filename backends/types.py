@@ -32,6 +32,8 @@ class BackendRequest:
     stream: bool
     request_id: str
     traceparent: str | None = None
+    #: The last message is a partial assistant answer the backend must continue (stream recovery).
+    prefill: bool = False
 
 
 @dataclass(frozen=True, slots=True)

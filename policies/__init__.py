@@ -8,12 +8,25 @@ from __future__ import annotations
 from policies.errors import PolicyError, PolicyIssue, UnknownAlias
 from policies.facts import Endpoint, RequestFacts
 from policies.loader import LoadedPolicy, load_policy, load_policy_text
-from policies.models import SELF_HOSTED_KINDS, BackendSpec, ModelAlias, Policy, Price, Settings, Timeouts
+from policies.models import (
+    PREFILL_KINDS,
+    SELF_HOSTED_KINDS,
+    BackendSpec,
+    CircuitSpec,
+    ModelAlias,
+    Policy,
+    Price,
+    RetrySpec,
+    Settings,
+    Timeouts,
+)
 from policies.planner import Plan, Planner
 
 __all__ = [
+    "PREFILL_KINDS",
     "SELF_HOSTED_KINDS",
     "BackendSpec",
+    "CircuitSpec",
     "Endpoint",
     "LoadedPolicy",
     "ModelAlias",
@@ -24,6 +37,7 @@ __all__ = [
     "PolicyIssue",
     "Price",
     "RequestFacts",
+    "RetrySpec",
     "Settings",
     "Timeouts",
     "UnknownAlias",

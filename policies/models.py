@@ -15,17 +15,23 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator, model_validator
 
 __all__ = [
+    "PREFILL_KINDS",
     "SELF_HOSTED_KINDS",
     "BackendSpec",
+    "CircuitSpec",
     "ModelAlias",
     "Policy",
     "Price",
+    "RetrySpec",
     "Settings",
     "Timeouts",
 ]
 
 #: Kinds reached directly over HTTP (OpenAI-compatible servers we run ourselves).
 SELF_HOSTED_KINDS: frozenset[str] = frozenset({"openai_compatible", "vllm", "tgi", "llamacpp", "ollama"})
+
+#: Kinds known to continue a partial assistant message sent as the last message (prefill).
+PREFILL_KINDS: frozenset[str] = frozenset({"llamacpp", "vllm", "anthropic"})
 
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
@@ -42,6 +48,23 @@ class Timeouts(_Frozen):
     first_token_s: Annotated[float, Field(gt=0)] = 30.0
     idle_s: Annotated[float, Field(gt=0)] = 30.0
     total_s: Annotated[float, Field(gt=0)] = 600.0
+
+
+class RetrySpec(_Frozen):
+    """Retries on the same backend before failing over. ``attempts`` counts the first try."""
+
+    attempts: Annotated[int, Field(ge=1, le=10)] = 2
+    backoff_base_s: Annotated[float, Field(ge=0)] = 0.25
+    backoff_max_s: Annotated[float, Field(ge=0)] = 4.0
+    max_retry_after_s: Annotated[float, Field(ge=0)] = 10.0
+
+
+class CircuitSpec(_Frozen):
+    """Open the circuit after ``failures`` failures within ``window_s``; probe after ``cooldown_s``."""
+
+    failures: Annotated[int, Field(ge=1)] = 5
+    window_s: Annotated[float, Field(gt=0)] = 30.0
+    cooldown_s: Annotated[float, Field(gt=0)] = 30.0
 
 
 class Price(_Frozen):
@@ -70,6 +93,10 @@ class BackendSpec(_Frozen):
     api_key: SecretStr | None = None
     self_hosted: bool | None = None  # resolved from kind when omitted
     timeouts: Timeouts = Timeouts()
+    retry: RetrySpec = RetrySpec()
+    circuit: CircuitSpec = CircuitSpec()
+    supports_prefill: bool | None = None  # resolved from kind when omitted (PREFILL_KINDS)
+    context_window: Annotated[int, Field(gt=0)] | None = None  # tokens; decides context-length failover
     price: Price | None = None
     headers: dict[str, str] = {}
 
@@ -91,6 +118,10 @@ class BackendSpec(_Frozen):
     @property
     def is_self_hosted(self) -> bool:
         return self.self_hosted if self.self_hosted is not None else self.kind in SELF_HOSTED_KINDS
+
+    @property
+    def can_prefill(self) -> bool:
+        return self.supports_prefill if self.supports_prefill is not None else self.kind in PREFILL_KINDS
 
     @property
     def direct(self) -> bool:

@@ -15,6 +15,7 @@ from aiohttp import web
 from policies import LoadedPolicy
 from router.engine import Engine
 from router.handlers import GATEWAY, Gateway, routes
+from router.health import Circuits
 from router.middlewares import errors_and_ids, stamp_headers
 from router.runtime import build_runtime
 from router.settings import Settings
@@ -43,7 +44,8 @@ def _gateway_ctx(loaded: LoadedPolicy):  # noqa: ANN202 - aiohttp cleanup_ctx fa
         session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         try:
             runtime = build_runtime(loaded, session)
-            app[GATEWAY] = Gateway(runtime, Engine(runtime))
+            circuits = Circuits({name: loaded.policy.backends[name].circuit for name in runtime.backends})
+            app[GATEWAY] = Gateway(runtime, Engine(runtime, circuits))
             _announce(loaded)
             yield
             await runtime.close()

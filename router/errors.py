@@ -68,9 +68,12 @@ class AllBackendsFailed(GatewayError):
     error_type = "upstream_error"
     code = "all_backends_failed"
 
-    def __init__(self, alias: str, failures: list[tuple[str, BackendError]]) -> None:
+    def __init__(self, alias: str, failures: list[tuple[str, BackendError]],
+                 skipped: list[tuple[str, str]] | None = None) -> None:
         self.failures = failures
         detail = "; ".join(f"{name}: {err.message}" for name, err in failures)
+        if skipped:
+            detail += "; skipped " + ", ".join(f"{name} ({why})" for name, why in skipped)
         super().__init__(f"all backends failed for model {alias!r}: {detail}")
         errors = [err for _, err in failures]
         self.retry_after = min((e.retry_after for e in errors if e.retry_after), default=None)
@@ -85,7 +88,7 @@ class AllBackendsFailed(GatewayError):
 
     @property
     def tried(self) -> str:
-        return ",".join(name for name, _ in self.failures)
+        return ",".join(dict.fromkeys(name for name, _ in self.failures))
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ def _plan(gateway: Gateway, model: str | None, endpoint: Endpoint, stream: bool)
 def _answer_headers(plan: Plan, backend: str, failures: list[tuple[str, object]]) -> dict[str, str]:
     headers = {"x-switchyard-backend": backend, "x-switchyard-route": plan.route}
     if failures:
-        headers["x-switchyard-tried"] = ",".join(name for name, _ in failures)
+        headers["x-switchyard-tried"] = ",".join(dict.fromkeys(name for name, _ in failures))
     return headers
 
 
@@ -56,7 +56,8 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
                           request.headers.get("traceparent"))
     if body.stream:
         answer = await gateway.engine.open_stream(plan, breq)
-        return await relay(request, answer, _answer_headers(plan, answer.backend, answer.failures))
+        return await relay(request, gateway.engine, plan, breq, answer,
+                           _answer_headers(plan, answer.backend, answer.failures))
     result = await gateway.engine.complete(plan, breq)
     return web.Response(body=result.response.body, status=result.response.status,
                         content_type="application/json",
@@ -99,6 +100,16 @@ async def readyz(request: web.Request) -> web.Response:
                         content_type="application/json")
 
 
+async def admin_backends(request: web.Request) -> web.Response:
+    """Each backend's configuration summary, circuit state and recent error counts."""
+    engine = request.app[GATEWAY].engine
+    circuits = engine.circuits.snapshot()
+    body = {name: {"kind": (spec := engine.spec(name)).kind, "self_hosted": spec.is_self_hosted,
+                   "supports_prefill": spec.can_prefill, "circuit": circuits[name]}
+            for name in engine.runtime.backends}
+    return web.Response(body=orjson.dumps({"backends": body}), content_type="application/json")
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.post("/v1/chat/completions", chat_completions),
@@ -107,4 +118,5 @@ def routes() -> list[web.RouteDef]:
         web.get("/v1/models", models),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
+        web.get("/admin/backends", admin_backends),
     ]

@@ -43,6 +43,7 @@ def backend_config(name: str, spec: BackendSpec) -> BackendConfig:
         base_url=str(spec.base_url).rstrip("/") if spec.base_url else None,
         api_key=spec.api_key.get_secret_value() if spec.api_key is not None else None,
         self_hosted=spec.is_self_hosted,
+        supports_prefill=spec.can_prefill,
         limits=Limits(connect_s=t.connect_s, first_token_s=t.first_token_s, idle_s=t.idle_s,
                       total_s=t.total_s),
         headers=tuple(spec.headers.items()),

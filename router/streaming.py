@@ -1,50 +1,96 @@
-"""SSE relay from an open backend stream to the client.
+"""SSE relay from an open backend stream to the client, with mid-stream recovery.
 
-Once the response has started, an error cannot change the status: it travels in the
-stream as an OpenAI-shaped error event, followed by ``[DONE]``, so a truncated answer
-is never presented as a clean finish. A client that goes away closes (cancels) the
-upstream request.
+Once the response has started, an error cannot change the status. When the upstream
+breaks, stalls past its idle limit or sends an error event, the relay asks the engine
+to continue the answer on another allowed target (prefill); the continuation is
+stitched into the same client stream (``ChunkTracker``). When nothing can continue it,
+the client gets an OpenAI-shaped error event and ``[DONE]``: a truncated answer is
+never presented as a clean finish. An answer that is complete (finish reason, and usage
+when asked) ends promptly even if the upstream never sends ``[DONE]``. A client that
+goes away closes (cancels) the upstream request.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from aiohttp import web
 
-from backends import BackendError
+from backends import BackendError, BackendRequest
 from backends.sse import DONE, error_event
-from router.engine import StreamAnswer
+from policies import Plan
+from router.chunks import ChunkTracker, Recovery
+from router.engine import Engine, StreamAnswer
 
-__all__ = ["relay"]
+__all__ = ["relay", "tracker_for"]
 
 log = logging.getLogger("switchyard.stream")
 
 
-async def relay(request: web.Request, answer: StreamAnswer, headers: dict[str, str]) -> web.StreamResponse:
+def tracker_for(body: Mapping[str, object]) -> ChunkTracker:
+    options = body.get("stream_options")
+    want = isinstance(options, Mapping) and options.get("include_usage") is True
+    n = body.get("n")
+    return ChunkTracker(n=n if isinstance(n, int) and n > 0 else 1, want_usage=want, expect_usage=want)
+
+
+async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendRequest,
+                answer: StreamAnswer, headers: dict[str, str]) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers=headers)
     response.content_type = "text/event-stream"
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
+    tracker = tracker_for(breq.body)
+    failed = {name for name, _ in answer.failures}
+    current: StreamAnswer | None = answer
     try:
         await response.prepare(request)
-        await response.write(answer.first)
-        async for event in answer.events:
-            await response.write(event)
-    except BackendError as exc:
-        log.warning("stream from %s broke after it started: %s", answer.backend, exc.message)
-        await _write_error(response, exc)
+        await _write(response, tracker, answer.first)
+        while current is not None and not (tracker.done or tracker.complete):
+            try:
+                await _pump(response, tracker, current)
+            except BackendError as exc:
+                failed.add(current.backend)
+                engine.circuits[current.backend].failure(exc)
+                current = await _recover(response, engine, plan, breq, tracker, current, exc, failed)
+        if not tracker.done:
+            await response.write(DONE)
+        await response.write_eof()
     except (ConnectionResetError, ConnectionError):
-        log.info("client went away mid-stream; closing the %s upstream", answer.backend)
+        log.info("client went away mid-stream; closing the %s upstream", current.backend if current else "-")
     finally:
-        await answer.stream.aclose()
+        if current is not None:
+            await current.stream.aclose()
     return response
 
 
-async def _write_error(response: web.StreamResponse, exc: BackendError) -> None:
-    try:
-        await response.write(error_event(exc.message, exc.error_type, exc.code))
+async def _write(response: web.StreamResponse, tracker: ChunkTracker, event: bytes) -> None:
+    out = tracker.feed(event)
+    if out is not None:
+        await response.write(out)
+
+
+async def _pump(response: web.StreamResponse, tracker: ChunkTracker, current: StreamAnswer) -> None:
+    """Relay events until ``[DONE]`` or a complete answer; raises ``BackendError`` on a break."""
+    async for event in current.events:
+        await _write(response, tracker, event)
+        if tracker.done or tracker.complete:
+            return
+
+
+async def _recover(response: web.StreamResponse, engine: Engine, plan: Plan, breq: BackendRequest,
+                   tracker: ChunkTracker, broken: StreamAnswer, exc: BackendError,
+                   failed: set[str]) -> StreamAnswer | None:
+    await broken.stream.aclose()
+    log.warning("stream from %s broke after it started: %s", broken.backend, exc.message)
+    continuation, reasons = await engine.recover(plan, breq, tracker, broken.backend, failed)
+    if continuation is None:
+        message = f"{exc.message}; the answer could not be continued ({'; '.join(reasons)})"
+        await response.write(error_event(message, exc.error_type, exc.code))
         await response.write(DONE)
-        await response.write_eof()
-    except (ConnectionResetError, ConnectionError):
-        pass
+        tracker.done = True
+        return None
+    log.warning("continuing the stream of %s on %s", broken.backend, continuation.backend)
+    tracker.continue_with(Recovery(broken.backend, continuation.backend, exc.message))
+    return continuation

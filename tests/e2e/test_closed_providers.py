@@ -11,9 +11,9 @@ from tests.e2e.test_gateway_sdk import MESSAGES, client, local, policy
 from tests.fakes.faults import Fault
 
 
-def claude(fake, key: str = "sk-ant-test") -> str:
+def claude(fake, key: str = "sk-ant-test", attempts: int = 1) -> str:
     return (f"{{kind: anthropic, base_url: '{fake.base_url}', model: claude-sonnet-4-5, api_key: {key}, "
-            "timeouts: {connect_s: 1, first_token_s: 5, idle_s: 5, total_s: 10}}")
+            f"retry: {{attempts: {attempts}}}, timeouts: {{connect_s: 1, first_token_s: 5, idle_s: 5, total_s: 10}}}}")
 
 
 async def test_anthropic_non_stream(gateway, fake_anthropic):
@@ -75,7 +75,7 @@ async def test_anthropic_failure_falls_back_to_local(gateway, fake_anthropic, fa
     raw = await client(url).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
     assert raw.headers["x-switchyard-backend"] == "gpu"
     assert raw.headers["x-switchyard-tried"] == "claude"
-    assert len(fake_anthropic.received) == 1  # litellm's own retries are off
+    assert len(fake_anthropic.received) == 1  # litellm's own retries are off (gateway: attempts 1)
 
 
 async def test_anthropic_bad_key_is_an_upstream_auth_error(gateway, fake_anthropic):
