@@ -53,6 +53,10 @@ class Circuit:
     opened: int = 0
     last_error: str | None = None
 
+    @property
+    def closed(self) -> bool:
+        return self.state is CircuitState.CLOSED
+
     def allow(self) -> bool:
         """May a request go to this backend now? (Takes the probe slot when half-open.)"""
         if self.state is CircuitState.CLOSED:

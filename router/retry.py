@@ -58,7 +58,7 @@ async def retry_same_backend(call: Callable[[], Awaitable[T]], spec: RetrySpec, 
     error is re-raised. ``call`` is responsible for recording each failure."""
     retrying = AsyncRetrying(
         stop=stop_after_attempt(spec.attempts),
-        retry=retry_if_exception(lambda e: should_retry(e, spec) and circuit.allow()),
+        retry=retry_if_exception(lambda e: should_retry(e, spec) and circuit.closed),
         wait=_Wait(spec),
         reraise=True,
     )

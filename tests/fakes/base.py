@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
@@ -49,6 +50,7 @@ class Received:
     headers: dict[str, str]
     body: dict[str, Any] | None
     method: str = "POST"
+    at: float = 0.0  # time.monotonic() when the request arrived (gaps between attempts)
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,7 @@ class FakeUpstream:
             body = None
         request[BODY] = body
         headers = {k.lower(): v for k, v in request.headers.items()}
-        return Received(request.path, headers, body, request.method)
+        return Received(request.path, headers, body, request.method, time.monotonic())
 
     async def _pre_fault(self, request: web.Request, fault: Fault | None) -> web.StreamResponse | None:
         if fault is None:
@@ -356,4 +358,8 @@ class FakeUpstream:
                 return
             if event is not None and not (event.terminal and fault.no_done):
                 await response.write(event.encode())
+        if fault.linger:
+            await self.faults.hold()
+            self.drop(request)
+            return
         await response.write_eof()

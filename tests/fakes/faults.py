@@ -32,6 +32,7 @@ class Fault:
     stall_after_chunks: int | None = None
     malformed_after_chunks: int | None = None
     no_done: bool = False
+    linger: bool = False               # streaming: after the last event, keep the connection open (until close())
     delay_s: float = 0.0
 
     @property

@@ -200,6 +200,7 @@ class FakeOpenAI(FakeUpstream):
         api_key: str | None = None,
         reply_text: str = DEFAULT_REPLY,
         created: int = DEFAULT_CREATED,
+        prefill: str = "continue",
     ) -> None:
         super().__init__(
             name=name,
@@ -210,6 +211,10 @@ class FakeOpenAI(FakeUpstream):
         )
         self.deferred = 0
         self.healthy = True
+        # How a trailing assistant message (a prefill) is answered, like real servers:
+        # "continue" (vLLM continue_final_message, Anthropic): only the rest of reply_text;
+        # "echo" (llama.cpp): the prefill repeated, then the rest; "ignore": reply_text as usual.
+        self.prefill = prefill
 
     @property
     def base_url(self) -> str:
@@ -266,8 +271,21 @@ class FakeOpenAI(FakeUpstream):
 
     # -- generation plan ----------------------------------------------------------------
 
+    def _reply_pieces(self, body: dict[str, Any]) -> list[str]:
+        messages = body.get("messages")
+        last = messages[-1] if isinstance(messages, list) and messages else None
+        if self.prefill == "ignore" or not (isinstance(last, dict) and last.get("role") == "assistant"):
+            return split_pieces(self.reply_text)
+        partial = last.get("content") if isinstance(last.get("content"), str) else ""
+        if not self.reply_text.startswith(partial):
+            return split_pieces(self.reply_text)
+        pieces = split_pieces(self.reply_text[len(partial):])
+        if self.prefill == "echo" and pieces:  # llama.cpp: the first delta repeats the prefill
+            pieces[0] = partial + pieces[0]
+        return pieces
+
     def _turn(self, body: dict[str, Any], prompt_tokens: int, with_tools: bool) -> _Turn:
-        pieces = split_pieces(self.reply_text)
+        pieces = self._reply_pieces(body)
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         finish = "stop"
         if isinstance(limit, int) and 0 < limit < len(pieces):
