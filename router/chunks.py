@@ -38,7 +38,8 @@ class Recovery:
 
 @dataclass(slots=True)
 class _Stitch:
-    echo: str | None  # the partial answer the continuation may repeat first
+    echo: str | None  # the prefill the continuation may repeat first
+    ws: str = ""  # whitespace the prefill left off (already sent): not to be sent twice
     held: str = ""
     tokens_before: int = 0
 
@@ -109,6 +110,11 @@ class ChunkTracker:
     def partial(self) -> str:
         return "".join(self.text.get(0, ()))
 
+    def prefill(self) -> str:
+        """The partial answer to continue from. Trailing whitespace is left off: Anthropic
+        rejects it, and tokenizers continue better without it."""
+        return self.partial().rstrip()
+
     def why_not_continuable(self) -> str | None:
         if self.n != 1:
             return "n > 1 cannot be continued"
@@ -121,7 +127,9 @@ class ChunkTracker:
         """The next events come from a continuation of ``partial()``."""
         self.recoveries.append(recovery)
         before = self.content_events + (self._stitch.tokens_before if self._stitch else 0)
-        self._stitch = _Stitch(echo=self.partial(), tokens_before=before)
+        partial = self.partial()
+        prefill = partial.rstrip()
+        self._stitch = _Stitch(echo=prefill, ws=partial[len(prefill):], tokens_before=before)
         self.usage, self.expect_usage, self.content_events = None, True, 0
         self.finished.clear()
 
@@ -166,16 +174,19 @@ class ChunkTracker:
 
     @staticmethod
     def _strip_echo(piece: str, stitch: _Stitch) -> str:
-        """Some servers (llama.cpp) start a continuation by repeating the prefill; drop it."""
-        if stitch.echo is None:
-            return piece
-        held = stitch.held + piece
-        echo = stitch.echo
-        if len(held) < len(echo) and echo.startswith(held):
-            stitch.held = held  # still possibly an echo: wait for more
-            return ""
-        stitch.echo, stitch.held = None, ""
-        return held[len(echo):] if held.startswith(echo) else held
+        """Some servers (llama.cpp) start a continuation by repeating the prefill; drop it,
+        and drop the whitespace the prefill left off if the continuation starts with it."""
+        if stitch.echo is not None:
+            held, echo = stitch.held + piece, stitch.echo
+            if len(held) < len(echo) and echo.startswith(held):
+                stitch.held = held  # still possibly an echo: wait for more
+                return ""
+            stitch.echo, stitch.held = None, ""
+            piece = held[len(echo):] if held.startswith(echo) else held
+        if stitch.ws and piece:
+            piece = piece[len(stitch.ws):] if piece.startswith(stitch.ws) else piece
+            stitch.ws = ""
+        return piece
 
 
 def _sum_usage(usage: dict[str, object], tokens_before: int) -> dict[str, int]:

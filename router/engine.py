@@ -87,7 +87,7 @@ class Engine:
                                                 else "only chat streams can be continued")
         if why:
             return None, [why]
-        continuation = _continuation_request(request, tracker.partial(), tracker.content_events)
+        continuation = _continuation_request(request, tracker.prefill(), tracker.content_events)
         reasons = []
         for name in plan.targets:
             if name in failed or name == broken:

@@ -339,3 +339,52 @@ async def test_fallback_answer_names_the_fallback_model(gateway, fake_openai, fa
     assert raw.headers["x-switchyard-backend"] == "b"
     assert result.model == "fake-secondary"
     assert result.usage.completion_tokens == len(fake_openai_b.reply_text.split())
+
+
+# -- closed providers (litellm) --------------------------------------------------------------
+def claude_spec(fake, retry: str = "{attempts: 2, backoff_base_s: 0.05}") -> str:
+    return (f"{{kind: anthropic, base_url: '{fake.base_url}', model: claude-sonnet-4-5, api_key: sk-ant-test, "
+            f"retry: {retry}, timeouts: {{connect_s: 1, first_token_s: 3, idle_s: 3, total_s: 5}}}}")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_anthropic_429_retry_after_is_honoured(gateway, fake_anthropic, fake_openai, stream):
+    fake_anthropic.faults.push(Fault(status=429, error_type="rate_limit_error", retry_after=1))
+    url = await two(gateway, claude_spec(fake_anthropic), spec(fake_openai))
+    backend, _, text = await chat(url, stream, max_tokens=64)
+    assert backend == "a" and text == fake_anthropic.reply_text
+    times = [r.at for r in fake_anthropic.calls("/v1/messages")]
+    assert len(times) == 2 and times[1] - times[0] >= 0.95
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_anthropic_overloaded_every_time_fails_over(gateway, fake_anthropic, fake_openai, stream):
+    fake_anthropic.faults.always(Fault(status=529, error_type="overloaded_error"))
+    url = await two(gateway, claude_spec(fake_anthropic), spec(fake_openai))
+    backend, headers, _ = await chat(url, stream, max_tokens=64)
+    assert backend == "b" and headers["x-switchyard-tried"] == "a"
+    assert len(fake_anthropic.calls("/v1/messages")) == 2
+
+
+async def test_anthropic_cut_stream_is_continued_on_local(gateway, stack, fake_anthropic):
+    local = await stack.enter_async_context(FakeOpenAI(name="local", model_name="fake-local", prefill="echo",
+                                                       reply_text=fake_anthropic.reply_text))
+    fake_anthropic.faults.always(Fault(cut_after_chunks=2))
+    url = await two(gateway, claude_spec(fake_anthropic), spec(local, kind="llamacpp"))
+    _, _, text = await chat(url, True, max_tokens=64)
+    assert text == fake_anthropic.reply_text
+
+
+async def test_local_cut_stream_is_continued_on_anthropic_prefill(gateway, fake_openai, fake_anthropic):
+    fake_openai.faults.always(Fault(cut_after_chunks=2))
+    fake_anthropic.reply_text = fake_openai.reply_text
+    url = await two(gateway, spec(fake_openai), claude_spec(fake_anthropic))
+    events = await sse(url, {"model": "chat", "messages": MESSAGES, "stream": True, "max_tokens": 64,
+                             "stream_options": {"include_usage": True}})
+    chunks = _chunks(events)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == fake_openai.reply_text
+    assert chunks[-1]["switchyard"]["recovered"][0]["continued_by"] == "b"
+    sent = fake_anthropic.calls("/v1/messages")[0].body
+    assert sent["messages"][-1]["role"] == "assistant"  # litellm sends the prefill as Anthropic expects
+

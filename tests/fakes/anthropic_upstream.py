@@ -222,8 +222,19 @@ class FakeAnthropic(FakeUpstream):
 
     # -- generation ---------------------------------------------------------------------
 
+    def _reply(self, body: dict[str, Any]) -> str:
+        """Anthropic continues a trailing assistant message (prefill) without repeating it."""
+        last = body["messages"][-1] if body["messages"] else {}
+        if last.get("role") != "assistant":
+            return self.reply_text
+        content = last.get("content")
+        partial = content if isinstance(content, str) else "".join(
+            b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+        partial = partial.rstrip()  # the real API rejects trailing whitespace in a prefill
+        return self.reply_text[len(partial):] if self.reply_text.startswith(partial) else self.reply_text
+
     def _turn(self, body: dict[str, Any]) -> _Turn:
-        pieces = split_pieces(self.reply_text)
+        pieces = split_pieces(self._reply(body))
         stop = "end_turn"
         if body["max_tokens"] < len(pieces):
             pieces, stop = pieces[: body["max_tokens"]], "max_tokens"
