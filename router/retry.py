@@ -13,6 +13,7 @@ engine's job.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -40,10 +41,11 @@ def should_retry(exc: BaseException, spec: RetrySpec) -> bool:
 
 
 class _Wait:
-    """Retry-After when the upstream gave one, else exponential backoff with jitter."""
+    """Retry-After when the upstream gave one, else exponential backoff with jitter.
+    ``done`` tries happened before tenacity took over (it counts from 1 again)."""
 
-    def __init__(self, spec: RetrySpec) -> None:
-        self._backoff = wait_exponential_jitter(initial=spec.backoff_base_s, max=spec.backoff_max_s,
+    def __init__(self, spec: RetrySpec, done: int = 0) -> None:
+        self._backoff = wait_exponential_jitter(initial=spec.backoff_base_s * 2**done, max=spec.backoff_max_s,
                                                 jitter=spec.backoff_base_s)
 
     def __call__(self, state: RetryCallState) -> float:
@@ -55,13 +57,28 @@ class _Wait:
 
 async def retry_same_backend(call: Callable[[], Awaitable[T]], spec: RetrySpec, circuit: Circuit) -> T:
     """Run ``call`` until it succeeds or retrying the same backend is pointless; the last
-    error is re-raised. ``call`` is responsible for recording each failure."""
+    error is re-raised. ``call`` is responsible for recording each failure.
+
+    The first try runs without tenacity (the common case costs nothing extra); only a
+    failure worth retrying builds the retry machinery."""
+    try:
+        return await call()
+    except BackendError as exc:
+        if spec.attempts == 1 or not (should_retry(exc, spec) and circuit.closed):
+            raise
+        first = exc
+    await asyncio.sleep(_Wait(spec)(_state_after(first)))
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(spec.attempts),
+        stop=stop_after_attempt(spec.attempts - 1),
         retry=retry_if_exception(lambda e: should_retry(e, spec) and circuit.closed),
-        wait=_Wait(spec),
+        wait=_Wait(spec, done=1),
         reraise=True,
     )
     return await retrying(call)
 
 
+def _state_after(exc: BaseException) -> RetryCallState:
+    """A tenacity call state for "attempt 1 failed with ``exc``" (to compute the first wait)."""
+    state = RetryCallState(retry_object=AsyncRetrying(), fn=None, args=(), kwargs={})
+    state.set_exception((type(exc), exc, exc.__traceback__))
+    return state

@@ -12,6 +12,7 @@ goes away closes (cancels) the upstream request.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 
@@ -57,12 +58,25 @@ async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendR
         if not tracker.done:
             await response.write(DONE)
         await response.write_eof()
+        if current is not None and not tracker.done:
+            await _drain(current)
     except (ConnectionResetError, ConnectionError):
         log.info("client went away mid-stream; closing the %s upstream", current.backend if current else "-")
     finally:
         if current is not None:
             await current.stream.aclose()
     return response
+
+
+async def _drain(current: StreamAnswer, grace_s: float = 0.5) -> None:
+    """The client has its complete answer; read what the upstream still sends (usually just
+    ``[DONE]``) so its connection goes back to the pool instead of being closed."""
+    try:
+        async with asyncio.timeout(grace_s):
+            async for _ in current.events:
+                pass
+    except (TimeoutError, BackendError):
+        pass  # aclose() closes the connection
 
 
 async def _write(response: web.StreamResponse, tracker: ChunkTracker, event: bytes) -> None:
