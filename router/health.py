@@ -52,6 +52,8 @@ class Circuit:
     skipped: int = 0
     opened: int = 0
     last_error: str | None = None
+    streams: Counter[str] = field(default_factory=Counter)  # broken / continued / malformed_events
+
 
     @property
     def closed(self) -> bool:
@@ -106,7 +108,7 @@ class Circuit:
             retry_in = round(max(0.0, self.opened_at + self.spec.cooldown_s - self.clock()), 3)
         return {"state": self.state.value, "recent_failures": len(self.recent), "probe_in_s": retry_in,
                 "successes": self.successes, "errors": dict(self.errors), "skipped": self.skipped,
-                "times_opened": self.opened, "last_error": self.last_error}
+                "times_opened": self.opened, "last_error": self.last_error, "streams": dict(self.streams)}
 
 
 class Circuits:

@@ -50,10 +50,11 @@ async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendR
         await _write(response, tracker, answer.first)
         while current is not None and not (tracker.done or tracker.complete):
             try:
-                await _pump(response, tracker, current)
+                await _pump(response, engine, tracker, current)
             except BackendError as exc:
                 failed.add(current.backend)
                 engine.circuits[current.backend].failure(exc)
+                engine.circuits[current.backend].streams["broken"] += 1
                 current = await _recover(response, engine, plan, breq, tracker, current, exc, failed)
         if not tracker.done:
             await response.write(DONE)
@@ -85,12 +86,18 @@ async def _write(response: web.StreamResponse, tracker: ChunkTracker, event: byt
         await response.write(out)
 
 
-async def _pump(response: web.StreamResponse, tracker: ChunkTracker, current: StreamAnswer) -> None:
+async def _pump(response: web.StreamResponse, engine: Engine, tracker: ChunkTracker,
+                current: StreamAnswer) -> None:
     """Relay events until ``[DONE]`` or a complete answer; raises ``BackendError`` on a break."""
-    async for event in current.events:
-        await _write(response, tracker, event)
-        if tracker.done or tracker.complete:
-            return
+    malformed = tracker.malformed
+    try:
+        async for event in current.events:
+            await _write(response, tracker, event)
+            if tracker.done or tracker.complete:
+                return
+    finally:
+        if tracker.malformed > malformed:
+            engine.circuits[current.backend].streams["malformed_events"] += tracker.malformed - malformed
 
 
 async def _recover(response: web.StreamResponse, engine: Engine, plan: Plan, breq: BackendRequest,
@@ -106,5 +113,6 @@ async def _recover(response: web.StreamResponse, engine: Engine, plan: Plan, bre
         tracker.done = True
         return None
     log.warning("continuing the stream of %s on %s", broken.backend, continuation.backend)
+    engine.circuits[continuation.backend].streams["continued"] += 1
     tracker.continue_with(Recovery(broken.backend, continuation.backend, exc.message))
     return continuation

@@ -68,3 +68,32 @@ async def test_shipped_default_policy_serves_the_local_model(gateway, llamacpp_u
         model="chat-default", messages=PROMPT, max_tokens=4)
     assert raw.headers["x-switchyard-backend"] == "local"
     assert raw.headers["x-switchyard-route"] == "chat-default"
+
+
+async def test_broken_stream_is_continued_by_the_real_model(gateway, stack, llamacpp_url):
+    """A fake primary breaks after two chunks; the real llama.cpp continues the answer from
+    the prefill. The client's text must be exactly what llama.cpp itself produces for that
+    prefill (it echoes the prefill; the gateway must not repeat it)."""
+    import aiohttp
+
+    from tests.e2e.test_resilience import spec
+    from tests.fakes.faults import Fault
+    from tests.fakes.openai_upstream import FakeOpenAI
+
+    fake = await stack.enter_async_context(FakeOpenAI(name="primary", reply_text="Red, green and blue."))
+    fake.faults.always(Fault(cut_after_chunks=2))
+    url = await gateway(policy(("primary", spec(fake)), ("local", gemma(llamacpp_url)),
+                               aliases={"chat": ["primary", "local"]}))
+    body = {"model": "chat", "messages": PROMPT, "max_tokens": 12, "temperature": 0, "seed": 1}
+    text = ""
+    async with aiohttp.ClientSession() as http:
+        stream = await client(url).chat.completions.create(**body, stream=True)
+        async for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+        direct = {**body, "messages": [*PROMPT, {"role": "assistant", "content": "Red, green"}],
+                  "max_tokens": 10}
+        async with http.post(llamacpp_url + "/chat/completions", json=direct) as r:
+            expected = (await r.json())["choices"][0]["message"]["content"]
+    assert expected.startswith("Red, green")  # llama.cpp echoes the prefill
+    assert text == expected

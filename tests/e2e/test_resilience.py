@@ -178,6 +178,8 @@ async def test_cut_stream_is_continued_on_a_prefill_target(gateway, stack, fake_
     assert usage["completion_tokens"] == len(fake_openai.reply_text.split())  # 2 before + 3 after
     assert chunks[-1]["switchyard"]["recovered"][0]["broken"] == "a"
     assert chunks[-1]["switchyard"]["recovered"][0]["continued_by"] == "b"
+    state = await _admin(url)
+    assert state["a"]["circuit"]["streams"] == {"broken": 1} and state["b"]["circuit"]["streams"] == {"continued": 1}
     sent = fake_b.calls(CHAT)[0].body
     assert sent["messages"][-1] == {"role": "assistant", "content": "Hello from"}
     assert sent["max_tokens"] == 48
@@ -249,6 +251,7 @@ async def test_one_malformed_event_is_skipped(gateway, fake_openai):
     assert text == fake_openai.reply_text  # the SDK never saw the broken event
     events = await sse(url, {"model": "chat", "messages": MESSAGES, "stream": True})
     assert all(e == b"data: [DONE]" or orjson.loads(e[5:]) for e in events)
+    assert (await _admin(url))["a"]["circuit"]["streams"] == {"malformed_events": 2}  # logged and counted
 
 
 async def test_complete_stream_without_done_is_finalised_promptly_with_usage(gateway, fake_openai):
