@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from backends.base import Backend, BackendConfig, Limits
 from backends.errors import BackendError
-from backends.registry import DIRECT_KINDS, build_backend, check_kind
+from backends.registry import DIRECT_KINDS, build_backend, check_kind, provider_price
 from backends.types import BackendRequest, BackendResponse, BackendStream, Endpoint, Health
 
 __all__ = [
@@ -25,4 +25,5 @@ __all__ = [
     "Limits",
     "build_backend",
     "check_kind",
+    "provider_price",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from backends.metrics import LoadSample
 from backends.types import BackendRequest, BackendResponse, BackendStream, Health
 
 __all__ = ["Backend", "BackendConfig", "Limits"]
@@ -55,6 +56,10 @@ class Backend(Protocol):
 
     async def health(self) -> Health:
         """Probe the upstream (cheap, bounded by the connect timeout)."""
+        ...
+
+    async def load(self) -> LoadSample | None:
+        """Scrape the upstream's own load metrics; ``None`` when it has none."""
         ...
 
     async def close(self) -> None:

@@ -38,7 +38,7 @@ from backends.errors import (  # noqa: E402
 from backends.sse import DONE, data_event  # noqa: E402
 from backends.types import BackendRequest, BackendResponse, Health  # noqa: E402
 
-__all__ = ["LiteLLMBackend", "known_provider"]
+__all__ = ["LiteLLMBackend", "known_provider", "provider_price"]
 
 litellm.suppress_debug_info = True
 litellm.telemetry = False
@@ -62,6 +62,18 @@ _COMPLETION_PARAMS = frozenset({
 })
 _EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user"})
 _DROP_FROM_CHUNKS = ("provider_specific_fields", "citations", "service_tier", "obfuscation")
+
+
+def provider_price(kind: str, model: str) -> tuple[float, float, float | None] | None:
+    """(input, output, cached input) USD per token from litellm's price table, if it has the model."""
+    entry = litellm.model_cost.get(f"{kind}/{model}") or litellm.model_cost.get(model)
+    if not isinstance(entry, dict):
+        return None
+    inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
+    if not isinstance(inp, int | float) or not isinstance(out, int | float):
+        return None
+    cached = entry.get("cache_read_input_token_cost")
+    return float(inp), float(out), float(cached) if isinstance(cached, int | float) else None
 
 
 def known_provider(kind: str) -> bool:
@@ -135,6 +147,9 @@ class LiteLLMBackend:
     async def health(self) -> Health:
         # Probing a paid API costs money and quota; report configuration only.
         return Health(True, "closed provider (not probed)")
+
+    async def load(self) -> None:
+        return None  # a provider's load is its own business: 429s tell us
 
     async def close(self) -> None:
         return None

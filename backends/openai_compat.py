@@ -24,9 +24,11 @@ from backends.errors import (
     StreamBroken,
     UpstreamConnectError,
     UpstreamProtocolError,
+    UpstreamServerError,
     UpstreamTimeout,
     error_from_status,
 )
+from backends.metrics import LoadSample, load_sample
 from backends.sse import DONE, SSESplitter
 from backends.types import ENDPOINT_PATHS, BackendRequest, BackendResponse, Health
 
@@ -143,6 +145,31 @@ class OpenAICompatBackend:
                 return Health(ok, f"GET {self.traits.health_path} → {resp.status}")
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Health(False, f"GET {self.traits.health_path} failed: {exc.__class__.__name__} {exc}")
+
+    async def load(self) -> LoadSample | None:
+        """Scrape the server's Prometheus metrics (whole request bounded by ``connect_s``);
+        ``None`` for kinds without a metrics endpoint. Failures raise ``UpstreamTimeout``,
+        ``UpstreamConnectError`` or ``UpstreamServerError`` (any status but 200)."""
+        path = self.traits.metrics_path
+        if path is None:
+            return None
+        limit = self.config.limits.connect_s
+        try:
+            async with asyncio.timeout(limit):
+                async with self._session.get(self._root + path, headers=self._headers,
+                                             timeout=self._timeout) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+        except TimeoutError:
+            raise UpstreamTimeout(f"{self.name}: GET {path} gave no answer within {limit:g} s",
+                                  backend=self.name) from None
+        except aiohttp.ClientError as exc:
+            raise _connection_error(self.name, exc) from exc
+        if status != 200:
+            detail = raw.decode("utf-8", "replace").strip()[:200]
+            raise UpstreamServerError(f"{self.name}: GET {path} answered {status}"
+                                      + (f": {detail}" if detail else ""), backend=self.name)
+        return load_sample(self.config.kind, raw.decode("utf-8", "replace"))
 
     async def close(self) -> None:
         return None

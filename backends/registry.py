@@ -15,7 +15,7 @@ import aiohttp
 from backends.base import Backend, BackendConfig
 from backends.openai_compat import KIND_TRAITS, OpenAICompatBackend
 
-__all__ = ["DIRECT_KINDS", "build_backend", "check_kind"]
+__all__ = ["DIRECT_KINDS", "build_backend", "check_kind", "provider_price"]
 
 Factory = Callable[[BackendConfig, aiohttp.ClientSession], Backend]
 
@@ -40,6 +40,16 @@ def check_kind(kind: str) -> None:
         direct = ", ".join(sorted(DIRECT_KINDS))
         raise ValueError(f"unknown backend kind {kind!r}: use a self-hosted kind ({direct}) "
                          "or a litellm provider name (openai, anthropic, gemini, azure, bedrock, mistral, …)")
+
+
+def provider_price(kind: str, model: str) -> tuple[float, float, float | None] | None:
+    """USD per token (input, output, cached input) from the provider price table; ``None`` for
+    self-hosted kinds and unknown models. Loads litellm only for closed kinds."""
+    if kind in _FACTORIES:
+        return None
+    from backends.litellm_backend import provider_price as lookup  # lazy: litellm is slow to import
+
+    return lookup(kind, model)
 
 
 def build_backend(config: BackendConfig, session: aiohttp.ClientSession) -> Backend:

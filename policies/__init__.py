@@ -1,32 +1,53 @@
-"""Pure policy code: the policy file's models, loading, and the routing decision.
+"""Pure policy code: the policy file's models, loading, conditions, sensitivity,
+pricing and the routing decision.
 
 Must not import ``router`` or ``backends`` (checked by import-linter in CI).
 """
 
 from __future__ import annotations
 
+from policies.conditions import Condition, ConditionError, Context, compile_when
 from policies.errors import PolicyError, PolicyIssue, UnknownAlias
-from policies.facts import Endpoint, RequestFacts
+from policies.facts import BackendLoad, Endpoint, RequestFacts
 from policies.loader import LoadedPolicy, load_policy, load_policy_text
 from policies.models import (
+    BUILTIN_DETECTORS,
+    LEVELS,
     PREFILL_KINDS,
     SELF_HOSTED_KINDS,
     BackendSpec,
     CircuitSpec,
+    CustomDetector,
     ModelAlias,
     Policy,
     Price,
     RetrySpec,
+    Route,
+    Rule,
+    SensitivitySpec,
     Settings,
+    Spillover,
     Timeouts,
+    level_rank,
 )
-from policies.planner import Plan, Planner
+from policies.planner import Candidate, Plan, Planner, RuleTrace
+from policies.pricing import TokenPrice, cost, resolve_prices
+from policies.rules import CompiledRule, compile_rules
 
 __all__ = [
+    "BUILTIN_DETECTORS",
+    "LEVELS",
     "PREFILL_KINDS",
     "SELF_HOSTED_KINDS",
+    "BackendLoad",
     "BackendSpec",
+    "Candidate",
     "CircuitSpec",
+    "CompiledRule",
+    "Condition",
+    "ConditionError",
+    "Context",
+    "CustomDetector",
     "Endpoint",
     "LoadedPolicy",
     "ModelAlias",
@@ -38,9 +59,20 @@ __all__ = [
     "Price",
     "RequestFacts",
     "RetrySpec",
+    "Route",
+    "Rule",
+    "RuleTrace",
+    "SensitivitySpec",
     "Settings",
+    "Spillover",
     "Timeouts",
+    "TokenPrice",
     "UnknownAlias",
+    "compile_rules",
+    "compile_when",
+    "cost",
+    "level_rank",
     "load_policy",
     "load_policy_text",
+    "resolve_prices",
 ]

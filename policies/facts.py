@@ -1,15 +1,18 @@
-"""``RequestFacts``: the only view of a request that policy code sees.
+"""What policy code sees of the world: ``RequestFacts`` (one request) and
+``BackendLoad`` (one backend's load right now). Frozen data, built by the router;
+policy code never reads a request, a clock or a socket itself.
 
-Built by the router from the parsed body; frozen, small, no raw text beyond what
-routing needs. Must not import ``router`` or ``backends``.
+Must not import ``router`` or ``backends``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
-__all__ = ["Endpoint", "RequestFacts"]
+__all__ = ["BackendLoad", "Endpoint", "RequestFacts"]
 
 Endpoint = Literal["chat", "completions", "embeddings"]
 
@@ -17,5 +20,34 @@ Endpoint = Literal["chat", "completions", "embeddings"]
 @dataclass(frozen=True, slots=True)
 class RequestFacts:
     model: str
-    endpoint: Endpoint
+    endpoint: Endpoint = "chat"
     stream: bool = False
+    team: str | None = None
+    sensitivity: str = "public"
+    detectors: frozenset[str] = frozenset()  # names of the detectors that fired
+    input_tokens: int = 0  # estimate
+    max_tokens: int | None = None
+    tools: bool = False
+    tags: frozenset[str] = frozenset()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    now: datetime | None = None  # UTC; given by the caller (policy code reads no clock)
+    budget_remaining: float | None = None  # fraction 0..1 of the team's tightest budget, if known
+
+
+@dataclass(frozen=True, slots=True)
+class BackendLoad:
+    """A self-hosted backend's load: from its own ``/metrics`` (queue = requests waiting,
+    running = requests being served, kv_cache = 0..1) plus the gateway's in-flight count.
+    ``None`` where unknown (no metrics, stale sample)."""
+
+    queue: float | None = None
+    running: float | None = None
+    kv_cache: float | None = None
+    in_flight: int = 0
+    scrape_ok: bool = True
+    ttft_ewma_s: float | None = None  # gateway-measured time to first token
+
+    @property
+    def pressure(self) -> float:
+        """One number for least-loaded ordering: waiting + running + our in-flight."""
+        return (self.queue or 0.0) + (self.running or 0.0) + self.in_flight

@@ -10,6 +10,7 @@ Pure apart from reading the file it is given. Must not import ``router`` or ``ba
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,12 +21,13 @@ from pydantic import ValidationError
 
 from policies.errors import PolicyError, PolicyIssue
 from policies.models import Policy
+from policies.rules import CompiledRule, compile_rules
 
 __all__ = ["LoadedPolicy", "load_policy", "load_policy_text"]
 
 Loc = tuple[str | int, ...]
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_RESERVED = {"rules", "teams", "sensitivity", "cache", "telemetry"}
+_RESERVED = {"teams", "cache", "telemetry"}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -37,6 +39,8 @@ class LoadedPolicy:
     source: str
     warnings: tuple[PolicyIssue, ...] = ()
     lines: Mapping[Loc, int] = field(default_factory=dict, compare=False, repr=False)
+    rules: tuple[CompiledRule, ...] = ()
+    sha256: str = ""
 
     def issue(self, loc: Loc, message: str) -> PolicyIssue:
         """A ``PolicyIssue`` located at ``loc`` in this policy's file (for later checks)."""
@@ -130,13 +134,19 @@ def load_policy_text(text: str, env: Mapping[str, str], *, file: str = "<policy>
     """Load a policy from YAML text (``file`` is only used in messages)."""
     data, lines, issues = _parse_yaml(text, env, file)
     issues += _references(data, lines, file)
+    rules: tuple[CompiledRule, ...] = ()
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
         issues += [_issue_from_pydantic(err, lines, file) for err in exc.errors()]
+    else:
+        rules, rule_issues = compile_rules(policy, lambda loc, msg: PolicyIssue(
+            file, _line_of(lines, loc), dotted(loc), msg))
+        issues += rule_issues
     if issues:
         raise PolicyError(sorted(issues, key=lambda i: i.line or 0))
-    return LoadedPolicy(policy, file, tuple(_warnings(policy, lines, file)), lines)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return LoadedPolicy(policy, file, tuple(_warnings(policy, lines, file)), lines, rules, digest)
 
 
 def _parse_yaml(text: str, env: Mapping[str, str], file: str

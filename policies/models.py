@@ -15,17 +15,47 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator, model_validator
 
 __all__ = [
+    "BUILTIN_DETECTORS",
+    "LEVELS",
     "PREFILL_KINDS",
     "SELF_HOSTED_KINDS",
     "BackendSpec",
     "CircuitSpec",
+    "CustomDetector",
+    "Level",
     "ModelAlias",
     "Policy",
     "Price",
     "RetrySpec",
+    "Route",
+    "Rule",
+    "SensitivitySpec",
     "Settings",
+    "Spillover",
     "Timeouts",
+    "level_rank",
 ]
+
+Level = Literal["public", "internal", "confidential", "restricted"]
+#: Sensitivity levels, lowest first.
+LEVELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
+
+#: Built-in detectors and their default level (``sensitivity.detectors`` overrides).
+BUILTIN_DETECTORS: dict[str, str] = {
+    "credit_card": "restricted",  # 13-19 digits passing Luhn
+    "iban": "restricted",  # mod-97 checked
+    "us_ssn": "restricted",
+    "api_key": "restricted",  # cloud access keys, common token prefixes (sk-, ghp_, xox…)
+    "private_key": "restricted",  # -----BEGIN … PRIVATE KEY-----
+    "jwt": "restricted",
+    "email": "confidential",
+    "phone": "confidential",
+    "ip_address": "internal",
+}
+
+
+def level_rank(level: str) -> int:
+    return LEVELS.index(level)
 
 #: Kinds reached directly over HTTP (OpenAI-compatible servers we run ourselves).
 SELF_HOSTED_KINDS: frozenset[str] = frozenset({"openai_compatible", "vllm", "tgi", "llamacpp", "ollama"})
@@ -67,6 +97,95 @@ class CircuitSpec(_Frozen):
     cooldown_s: Annotated[float, Field(gt=0)] = 30.0
 
 
+class CustomDetector(_Frozen):
+    """A policy-defined detector: a regular expression or a keyword list."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    level: Level
+    regex: str | None = None
+    keywords: list[Annotated[str, Field(min_length=1)]] | None = None
+    case_sensitive: bool = False
+
+    @model_validator(mode="after")
+    def _one_matcher(self) -> CustomDetector:
+        if (self.regex is None) == (self.keywords is None):
+            raise ValueError("give exactly one of regex or keywords")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regex: {exc}") from None
+        return self
+
+
+class SensitivitySpec(_Frozen):
+    """How sensitive a request is: detectors → levels; the request's level is the highest."""
+
+    default: Level = "public"
+    detectors: dict[str, Level] = dict(BUILTIN_DETECTORS)  # type: ignore[arg-type]
+    custom: list[CustomDetector] = []
+    #: The highest level a closed backend may receive unless it sets ``max_sensitivity``.
+    closed_max: Level = "internal"
+
+    @field_validator("detectors")
+    @classmethod
+    def _known(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(BUILTIN_DETECTORS))
+        if unknown:
+            raise ValueError(f"unknown built-in detectors {unknown} (known: {', '.join(BUILTIN_DETECTORS)}); "
+                             "add your own under sensitivity.custom")
+        return value
+
+
+class Spillover(_Frozen):
+    """Leave a self-hosted target while its load is over a threshold; come back only once it is
+    below ``resume_below`` × the threshold (hysteresis, so routing does not flap)."""
+
+    queue_over: Annotated[float, Field(ge=0)] | None = None
+    kv_cache_over: Annotated[float, Field(gt=0, le=1)] | None = None
+    resume_below: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+    @model_validator(mode="after")
+    def _some_threshold(self) -> Spillover:
+        if self.queue_over is None and self.kv_cache_over is None:
+            raise ValueError("give queue_over and/or kv_cache_over")
+        return self
+
+
+Strategy = Literal["priority", "cheapest", "least_loaded", "lowest_latency", "weighted"]
+
+
+class Route(_Frozen):
+    """Where a matching request may go, in what order, and what happens when it cannot."""
+
+    targets: Annotated[list[str], Field(min_length=1)] | None = None  # default: the alias's targets
+    strategy: Strategy = "priority"
+    weights: dict[str, Annotated[float, Field(ge=0)]] | None = None
+    fallback: Literal["next", "none"] = "next"
+    spillover: Spillover | None = None
+    deny: Annotated[str, Field(min_length=1)] | None = None
+    redact: list[str] | None = None  # detector names to replace with placeholders for closed targets
+
+    @model_validator(mode="after")
+    def _shape(self) -> Route:
+        if self.deny is not None and (self.targets or self.spillover or self.weights or self.redact):
+            raise ValueError("deny cannot be combined with targets, weights, spillover or redact")
+        if self.strategy == "weighted" and not self.weights:
+            raise ValueError("strategy weighted needs weights: {backend: weight, ...}")
+        if self.weights is not None and self.strategy != "weighted":
+            raise ValueError("weights are only used by strategy: weighted")
+        return self
+
+
+class Rule(_Frozen):
+    """``when`` the request's facts match, ``route`` it. Rules are tried in order; first match wins."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+    when: dict[str, object] = {}
+    route: Route
+    description: str | None = None
+
+
 class Price(_Frozen):
     """Price of a backend. Closed models: per million tokens (overrides the price table).
     Self-hosted: the GPU's hourly cost and its throughput, amortised over tokens."""
@@ -97,6 +216,9 @@ class BackendSpec(_Frozen):
     circuit: CircuitSpec = CircuitSpec()
     supports_prefill: bool | None = None  # resolved from kind when omitted (PREFILL_KINDS)
     context_window: Annotated[int, Field(gt=0)] | None = None  # tokens; decides context-length failover
+    #: Highest sensitivity this backend may receive (default: restricted when self-hosted,
+    #: ``sensitivity.closed_max`` otherwise).
+    max_sensitivity: Level | None = None
     price: Price | None = None
     headers: dict[str, str] = {}
 
@@ -157,6 +279,14 @@ class Settings(_Frozen):
 
     max_body_mb: Annotated[float, Field(gt=0, le=1024)] = 10.0
     default_alias: str | None = None
+    #: How often self-hosted backends' /metrics are scraped; samples older than
+    #: ``load_stale_after_s`` are ignored.
+    load_scrape_interval_s: Annotated[float, Field(gt=0)] = 2.0
+    load_stale_after_s: Annotated[float, Field(gt=0)] = 10.0
+    #: Completion tokens assumed for cost estimates when a request sets no max_tokens.
+    estimate_max_tokens: Annotated[int, Field(ge=1)] = 512
+    #: Watch the policy file and reload it when it changes (SIGHUP always reloads).
+    watch: bool = True
 
 
 class Policy(_Frozen):
@@ -166,13 +296,37 @@ class Policy(_Frozen):
     backends: Annotated[dict[str, BackendSpec], Field(min_length=1)]
     models: Annotated[dict[str, ModelAlias], Field(min_length=1)]
     settings: Settings = Settings()
+    sensitivity: SensitivitySpec = SensitivitySpec()
+    rules: list[Rule] = []
     # Reserved for later work; accepted only when absent (or null) so that files written
     # for a newer gateway fail loudly instead of being half-applied.
-    rules: None = None
     teams: None = None
-    sensitivity: None = None
     cache: None = None
     telemetry: None = None
+
+    @field_validator("rules", "sensitivity", "settings", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object, info: object) -> object:
+        """``rules:`` with nothing under it (YAML null) means the default, not an error."""
+        if value is None:
+            return {"rules": [], "sensitivity": {}, "settings": {}}[info.field_name]  # type: ignore[attr-defined]
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_rules(cls, value: list[Rule]) -> list[Rule]:
+        names = [r.name for r in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate rule names {dupes}")
+        return value
+
+    def max_level(self, backend: str) -> str:
+        """The highest sensitivity ``backend`` may receive."""
+        spec = self.backends[backend]
+        if spec.max_sensitivity is not None:
+            return spec.max_sensitivity
+        return "restricted" if spec.is_self_hosted else self.sensitivity.closed_max
 
     @field_validator("backends", "models")
     @classmethod

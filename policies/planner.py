@@ -1,53 +1,208 @@
-"""The routing decision: ``Planner(policy).plan(facts) → Plan``.
+"""The routing decision: ``Planner(loaded, prices).plan(facts, load, spilling, rng) → Plan``.
 
-Pure and synchronous (no I/O, no clock, no global randomness). The plan is the
-complete list of backends a request may use, in order; the router never goes
-outside it. For now an alias maps to its targets in fallback order; rules on
-cost, sensitivity and load refine this later without changing the ``Plan`` shape.
+Pure and synchronous: no I/O, no clock, no global randomness (``rng`` is passed in).
+Steps, all recorded for ``explain``:
+
+1. the first rule whose ``when`` matches (else the alias's own targets, rule ``default``);
+2. ``deny`` → a denial; otherwise the route's targets (default: the alias's);
+3. the **allowed set**: targets whose credentials are present and whose
+   ``max_sensitivity`` admits the request's level. Computed once; the router never
+   leaves it (retries, fallbacks, spillover, recovery). Empty → unavailable (503);
+4. spillover: self-hosted targets over their load threshold (with hysteresis) go last;
+5. order by strategy (priority, cheapest, least_loaded, lowest_latency, weighted);
+   ``fallback: none`` keeps only the first.
 
 Must not import ``router`` or ``backends``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+from policies.conditions import Context
 from policies.errors import UnknownAlias
-from policies.facts import RequestFacts
-from policies.models import Policy
+from policies.facts import BackendLoad, RequestFacts
+from policies.loader import LoadedPolicy
+from policies.models import Route, Spillover, level_rank
+from policies.pricing import TokenPrice, cost, resolve_prices
+from policies.rules import CompiledRule
 
-__all__ = ["Plan", "Planner"]
+__all__ = ["Candidate", "Plan", "Planner", "RuleTrace"]
+
+_NO_LOAD: Mapping[str, BackendLoad] = {}
+_INF = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTrace:
+    rule: str
+    matched: bool
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    backend: str
+    allowed: bool
+    reason: str  # why it is where it is, or why it was left out
+    estimated_cost_usd: float | None = None
+    self_hosted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Where a request may go. ``targets`` is ordered; ``skipped`` says why others were left out."""
+    """Where a request may go. ``targets`` is the attempt order and is ⊆ ``allowed``."""
 
     alias: str
-    route: str
+    rule: str
     targets: tuple[str, ...]
+    allowed: frozenset[str] = frozenset()
     skipped: tuple[tuple[str, str], ...] = ()
+    strategy: str = "priority"
+    denied: str | None = None  # the rule denies the request (403)
+    unavailable: str | None = None  # nothing is allowed (503)
+    spilling: frozenset[str] = frozenset()
+    redact: frozenset[str] = frozenset()
+    estimates: Mapping[str, float] = field(default_factory=dict)
+    candidates: tuple[Candidate, ...] = ()
+    trace: tuple[RuleTrace, ...] = ()
+
+    @property
+    def route(self) -> str:
+        return self.alias
 
 
 class Planner:
-    """Precomputes one plan per alias so that planning a request is a dict lookup."""
+    def __init__(self, loaded: LoadedPolicy, table: Mapping[str, TokenPrice] | None = None) -> None:
+        self.loaded = loaded
+        self.policy = loaded.policy
+        self.aliases: tuple[str, ...] = tuple(self.policy.models)
+        self.prices = resolve_prices(self.policy, table or {})
+        self._default_route = Route()
+        self._self_hosted = {n: s.is_self_hosted for n, s in self.policy.backends.items()}
+        self._max_rank = {n: level_rank(self.policy.max_level(n)) for n in self.policy.backends}
 
-    def __init__(self, policy: Policy) -> None:
-        self.aliases: tuple[str, ...] = tuple(policy.models)
-        self._plans = {alias: _alias_plan(policy, alias) for alias in policy.models}
+    def plan(self, facts: RequestFacts, load: Mapping[str, BackendLoad] = _NO_LOAD,
+             spilling: frozenset[str] = frozenset(), rng: random.Random | None = None,
+             explain: bool = False) -> Plan:
+        alias = self.policy.models.get(facts.model)
+        if alias is None:
+            raise UnknownAlias(facts.model, self.aliases)
+        rule, trace = self._match(Context(facts, load), explain)
+        route = rule.rule.route if rule else self._default_route
+        name = rule.name if rule else "default"
+        if route.deny is not None:
+            return Plan(facts.model, name, (), denied=route.deny, trace=trace)
+        allowed, skipped, candidates = self._allowed(route.targets or alias.targets, facts)
+        if not allowed:
+            why = "; ".join(f"{b} ({r})" for b, r in skipped) or "no targets"
+            return Plan(facts.model, name, (), skipped=tuple(skipped), strategy=route.strategy, trace=trace,
+                        unavailable=f"no backend may serve this request under rule {name!r}: {why}",
+                        candidates=tuple(candidates))
+        estimates = self._estimates(allowed, facts)
+        spilled = _spilling(route.spillover, allowed, load, spilling, self._self_hosted)
+        order = self._order(route, allowed, estimates, load, spilled, rng)
+        if route.fallback == "none":
+            skipped += [(b, "fallback: none") for b in order[1:]]
+            order = order[:1]
+        candidates += [self._candidate(b, estimates, spilled, route.strategy) for b in order]
+        return Plan(facts.model, name, tuple(order), frozenset(allowed), tuple(skipped), route.strategy,
+                    spilling=frozenset(spilled), redact=frozenset(route.redact or ()), estimates=estimates,
+                    candidates=tuple(candidates), trace=trace)
 
-    def plan(self, facts: RequestFacts) -> Plan:
-        try:
-            return self._plans[facts.model]
-        except KeyError:
-            raise UnknownAlias(facts.model, self.aliases) from None
+    def _match(self, ctx: Context, explain: bool) -> tuple[CompiledRule | None, tuple[RuleTrace, ...]]:
+        if not explain:
+            return next((r for r in self.loaded.rules if r.condition.match(ctx)), None), ()
+        trace, chosen = [], None
+        for r in self.loaded.rules:
+            matched = chosen is None and r.condition.match(ctx)
+            why = r.condition.why(ctx) if chosen is None else "not evaluated: an earlier rule matched"
+            trace.append(RuleTrace(r.name, matched, why))
+            chosen = r if matched else chosen
+        return chosen, tuple(trace)
 
+    def _allowed(self, targets: list[str], facts: RequestFacts
+                 ) -> tuple[list[str], list[tuple[str, str]], list[Candidate]]:
+        allowed, skipped, candidates = [], [], []
+        rank = level_rank(facts.sensitivity)
+        for b in targets:
+            spec = self.policy.backends[b]
+            if not spec.has_credentials:
+                reason = "disabled: no API key"
+            elif rank > self._max_rank[b]:
+                reason = f"not allowed at sensitivity {facts.sensitivity} (max {self.policy.max_level(b)})"
+            else:
+                allowed.append(b)
+                continue
+            skipped.append((b, reason))
+            candidates.append(Candidate(b, False, reason, self_hosted=self._self_hosted[b]))
+        return allowed, skipped, candidates
 
-def _alias_plan(policy: Policy, alias: str) -> Plan:
-    targets, skipped = [], []
-    for name in policy.models[alias].targets:
-        if policy.backends[name].has_credentials:
-            targets.append(name)
+    def _estimates(self, allowed: list[str], facts: RequestFacts) -> dict[str, float]:
+        out_tokens = facts.max_tokens or self.policy.settings.estimate_max_tokens
+        return {b: cost(self.prices[b], facts.input_tokens, out_tokens) for b in allowed
+                if self.prices[b].source != "unknown"}
+
+    def _order(self, route: Route, allowed: list[str], estimates: Mapping[str, float],
+               load: Mapping[str, BackendLoad], spilled: set[str], rng: random.Random | None) -> list[str]:
+        strategy = route.strategy
+        if strategy == "weighted":
+            order = _weighted(allowed, route.weights or {}, rng or random.Random(0))
+        elif strategy == "cheapest":  # paid-for local capacity first, then the cheapest closed target
+            order = sorted(allowed, key=lambda b: (not self._self_hosted[b], estimates.get(b, _INF)))
+        elif strategy == "least_loaded":
+            order = sorted(allowed, key=lambda b: (load.get(b) or BackendLoad()).pressure)
+        elif strategy == "lowest_latency":
+            order = sorted(allowed, key=lambda b: _ttft(load.get(b)))
         else:
-            skipped.append((name, "disabled: no API key"))
-    return Plan(alias=alias, route=alias, targets=tuple(targets), skipped=tuple(skipped))
+            order = list(allowed)
+        return sorted(order, key=lambda b: b in spilled) if spilled else order
+
+    def _candidate(self, b: str, estimates: Mapping[str, float], spilled: set[str], strategy: str) -> Candidate:
+        reason = "over its load threshold: spilled to the end" if b in spilled else f"ordered by {strategy}"
+        return Candidate(b, True, reason, estimates.get(b), self._self_hosted[b])
+
+
+def _ttft(load: BackendLoad | None) -> float:
+    return load.ttft_ewma_s if load is not None and load.ttft_ewma_s is not None else _INF
+
+
+def _weighted(allowed: list[str], weights: Mapping[str, float], rng: random.Random) -> list[str]:
+    """A weighted random order (sampling without replacement); weight 0 or unlisted go last."""
+    pool = [(b, weights.get(b, 0.0)) for b in allowed]
+    order = []
+    while pool and any(w > 0 for _, w in pool):
+        pick = rng.uniform(0, sum(w for _, w in pool))
+        for i, (b, w) in enumerate(pool):
+            pick -= w
+            if pick <= 0 and w > 0:
+                order.append(b)
+                pool.pop(i)
+                break
+        else:  # float rounding: take the last positive one
+            i = max(i for i, (_, w) in enumerate(pool) if w > 0)
+            order.append(pool.pop(i)[0])
+    return order + [b for b, _ in pool]
+
+
+def _spilling(spill: Spillover | None, allowed: list[str], load: Mapping[str, BackendLoad],
+              before: frozenset[str], self_hosted: Mapping[str, bool]) -> set[str]:
+    """Self-hosted targets over a threshold; one already spilling stays so until its load is
+    below ``resume_below`` × the threshold (hysteresis)."""
+    if spill is None:
+        return set()
+    out = set()
+    for b in allowed:
+        sample = load.get(b)
+        if not self_hosted[b] or sample is None:
+            continue
+        factor = spill.resume_below if b in before else 1.0
+        queue_over = spill.queue_over is not None and sample.queue is not None and \
+            sample.queue > spill.queue_over * factor
+        kv_over = spill.kv_cache_over is not None and sample.kv_cache is not None and \
+            sample.kv_cache > spill.kv_cache_over * factor
+        if queue_over or kv_over:
+            out.add(b)
+    return out

@@ -55,13 +55,21 @@ def _parser() -> argparse.ArgumentParser:
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     check = policy_sub.add_parser("check", help="validate policy files; exit 1 on any error")
     check.add_argument("files", nargs="+", type=Path)
+    ptest = policy_sub.add_parser("test", help="run policy test files (*.test.yaml); exit 1 on any failure")
+    ptest.add_argument("files", nargs="+", type=Path)
+    explain = sub.add_parser("explain", help="why would this request go where it goes? (offline)")
+    explain.add_argument("request", type=Path, help="a chat completions request body (JSON file, - for stdin)")
+    explain.add_argument("--policy", type=Path, help="policy YAML (default: SWITCHYARD_POLICY or the shipped one)")
+    explain.add_argument("--team", help="the team the request comes from")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "policy":
-        return policy_check(args.files)
+        return policy_check(args.files) if args.policy_command == "check" else policy_test(args.files)
+    if args.command == "explain":
+        return explain_offline(args.request, args.policy, args.team)
     try:
         settings = Settings.from_env(os.environ, policy=args.policy, host=args.host, port=args.port,
                                      workers=args.workers, log_level=args.log_level,
@@ -91,6 +99,53 @@ def policy_check(files: list[Path]) -> int:
     return 1 if failed else 0
 
 
+def policy_test(files: list[Path]) -> int:
+    from router.policytest import run_test_file
+
+    failed = passed = 0
+    for file in files:
+        for case in run_test_file(file):
+            if case.ok:
+                passed += 1
+                continue
+            failed += 1
+            print(f"FAIL {file}: {case.name}", file=sys.stderr)
+            for problem in case.problems:
+                print(f"    {problem}", file=sys.stderr)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed or not passed else 0
+
+
+def explain_offline(request: Path, policy: Path | None, team: str | None) -> int:
+    """``switchyard explain``: plan a request against a policy file without serving it."""
+    import orjson
+
+    from policies.sensitivity import Scanner
+    from router.body import parse_body
+    from router.errors import GatewayError
+    from router.explain import explain_json
+    from router.facts import build_facts
+    from router.runtime import build_planner
+
+    settings = Settings.from_env(os.environ, policy=policy)
+    loaded = _load(settings)
+    if loaded is None:
+        return 1
+    try:
+        raw = sys.stdin.buffer.read() if str(request) == "-" else request.read_bytes()
+        facts, scan = build_facts(parse_body(raw, "chat"), "chat", {}, Scanner(loaded.policy.sensitivity),
+                                  loaded.policy.settings, team=team)
+        plan = build_planner(loaded).plan(facts, explain=True)
+    except OSError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"switchyard: {exc.message}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(explain_json(facts, scan, plan, {}, {}), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def _load(settings: Settings) -> LoadedPolicy | None:
     try:
         loaded = load_policy(settings.policy, os.environ)
@@ -118,7 +173,7 @@ def _serve_one(settings: Settings, loaded: LoadedPolicy, *, reuse_port: bool,
                sock: socket.socket | None = None) -> None:
     from router.app import create_app  # the app (and aiohttp server parts) only when serving
 
-    app = create_app(settings, loaded)
+    app = create_app(settings, loaded, policy_path=settings.policy)
     log.info("switchyard %s listening on http://%s:%d (pid %d)", _version(), settings.host, settings.port,
              os.getpid())
     web.run_app(app, host=None if sock else settings.host, port=None if sock else settings.port, sock=sock,

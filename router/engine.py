@@ -23,9 +23,11 @@ from typing import TypeVar
 from backends import Backend, BackendError, BackendRequest, BackendResponse, BackendStream
 from backends.errors import ContextLengthExceeded, UpstreamProtocolError
 from policies import BackendSpec, Plan
+from policies.sensitivity import Scan, redact
 from router.chunks import ChunkTracker
-from router.errors import AllBackendsFailed, NoBackendAvailable
+from router.errors import AllBackendsFailed, NoBackendAvailable, PolicyDenied
 from router.health import Circuits
+from router.load import LoadMonitor
 from router.retry import retry_same_backend
 from router.runtime import Runtime
 
@@ -52,29 +54,33 @@ class StreamAnswer:
 
 
 class Engine:
-    def __init__(self, runtime: Runtime, circuits: Circuits) -> None:
+    def __init__(self, runtime: Runtime, circuits: Circuits, load: LoadMonitor) -> None:
         self.runtime = runtime
         self.circuits = circuits
+        self.load = load
 
     def spec(self, name: str) -> BackendSpec:
         return self.runtime.loaded.policy.backends[name]
 
-    async def complete(self, plan: Plan, request: BackendRequest) -> Answer:
-        run = _Run(self, plan)
+    async def complete(self, plan: Plan, request: BackendRequest, scan: Scan | None = None) -> Answer:
+        run = _Run(self, plan, request, scan)
         for name, backend in run.candidates():
+            req = run.request_for(name)
             try:
-                response = await run.attempt(name, lambda b=backend: b.complete(request))
+                response = await run.attempt(name, lambda b=backend: b.complete(req))
             except BackendError as exc:
                 run.after_failure(name, exc)
                 continue
             return Answer(name, response, run.failures)
         raise run.exhausted()
 
-    async def open_stream(self, plan: Plan, request: BackendRequest) -> StreamAnswer:
-        run = _Run(self, plan)
+    async def open_stream(self, plan: Plan, request: BackendRequest, scan: Scan | None = None) -> StreamAnswer:
+        run = _Run(self, plan, request, scan)
         for name, backend in run.candidates():
+            req = run.request_for(name)
             try:
-                return await run.attempt(name, lambda n=name, b=backend: _first_event(n, b, request, run))
+                return await run.attempt(name, lambda n=name, b=backend: _first_event(n, b, req, run),
+                                         stream=True)
             except BackendError as exc:
                 run.after_failure(name, exc)
         raise run.exhausted()
@@ -99,14 +105,17 @@ class Engine:
             if not circuit.allow():
                 reasons.append(f"{name}: circuit open")
                 continue
+            self.load.enter(name)
             try:
                 stream = await self.runtime.backends[name].open_stream(continuation)
             except BackendError as exc:
+                self.load.exit(name)
                 circuit.failure(exc)
                 failed.add(name)
                 reasons.append(f"{name}: {exc.message}")
                 continue
             except BaseException:
+                self.load.exit(name)
                 circuit.release()
                 raise
             return StreamAnswer(name, stream, aiter(stream), b""), reasons
@@ -114,6 +123,7 @@ class Engine:
 
 
 async def _first_event(name: str, backend: Backend, request: BackendRequest, run: _Run) -> StreamAnswer:
+    started = asyncio.get_running_loop().time()
     stream = await backend.open_stream(request)
     try:
         events = aiter(stream)
@@ -123,6 +133,7 @@ async def _first_event(name: str, backend: Backend, request: BackendRequest, run
     except BaseException:
         await stream.aclose()
         raise
+    run.engine.load.record_ttft(name, asyncio.get_running_loop().time() - started)
     return StreamAnswer(name, stream, events, first, run.failures)
 
 
@@ -143,12 +154,29 @@ def _continuation_request(request: BackendRequest, partial: str, tokens_so_far: 
 class _Run:
     """The bookkeeping of one request's attempts."""
 
-    def __init__(self, engine: Engine, plan: Plan) -> None:
+    def __init__(self, engine: Engine, plan: Plan, request: BackendRequest, scan: Scan | None) -> None:
+        if plan.denied is not None:
+            raise PolicyDenied(f"denied by rule {plan.rule!r}: {plan.denied}")
+        if plan.unavailable is not None:
+            raise NoBackendAvailable(plan.unavailable)
         self.engine = engine
         self.plan = plan
+        self.request = request
+        self.scan = scan
+        self._redacted: BackendRequest | None = None
         self.failures: Failures = []
         self.skipped: list[tuple[str, str]] = list(plan.skipped)
         self.context_floor: int | None = None
+
+    def request_for(self, name: str) -> BackendRequest:
+        """The request as ``name`` may see it: redacted for closed targets when the rule says so."""
+        if not self.plan.redact or self.scan is None or self.engine.spec(name).is_self_hosted:
+            return self.request
+        if self._redacted is None:
+            r = self.request
+            body = redact(r.endpoint, r.body, self.scan, self.plan.redact)
+            self._redacted = BackendRequest(r.endpoint, body, r.stream, r.request_id, r.traceparent, r.prefill)
+        return self._redacted
 
     def candidates(self) -> Iterator[tuple[str, Backend]]:
         for name in self.plan.targets:
@@ -161,19 +189,26 @@ class _Run:
                 continue
             yield name, self.engine.runtime.backends[name]
 
-    async def attempt(self, name: str, call: Callable[[], Awaitable[T]]) -> T:
-        circuit = self.engine.circuits[name]
+    async def attempt(self, name: str, call: Callable[[], Awaitable[T]], stream: bool = False) -> T:
+        """One target, with its retries. A stream that opens stays counted as in flight until
+        the relay ends it (``LoadMonitor.exit``)."""
+        circuit, load = self.engine.circuits[name], self.engine.load
 
         async def once() -> T:
+            load.enter(name)
             try:
                 result = await call()
             except BackendError as exc:
+                load.exit(name)
                 circuit.failure(exc)
                 self.failures.append((name, exc))
                 raise
             except (asyncio.CancelledError, Exception):
+                load.exit(name)
                 circuit.release()
                 raise
+            if not stream:
+                load.exit(name)
             circuit.success()
             return result
 

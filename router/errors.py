@@ -6,6 +6,7 @@ Tree::
     GatewayError                    raised by the router itself
     ├── InvalidRequest       400    malformed JSON, wrong types, missing fields
     ├── ModelNotFound        404    unknown model alias (lists the available ones)
+    ├── PolicyDenied         403    a rule denies the request (``route.deny``)
     ├── NoBackendAvailable   503    the plan has no usable target
     └── AllBackendsFailed    502/503/504/429  every target was tried and failed
 
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidRequest",
     "ModelNotFound",
     "NoBackendAvailable",
+    "PolicyDenied",
     "error_info",
     "error_json",
 ]
@@ -54,6 +56,12 @@ class ModelNotFound(GatewayError):
     status = 404
     error_type = "invalid_request_error"
     code = "model_not_found"
+
+
+class PolicyDenied(GatewayError):
+    status = 403
+    error_type = "permission_error"
+    code = "policy_denied"
 
 
 class NoBackendAvailable(GatewayError):

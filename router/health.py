@@ -114,8 +114,13 @@ class Circuit:
 class Circuits:
     """One circuit per backend name."""
 
-    def __init__(self, specs: dict[str, CircuitSpec], clock: Clock = time.monotonic) -> None:
-        self._circuits = {name: Circuit(spec, clock) for name, spec in specs.items()}
+    def __init__(self, specs: dict[str, CircuitSpec], clock: Clock = time.monotonic,
+                 carry: Circuits | None = None) -> None:
+        """``carry``: circuits of the previous policy; a backend whose circuit settings are
+        unchanged keeps its state across a reload."""
+        old = carry._circuits if carry is not None else {}
+        self._circuits = {name: old[name] if name in old and old[name].spec == spec else Circuit(spec, clock)
+                          for name, spec in specs.items()}
 
     def __getitem__(self, name: str) -> Circuit:
         return self._circuits[name]

@@ -12,16 +12,18 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from backends import Backend, BackendConfig, Health, Limits, build_backend, check_kind
-from policies import BackendSpec, LoadedPolicy, Planner, PolicyError
+from backends import Backend, BackendConfig, Health, Limits, build_backend, check_kind, provider_price
+from policies import BackendSpec, LoadedPolicy, Planner, PolicyError, TokenPrice
+from policies.sensitivity import Scanner
 
-__all__ = ["Runtime", "backend_config", "build_runtime", "check_backends"]
+__all__ = ["Runtime", "backend_config", "build_planner", "build_runtime", "check_backends"]
 
 
 @dataclass(frozen=True)
 class Runtime:
     loaded: LoadedPolicy
     planner: Planner
+    scanner: Scanner
     backends: dict[str, Backend]
     models_json: bytes  # GET /v1/models, serialised once
 
@@ -76,5 +78,16 @@ def build_runtime(loaded: LoadedPolicy, session: aiohttp.ClientSession) -> Runti
                 for name, spec in _enabled(loaded).items()}
     models = [{"id": alias, "object": "model", "created": 0, "owned_by": "switchyard"}
               for alias in loaded.policy.models]
-    return Runtime(loaded, Planner(loaded.policy), backends,
+    return Runtime(loaded, build_planner(loaded), Scanner(loaded.policy.sensitivity), backends,
                    orjson.dumps({"object": "list", "data": models}))
+
+
+def build_planner(loaded: LoadedPolicy) -> Planner:
+    """The planner, with provider table prices for enabled closed backends (litellm's table;
+    read only when the policy has closed backends, which load litellm anyway)."""
+    table = {}
+    for name, spec in _enabled(loaded).items():
+        found = None if spec.is_self_hosted else provider_price(spec.kind, spec.model)
+        if found is not None:
+            table[name] = TokenPrice(*found, source="table")
+    return Planner(loaded, table)

@@ -65,6 +65,7 @@ async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendR
         log.info("client went away mid-stream; closing the %s upstream", current.backend if current else "-")
     finally:
         if current is not None:
+            engine.load.exit(current.backend)
             await current.stream.aclose()
     return response
 
@@ -103,6 +104,7 @@ async def _pump(response: web.StreamResponse, engine: Engine, tracker: ChunkTrac
 async def _recover(response: web.StreamResponse, engine: Engine, plan: Plan, breq: BackendRequest,
                    tracker: ChunkTracker, broken: StreamAnswer, exc: BackendError,
                    failed: set[str]) -> StreamAnswer | None:
+    engine.load.exit(broken.backend)
     await broken.stream.aclose()
     log.warning("stream from %s broke after it started: %s", broken.backend, exc.message)
     continuation, reasons = await engine.recover(plan, breq, tracker, broken.backend, failed)

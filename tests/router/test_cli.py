@@ -28,8 +28,8 @@ def test_version():
 
 
 def test_policy_check_ok_for_every_shipped_policy():
-    files = [str(p) for p in sorted((ROOT / "policies").rglob("*.yaml"))]
-    assert len(files) >= 3
+    files = [str(p) for p in sorted((ROOT / "policies").rglob("*.yaml")) if p.parent.name != "tests"]
+    assert len(files) >= 6
     out = run("policy", "check", *files)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("ok: ") == len(files)

@@ -1,0 +1,164 @@
+"""Throughput of the sensitivity scanner (``policies.sensitivity``) on realistic prompts.
+
+    .venv/bin/python bench/scanner.py          # about 5 s
+    .venv/bin/python bench/scanner.py --quick  # about 1 s
+
+Generates English-like text deterministically (seeded RNG over a word list, with the
+numbers, dates, times, versions and punctuation real prose has) at 1 KB, 16 KB and
+256 KB, in two variants: ``clean`` (nothing sensitive) and ``sprinkled`` (a few
+findings of different detectors at random places). Each text is sent as one chat
+message through ``Scanner.scan`` with the default ``SensitivitySpec`` (every built-in
+detector on). Prints MB/s per size and variant, µs per 1 KB scan, and the verdict
+against the 100 MB/s target. Reports only: the exit status is 0 even on FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from policies.models import SensitivitySpec  # noqa: E402
+from policies.sensitivity import Scanner  # noqa: E402
+
+TARGET_MB_S = 100.0
+SIZES = (("1 KB", 1024), ("16 KB", 16 * 1024), ("256 KB", 256 * 1024))
+
+WORDS = """
+the of and to in is that for it as with was on be by this are from at or an have not
+which but they their one all were can more has been also other some when there would
+than into only its about these could two may first time out like any such three new
+most after between over used then years because same system data model request team
+policy user service value number customer account report order review support issue
+please could you summarize the following meeting notes and list action items for each
+owner we discussed quarterly revenue growth pipeline hiring plans product roadmap risks
+dependencies migration database latency throughput cluster deployment rollout incident
+postmortem timeline customer feedback survey results improve onboarding documentation
+write email draft reply thank regarding invoice payment contract renewal schedule call
+next week tomorrow morning afternoon budget forecast estimate cost savings vendor
+well-known long-term follow-up e.g. i.e. etc. however therefore although meanwhile
+""".split()
+
+NUMBERS = (
+    lambda r: str(r.randint(1990, 2030)),
+    lambda r: str(r.randint(1, 99)),
+    lambda r: f"{r.randint(1, 99)}.{r.randint(0, 99)}",
+    lambda r: f"{r.randint(1, 99)}%",
+    lambda r: f"{r.randint(1, 12)}:{r.randint(0, 59):02d}",
+    lambda r: f"2024-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}",
+    lambda r: f"v{r.randint(1, 9)}.{r.randint(0, 20)}.{r.randint(0, 9)}",
+    lambda r: f"${r.randint(1, 999)},{r.randint(100, 999)}",
+)
+
+#: Values the scanner must find (one per detector family) for the sprinkled variant.
+SPRINKLES = (
+    "jane.doe@example.com",
+    "+1 415 555 2671",
+    "4111 1111 1111 1111",
+    "DE89 3704 0044 0532 0130 00",
+    "123-45-6789",
+    "10.20.30.40",
+    "AKIAIOSFODNN7EXAMPLE",
+)
+
+
+def english(size: int, seed: int) -> str:
+    """About ``size`` characters of English-like prose, the same for the same seed."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    length = 0
+    sentence = 0
+    while length < size:
+        if rng.random() < 0.02:
+            word = rng.choice(NUMBERS)(rng)
+        else:
+            word = rng.choice(WORDS)
+        if sentence == 0:
+            word = word[:1].upper() + word[1:]
+        sentence += 1
+        if sentence > rng.randint(8, 20):
+            word += rng.choice((".", ".", ".", "?", "!"))
+            sentence = 0
+        elif rng.random() < 0.06:
+            word += ","
+        out.append(word)
+        length += len(word) + 1
+        if sentence == 0 and rng.random() < 0.15:
+            out.append("\n\n")
+    return " ".join(out)[:size]
+
+
+def sprinkled(size: int, seed: int) -> str:
+    """``english`` with every ``SPRINKLES`` value put between words at random places."""
+    text = english(size - sum(len(s) + 2 for s in SPRINKLES), seed)
+    rng = random.Random(seed + 1)
+    spaces = sorted(rng.sample([i for i, ch in enumerate(text) if ch == " "], len(SPRINKLES)))
+    pieces: list[str] = []
+    last = 0
+    for value, at in zip(SPRINKLES, spaces, strict=True):
+        pieces += [text[last:at], " ", value, " "]
+        last = at + 1
+    pieces.append(text[last:])
+    return "".join(pieces)
+
+
+def measure(scanner: Scanner, text: str, seconds: float) -> tuple[float, int]:
+    """Median seconds per scan over batches filling ``seconds``; and the finding count."""
+    body = {"model": "bench", "messages": [{"role": "user", "content": text}]}
+    findings = len(scanner.scan("chat", body).findings)
+    start = time.perf_counter()
+    batch = 1
+    while True:  # size a batch to about 20 ms
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            scanner.scan("chat", body)
+        if time.perf_counter() - t0 > 0.02:
+            break
+        batch *= 2
+    samples: list[float] = []
+    while time.perf_counter() - start < seconds or len(samples) < 5:
+        t0 = time.perf_counter_ns()
+        for _ in range(batch):
+            scanner.scan("chat", body)
+        samples.append((time.perf_counter_ns() - t0) / batch / 1e9)
+    return statistics.median(samples), findings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter runs (about 1 s in all)")
+    args = parser.parse_args(argv)
+    seconds = 0.15 if args.quick else 0.8
+    scanner = Scanner(SensitivitySpec())
+    print(f"sensitivity scanner, every built-in detector on; python {sys.version.split()[0]}; "
+          f"{seconds:.2f} s per case, median of batches")
+    print(f"{'size':>7} {'variant':>10} {'findings':>9} {'µs/scan':>10} {'MB/s':>9}  target {TARGET_MB_S:.0f} MB/s")
+    worst: dict[str, float] = {}
+    per_kb: dict[str, float] = {}
+    for label, size in SIZES:
+        for variant, make in (("clean", english), ("sprinkled", sprinkled)):
+            text = make(size, seed=size)
+            per_scan, found = measure(scanner, text, seconds)
+            mb_s = len(text.encode()) / per_scan / 1e6
+            expected = 0 if variant == "clean" else len(SPRINKLES)
+            check = "" if found == expected else f"  (expected {expected} findings!)"
+            verdict = "PASS" if mb_s >= TARGET_MB_S else "FAIL"
+            print(f"{label:>7} {variant:>10} {found:>9} {per_scan * 1e6:>10.1f} {mb_s:>9.0f}  {verdict}{check}")
+            worst[label] = min(worst.get(label, float("inf")), mb_s)
+            if size == 1024:
+                per_kb[variant] = per_scan * 1e6
+    print(f"1 KB prompt: {per_kb['clean']:.1f} µs per scan clean, {per_kb['sprinkled']:.1f} µs with "
+          f"{len(SPRINKLES)} findings (planner budget 50 µs per request)")
+    for label, mb_s in worst.items():
+        verdict = "PASS" if mb_s >= TARGET_MB_S else "FAIL"
+        print(f"target: >= {TARGET_MB_S:.0f} MB/s at {label}: worst {mb_s:.0f} MB/s -> {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""The cost of an answer, from the usage the backend that answered reported, at that
+backend's price (reporting view: amortised GPU cost for self-hosted backends).
+Failed attempts are never billed: only the answering backend's usage is priced."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+
+from policies import TokenPrice, cost
+
+__all__ = ["answer_cost", "format_usd"]
+
+
+def answer_cost(body: bytes, price: TokenPrice) -> float | None:
+    """USD for a complete JSON answer, or ``None`` when it carries no usable usage."""
+    try:
+        usage = orjson.loads(body).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return usage_cost(usage, price) if isinstance(usage, Mapping) else None
+
+
+def usage_cost(usage: Mapping[str, object], price: TokenPrice) -> float:
+    prompt = _int(usage.get("prompt_tokens"))
+    completion = _int(usage.get("completion_tokens"))
+    details = usage.get("prompt_tokens_details")
+    cached = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
+    return cost(price, prompt, completion, cached)
+
+
+def format_usd(value: float) -> str:
+    return f"{value:.8f}"
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,40 @@
+"""The answer to "why did this request go there?": facts, every rule with why it matched or
+not, the decision, and every candidate with its standing (allowed or not and why, circuit,
+load, estimated cost). Built from a plan made with ``explain=True``; calls no backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from policies import BackendLoad, Plan, RequestFacts
+from policies.sensitivity import Scan
+from router.facts import facts_json
+
+__all__ = ["explain_json"]
+
+
+def explain_json(facts: RequestFacts, scan: Scan, plan: Plan, circuits: Mapping[str, Mapping[str, object]],
+                 load: Mapping[str, BackendLoad]) -> dict[str, object]:
+    return {
+        "facts": facts_json(facts, scan),
+        "rules": [{"rule": t.rule, "matched": t.matched, "why": t.why} for t in plan.trace],
+        "decision": {
+            "rule": plan.rule, "strategy": plan.strategy, "denied": plan.denied, "unavailable": plan.unavailable,
+            "targets": list(plan.targets), "allowed": sorted(plan.allowed), "spilling": sorted(plan.spilling),
+            "redact": sorted(plan.redact),
+        },
+        "candidates": [_candidate(c.backend, c.allowed, c.reason, c.estimated_cost_usd, c.self_hosted,
+                                  circuits.get(c.backend), load.get(c.backend)) for c in plan.candidates],
+    }
+
+
+def _candidate(backend: str, allowed: bool, reason: str, cost: float | None, self_hosted: bool,
+               circuit: Mapping[str, object] | None, load: BackendLoad | None) -> dict[str, object]:
+    state = circuit.get("state") if circuit else None
+    if allowed and state == "open":
+        reason += "; circuit open: skipped until its probe"
+    return {"backend": backend, "allowed": allowed, "reason": reason, "self_hosted": self_hosted,
+            "estimated_cost_usd": cost, "circuit": state,
+            "load": None if load is None else {"queue": load.queue, "running": load.running,
+                                               "kv_cache": load.kv_cache, "in_flight": load.in_flight,
+                                               "scrape_ok": load.scrape_ok}}

@@ -1,0 +1,81 @@
+"""``Gateway``: the serving state of one policy — runtime (planner, scanner, backends),
+engine (attempts, circuits) and load monitor — plus the two steps every request takes
+before any backend is called: build its facts, then plan it.
+
+Swapped as a whole on reload; a request keeps the ``Gateway`` it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from backends import Endpoint
+from policies import LoadedPolicy, Plan, RequestFacts, UnknownAlias
+from policies.sensitivity import Scan
+from router.body import ParsedBody
+from router.engine import Engine
+from router.errors import ModelNotFound
+from router.facts import build_facts
+from router.health import Circuits
+from router.load import LoadMonitor
+from router.runtime import Runtime, build_runtime
+
+__all__ = ["Gateway", "open_gateway"]
+
+@dataclass
+class Gateway:
+    runtime: Runtime
+    engine: Engine
+    load: LoadMonitor
+    spilling: set[str] = field(default_factory=set)
+    rng: random.Random = field(default_factory=random.Random)
+    _starting: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start load scraping in the background: serving never waits for a slow /metrics."""
+        self._starting = asyncio.get_running_loop().create_task(self.load.start())
+
+    async def close(self) -> None:
+        await self.load.stop()
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
+        await self.runtime.close()
+
+    def facts(self, body: ParsedBody, endpoint: Endpoint, headers: Mapping[str, str],
+              team: str | None = None) -> tuple[RequestFacts, Scan]:
+        return build_facts(body, endpoint, headers, self.runtime.scanner, self.runtime.loaded.policy.settings,
+                           team)
+
+    def plan(self, facts: RequestFacts, explain: bool = False) -> Plan:
+        try:
+            plan = self.runtime.planner.plan(facts, self.load.snapshot(), frozenset(self.spilling), self.rng,
+                                             explain=explain)
+        except UnknownAlias as exc:
+            raise ModelNotFound(str(exc), param="model") from None
+        if not explain:  # remember who is spilling, for the hysteresis of the next decision
+            self.spilling.difference_update(plan.allowed - plan.spilling)
+            self.spilling.update(plan.spilling)
+        return plan
+
+
+async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession,
+                       previous: Gateway | None = None) -> Gateway:
+    """Build and start the serving state for ``loaded``. Circuit state carries over from
+    ``previous`` for backends whose name and circuit settings did not change."""
+    runtime = build_runtime(loaded, session)
+    specs = {name: loaded.policy.backends[name].circuit for name in runtime.backends}
+    circuits = Circuits(specs, carry=previous.engine.circuits if previous else None)
+    settings = loaded.policy.settings
+    load = LoadMonitor(runtime.backends, interval_s=settings.load_scrape_interval_s,
+                       stale_after_s=settings.load_stale_after_s)
+    gateway = Gateway(runtime, Engine(runtime, circuits, load), load)
+    gateway.start()
+    return gateway
