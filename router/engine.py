@@ -67,7 +67,7 @@ class Engine:
         for name, backend in run.candidates():
             req = run.request_for(name)
             try:
-                response = await run.attempt(name, lambda b=backend: b.complete(req))
+                response = await run.attempt(name, lambda b=backend, r=req: b.complete(r))
             except BackendError as exc:
                 run.after_failure(name, exc)
                 continue
@@ -79,7 +79,7 @@ class Engine:
         for name, backend in run.candidates():
             req = run.request_for(name)
             try:
-                return await run.attempt(name, lambda n=name, b=backend: _first_event(n, b, req, run),
+                return await run.attempt(name, lambda n=name, b=backend, r=req: _first_event(n, b, r, run),
                                          stream=True)
             except BackendError as exc:
                 run.after_failure(name, exc)
