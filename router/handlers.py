@@ -106,8 +106,9 @@ async def admin_backends(request: web.Request) -> web.Response:
     engine = gateway.engine
     circuits = engine.circuits.snapshot()
     load = gateway.load.describe()
+    policy = gateway.runtime.loaded.policy
     body = {name: {"kind": (spec := engine.spec(name)).kind, "self_hosted": spec.is_self_hosted,
-                   "supports_prefill": spec.can_prefill, "max_sensitivity": gateway.runtime.loaded.policy.max_level(name),
+                   "supports_prefill": spec.can_prefill, "max_sensitivity": policy.max_level(name),
                    "circuit": circuits[name], "load": load.get(name)}
             for name in engine.runtime.backends}
     return web.Response(body=orjson.dumps({"backends": body, "spilling": sorted(gateway.spilling)}),
