@@ -80,18 +80,29 @@ async def fake_anthropic(stack: AsyncExitStack) -> FakeAnthropic:
 LLAMACPP_SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "local-model" / "llamacpp.sh"
 
 
-@pytest.fixture(scope="session")
-def llamacpp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def _llamacpp(tmp_path_factory: pytest.TempPathFactory, slots: int) -> Iterator[str]:
     """A real llama.cpp server with Gemma 3 270M, started by the project's own script on a
-    free port (built and cached on first use), stopped by PID after the session."""
+    free port (built and cached on first use), stopped by PID afterwards."""
     if os.environ.get("SWITCHYARD_SKIP_LLAMACPP") == "1":
         pytest.skip("SWITCHYARD_SKIP_LLAMACPP=1")
     port = free_port()
     pidfile = tmp_path_factory.mktemp("llamacpp") / "llama.pid"
-    env = {**os.environ, "LLAMA_SLOTS": "2", "LLAMA_CTX": "2048"}
+    env = {**os.environ, "LLAMA_SLOTS": str(slots), "LLAMA_CTX": str(1024 * slots)}
     subprocess.run(["bash", str(LLAMACPP_SCRIPT), "start", str(port), str(pidfile)], check=True, env=env,
                    stdout=subprocess.DEVNULL, timeout=1800)
     try:
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         subprocess.run(["bash", str(LLAMACPP_SCRIPT), "stop", str(pidfile)], check=False)
+
+
+@pytest.fixture(scope="session")
+def llamacpp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The shared real model: two parallel slots."""
+    yield from _llamacpp(tmp_path_factory, slots=2)
+
+
+@pytest.fixture(scope="module")
+def llamacpp_one_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real model with ONE slot: concurrent requests queue (``llamacpp:requests_deferred``)."""
+    yield from _llamacpp(tmp_path_factory, slots=1)
