@@ -29,6 +29,8 @@ local-model:
 lint: install
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check router policies backends tests bench
+	$(VENV)/bin/switchyard policy check policies/*.yaml policies/examples/*.yaml
+	$(VENV)/bin/switchyard policy test policies/tests/*.test.yaml
 
 ## test: install everything, then lint and run the whole suite (incl. the real llama.cpp server)
 test: install local-model lint

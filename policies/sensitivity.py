@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeGuard
 
 from policies.models import LEVELS, SensitivitySpec, level_rank
 
@@ -40,7 +40,6 @@ __all__ = ["Finding", "Scan", "Scanner", "iter_texts", "redact"]
 
 Span = tuple[int, int]
 Path = tuple[str | int, ...]
-_Finder = Callable[[str, str], list[Span]]
 
 
 # --------------------------------------------------------------------------- results
@@ -87,8 +86,12 @@ def iter_texts(endpoint: str, body: Mapping[str, object]) -> Iterator[tuple[str,
         yield _location(path), text
 
 
+def _is_map(value: object) -> TypeGuard[Mapping[str, object]]:
+    return type(value) is dict or isinstance(value, Mapping)  # dict first: ABC checks are slow
+
+
 def _walk(endpoint: str, body: object) -> Iterator[tuple[Path, str]]:
-    if not isinstance(body, Mapping):
+    if not _is_map(body):
         return
     if endpoint == "chat":
         yield from _walk_messages(body.get("messages"))
@@ -104,31 +107,31 @@ def _walk(endpoint: str, body: object) -> Iterator[tuple[Path, str]]:
 def _walk_strings(key: str, value: object) -> Iterator[tuple[Path, str]]:
     if isinstance(value, str):
         yield (key,), value
-    elif isinstance(value, list | tuple):
+    elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             if isinstance(item, str):
                 yield (key, i), item
 
 
 def _walk_messages(messages: object) -> Iterator[tuple[Path, str]]:
-    if not isinstance(messages, list | tuple):
+    if not isinstance(messages, (list, tuple)):
         return
     for i, msg in enumerate(messages):
-        if not isinstance(msg, Mapping):
+        if not _is_map(msg):
             continue
         content = msg.get("content")
         if isinstance(content, str):
             yield ("messages", i, "content"), content
-        elif isinstance(content, list | tuple):
+        elif isinstance(content, (list, tuple)):
             for j, part in enumerate(content):
-                if isinstance(part, Mapping) and part.get("type") == "text":
+                if _is_map(part) and part.get("type") == "text":
                     text = part.get("text")
                     if isinstance(text, str):
                         yield ("messages", i, "content", j, "text"), text
         calls = msg.get("tool_calls")
-        if isinstance(calls, list | tuple):
+        if isinstance(calls, (list, tuple)):
             for k, call in enumerate(calls):
-                args = _arguments(call.get("function") if isinstance(call, Mapping) else None)
+                args = _arguments(call.get("function") if _is_map(call) else None)
                 if args is not None:
                     yield ("messages", i, "tool_calls", k, "function", "arguments"), args
         args = _arguments(msg.get("function_call"))
@@ -137,7 +140,7 @@ def _walk_messages(messages: object) -> Iterator[tuple[Path, str]]:
 
 
 def _arguments(function: object) -> str | None:
-    if isinstance(function, Mapping):
+    if function is not None and _is_map(function):
         args = function.get("arguments")
         if isinstance(args, str):
             return args
@@ -153,8 +156,21 @@ def _location(path: Path) -> str:
 
 # --------------------------------------------------------------------------- helpers
 
+Hit = tuple[str, int, int]  # detector, start, end
+_Group = Callable[[str, frozenset[str]], list[Hit]]
+
 #: Every ASCII digit becomes "0": digit patterns then start with a literal (fast search).
 _ZERO_DIGITS = str.maketrans("123456789", "000000000")
+_ZERO_BYTES = bytes.maketrans(b"123456789", b"000000000")
+_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_SEP = frozenset("-. ")
+
+
+def _digit_shape(text: str) -> str:
+    """``text`` with every ASCII digit replaced by ``"0"`` (same length, same offsets)."""
+    if len(text) <= 16384 and text.isascii():  # cheaper than str.translate for small texts
+        return text.encode().translate(_ZERO_BYTES).decode()
+    return text.translate(_ZERO_DIGITS)
 
 
 def _word_at(text: str, i: int) -> bool:
@@ -173,20 +189,64 @@ def _digit_at(text: str, i: int) -> bool:
     return "0" <= _char(text, i) <= "9"
 
 
-# --------------------------------------------------------------------------- credit_card
+def _clear_before(text: str, s: int) -> bool:
+    """Nothing number-like glued to the left of ``s``."""
+    if _word_at(text, s - 1) or _char(text, s - 1) in ("+", "."):
+        return False
+    return not (_char(text, s - 1) in _SEP and _digit_at(text, s - 2))
 
-_CARD_RUN = re.compile(r"0(?:[ -]?0){12,}")  # on the shape: 13+ digits, single separators
+
+def _clear_after(text: str, e: int) -> bool:
+    """Nothing number-like glued to the right of ``e`` (a full stop ending a sentence is fine)."""
+    if _word_at(text, e):
+        return False
+    return not (_char(text, e) in _SEP and _digit_at(text, e + 1))
+
+
+# --------------------------------------------------------------------------- numbers
+# One pass over the digit shape finds *clusters*: a digit followed by 6+ digits or
+# separators (or the check digits of an IBAN after two capitals). Short numbers, years
+# and prices never make a cluster; each cluster is handed to the number detectors.
+
+_CLUSTER = re.compile(r"0(?:[0 ().\-]{6,}|(?<=[A-Z]{2}0))")
+
+
+def _number_hits(text: str, active: frozenset[str]) -> list[Hit]:
+    shape = _digit_shape(text)
+    hits: list[Hit] = []
+    for m in _CLUSTER.finditer(shape):
+        cs, ce = m.span()
+        if cs >= 2 and shape[cs - 1] in _UPPER and shape[cs - 2] in _UPPER and "iban" in active:
+            span = _iban_at(text, shape, cs - 2)
+            if span is not None:
+                hits.append(("iban", *span))
+        if ce - cs == 1:
+            continue
+        cluster = m.group()
+        n = cluster.count("0")
+        if n >= 13 and "credit_card" in active:
+            hits.extend(("credit_card", *span) for span in _cards(text, shape, cs, ce))
+        if n >= 9 and "us_ssn" in active and ("000-00-0000" in cluster or "000 00 0000" in cluster):
+            hits.extend(("us_ssn", *span) for span in _ssns(text, shape, cs, ce))
+        if n >= 8 and "phone" in active and ((cs and shape[cs - 1] in "+(") or _NANP_LINE.search(cluster)):
+            hits.extend(("phone", *span) for span in _phones(text, shape, cs, ce))
+        if n >= 4 and "ip_address" in active and cluster.count(".") >= 3:
+            hits.extend(("ip_address", *span) for span in _ipv4s(text, shape, cs, ce))
+    return hits
+
+
+# credit_card ---------------------------------------------------------------------------
+
+_CARD_RUN = re.compile(r"0(?:[ -]?0){12,}")  # 13+ digits, single separators
 _CARD_SEPS = re.compile(r"[ -]")
 _CARD_FIRST = frozenset("23456")  # Visa 4, Mastercard 2/5, Amex/Diners/JCB 3, Discover/UnionPay 6
-_LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+_LUHN_DOUBLE = str.maketrans("0123456789", "0246813579")
 
 
 def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        total += _LUHN_DOUBLE[d] if i & 1 else d
-    return total % 10 == 0
+    odd = sum(map(int, digits[-1::-2]))
+    even = sum(map(int, digits[-2::-2].translate(_LUHN_DOUBLE)))
+    return (odd + even) % 10 == 0
 
 
 def _card_number(digits: str) -> bool:
@@ -218,9 +278,8 @@ def _card_in_run(run: str) -> int:
     return 0
 
 
-def _find_cards(text: str, shape: str) -> list[Span]:
-    out: list[Span] = []
-    for m in _CARD_RUN.finditer(shape):
+def _cards(text: str, shape: str, cs: int, ce: int) -> Iterator[Span]:
+    for m in _CARD_RUN.finditer(shape, cs, ce):
         s, e = m.span()
         if _word_at(text, s - 1) or _char(text, s - 1) == "." or _word_at(text, e):
             continue
@@ -228,121 +287,88 @@ def _find_cards(text: str, shape: str) -> list[Span]:
             continue
         size = _card_in_run(text[s:e])
         if size:
-            out.append((s, s + size))
-    return out
+            yield s, s + size
 
 
-# --------------------------------------------------------------------------- us_ssn + phone
+# us_ssn --------------------------------------------------------------------------------
 
-_SSN = re.compile(r"000(?:-00-0000| 00 0000)(?!0)")  # on the shape
-#: A North-American exchange + line (``555-0123``), found first; the area code is checked after.
-_LINE = re.compile(r"000[-. ]0000(?!0)")
-_AREA_BEFORE = re.compile(r"(?:\+?0[-. ]?)?(?:\(000\) ?|000[-. ])\Z")
-_SEP = frozenset("-. ")
+_SSN = re.compile(r"000(?:-00-0000| 00 0000)(?!0)")
 
 
-def _clear_before(text: str, s: int) -> bool:
-    """Nothing number-like glued to the left of ``s``."""
-    if _word_at(text, s - 1) or _char(text, s - 1) in ("+", "."):
-        return False
-    return not (_char(text, s - 1) in _SEP and _digit_at(text, s - 2))
-
-
-def _clear_after(text: str, e: int) -> bool:
-    if _word_at(text, e):
-        return False
-    return not (_char(text, e) in _SEP and _digit_at(text, e + 1))
-
-
-def _ssn(digits: str) -> bool:
+def _ssn_valid(digits: str) -> bool:
     area, group, serial = digits[:3], digits[3:5], digits[5:]
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
-def _find_ssn(text: str, shape: str) -> list[Span]:
-    out: list[Span] = []
-    for m in _SSN.finditer(shape):
+def _ssns(text: str, shape: str, cs: int, ce: int) -> Iterator[Span]:
+    for m in _SSN.finditer(shape, cs, ce):
         s, e = m.span()
-        if _clear_before(text, s) and _clear_after(text, e):
-            if _ssn(text[s:e].replace(text[s + 3], "")):
-                out.append((s, e))
-    return out
+        if _clear_before(text, s) and _clear_after(text, e) and _ssn_valid(text[s:e].replace(text[s + 3], "")):
+            yield s, e
 
 
-def _north_american(text: str, shape: str, s: int, e: int) -> Span | None:
-    """The whole number around exchange + line ``text[s:e]``: area code, maybe ``+1``."""
-    area = _AREA_BEFORE.search(shape, max(0, s - 16), s)
-    if area is None or not _clear_after(text, e):
-        return None
-    a = area.start()
-    digits = [ch for ch in text[a:e] if ch.isdigit()]
-    if len(digits) == 11 and digits[0] != "1":
-        return None
-    if _word_at(text, a - 1) or (text[a] != "+" and not _clear_before(text, a)):
-        return None
-    if digits[-10] in "01" or digits[-7] in "01":  # NANP: area and exchange start 2-9
-        return None
-    return a, e
+# phone ---------------------------------------------------------------------------------
 
-
+#: North American: optional country code, area code (parenthesised or not), exchange, line.
+_NANP = re.compile(r"(?:\+?0[-. ]?)?(?:\(000\) ?|000[-. ])000[-. ]0000(?!0)")
 #: E.164: ``+`` then digits with spaces, dots, dashes or a parenthesised part.
+_NANP_LINE = re.compile(r"000[-. ]000[-. ]0000")
 _E164 = re.compile(r"\+0+(?:[ .\-]?(?:\(0+\)|0+))*+")
 
 
-def _find_phones(text: str, shape: str) -> list[Span]:
-    out: list[Span] = []
-    for m in _LINE.finditer(shape):
-        span = _north_american(text, shape, *m.span())
-        if span is not None:
-            out.append(span)
-    if "+" in text:
-        for m in _E164.finditer(shape):
-            s, e = m.span()
-            if _word_at(text, s - 1) or _word_at(text, e):
-                continue
-            if 8 <= sum(1 for ch in text[s:e] if ch.isdigit()) <= 15:
-                out.append((s, e))
-    return out
+def _phones(text: str, shape: str, cs: int, ce: int) -> Iterator[Span]:
+    for m in _NANP.finditer(shape, max(0, cs - 1), ce):
+        s, e = m.span()
+        digits = [ch for ch in text[s:e] if "0" <= ch <= "9"]
+        if len(digits) == 11 and digits[0] != "1":
+            continue
+        if digits[-10] in "01" or digits[-7] in "01":  # area code and exchange start with 2-9
+            continue
+        if _clear_before(text, s) and _clear_after(text, e):
+            yield s, e
+    if cs and shape[cs - 1] == "+" and not _word_at(text, cs - 2):
+        m = _E164.match(shape, cs - 1, ce)
+        if m is not None and not _word_at(text, m.end()) and 8 <= shape.count("0", *m.span()) <= 15:
+            yield m.span()
 
 
-# --------------------------------------------------------------------------- ip_address
+# ip_address ----------------------------------------------------------------------------
 
-_IPV4 = re.compile(r"0\.0{1,3}\.0{1,3}\.0{1,3}")  # on the shape, from the first octet's last digit
-_VERSIONISH = re.compile(
-    r"(?:\b(?:v|ver|version|release|rev|revision|build|section|sec|chapter|ch|fig|figure|table|step|oid)"
-    r"\.?|§)\s*[:#]?\s*\Z",
-    re.IGNORECASE,
-)
+_IPV4 = re.compile(r"0{1,3}\.0{1,3}\.0{1,3}\.0{1,3}")
+#: Words before a dotted number that make it a version or a section, not an address.
+_NOT_ADDRESS = frozenset({"v", "ver", "version", "release", "rev", "revision", "build", "section",
+                          "sec", "chapter", "ch", "fig", "figure", "table", "step", "oid", "§"})
+
+
+def _ipv4_octets(candidate: str) -> bool:
+    for part in candidate.split("."):
+        if (len(part) > 1 and part[0] == "0") or int(part) > 255:
+            return False
+    return True
+
+
+def _versionish(text: str, s: int) -> bool:
+    words = text[max(0, s - 12) : s].rstrip(" :#").split()
+    return bool(words) and words[-1].lower().rstrip(".") in _NOT_ADDRESS
+
+
+def _ipv4s(text: str, shape: str, cs: int, ce: int) -> Iterator[Span]:
+    for m in _IPV4.finditer(shape, cs, ce):
+        s, e = m.span()
+        if _word_at(text, s - 1) or _char(text, s - 1) == "." or _word_at(text, e):
+            continue
+        if _char(text, e) == "." and _digit_at(text, e + 1):
+            continue
+        if _ipv4_octets(text[s:e]) and not _versionish(text, s):
+            yield s, e
+
+
 _V6_ANCHOR = re.compile(r":[0-9A-Fa-f]{0,4}:")
 _HEX_COLON = frozenset("0123456789abcdefABCDEF:")
 _V6_RIGHT = re.compile(r"[0-9A-Fa-f:.]{0,45}")
 
 
-def _ipv4_octets(candidate: str) -> bool:
-    for part in candidate.split("."):
-        if len(part) > 1 and part[0] == "0" or int(part) > 255:
-            return False
-    return True
-
-
-def _find_ipv4(text: str, shape: str) -> list[Span]:
-    out: list[Span] = []
-    for m in _IPV4.finditer(shape):
-        s, e = m.span()
-        for _ in range(2):
-            if shape[s - 1 : s] == "0":
-                s -= 1
-        if _word_at(text, s - 1) or _char(text, s - 1) == "." or _word_at(text, e):
-            continue
-        if _char(text, e) == "." and _digit_at(text, e + 1):
-            continue
-        if not _ipv4_octets(text[s:e]) or _VERSIONISH.search(text, max(0, s - 12), s):
-            continue
-        out.append((s, e))
-    return out
-
-
-def _ipv6_candidate(text: str, anchor: int) -> Span | None:
+def _ipv6_at(text: str, anchor: int) -> Span | None:
     s = anchor
     while s > 0 and anchor - s < 39 and text[s - 1] in _HEX_COLON:
         s -= 1
@@ -358,6 +384,8 @@ def _ipv6_candidate(text: str, anchor: int) -> Span | None:
     colons = candidate.count(":")
     if "::" not in candidate and colons != 7 and not (colons == 6 and "." in candidate):
         return None  # times (12:30:45), MAC addresses: not worth parsing
+    if not any(ch.isdigit() for ch in candidate):
+        return None  # "face::bad": words, not an address
     try:
         ipaddress.IPv6Address(candidate)
     except ValueError:
@@ -368,28 +396,23 @@ def _ipv6_candidate(text: str, anchor: int) -> Span | None:
     return s, e
 
 
-def _find_ipv6(text: str) -> list[Span]:
-    out: list[Span] = []
+def _ipv6_hits(text: str, active: frozenset[str]) -> list[Hit]:
+    hits: list[Hit] = []
     if ":" not in text:
-        return out
+        return hits
     done = 0
     for m in _V6_ANCHOR.finditer(text):
         if m.start() < done:
             continue
-        span = _ipv6_candidate(text, m.start())
+        span = _ipv6_at(text, m.start())
         if span is not None:
-            out.append(span)
+            hits.append(("ip_address", *span))
             done = span[1]
-    return out
+    return hits
 
 
-def _find_ip(text: str, shape: str) -> list[Span]:
-    return _find_ipv4(text, shape) + _find_ipv6(text)
+# iban ----------------------------------------------------------------------------------
 
-
-# --------------------------------------------------------------------------- iban
-
-_IBAN_ANCHOR = re.compile(r"00(?<=[A-Z]{2}00)")  # on the shape: check digits after a country code
 _IBAN = re.compile(r"[A-Z]{2}00(?:[A-Z0]{10,30}|(?: [A-Z0]{4}){2,7}(?: [A-Z0]{1,3})?)(?![A-Za-z0-9])")
 _IBAN_LENGTHS: Mapping[str, int] = MappingProxyType({
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
@@ -403,46 +426,29 @@ _IBAN_LENGTHS: Mapping[str, int] = MappingProxyType({
     "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23, "TN": 24,
     "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 })
+_IBAN_LETTERS = str.maketrans({ch: str(ord(ch) - 55) for ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"})
 
 
-def _mod97(iban: str) -> bool:
-    rearranged = iban[4:] + iban[:4]
-    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
-
-
-def _iban_span(text: str, s: int, e: int) -> Span | None:
-    """The valid IBAN starting at ``s`` inside candidate ``text[s:e]``, trimmed to its
-    country's length (a spaced IBAN may be followed by more upper-case groups)."""
+def _iban_at(text: str, shape: str, s: int) -> Span | None:
+    """The valid IBAN starting at ``s``, trimmed to its country's length (a spaced IBAN
+    may be followed by more upper-case groups). Only countries in the registry count."""
     expected = _IBAN_LENGTHS.get(text[s : s + 2])
-    if expected is None:
+    if expected is None or _word_at(text, s - 1):
+        return None
+    full = _IBAN.match(shape, s)
+    if full is None:
         return None
     chars = 0
     end = s
-    while end < e and chars < expected:
-        if text[end] != " ":
-            chars += 1
+    while end < full.end() and chars < expected:
+        chars += text[end] != " "
         end += 1
-    if chars < expected or (end < e and text[end] != " "):
+    if chars < expected or (end < full.end() and text[end] != " "):
         return None
     compact = text[s:end].replace(" ", "")
-    return (s, end) if _mod97(compact) else None
-
-
-def _find_iban(text: str, shape: str) -> list[Span]:
-    out: list[Span] = []
-    done = 0
-    for m in _IBAN_ANCHOR.finditer(shape):
-        s = m.start() - 2
-        if s < done or _word_at(text, s - 1):
-            continue
-        full = _IBAN.match(shape, s)
-        if full is None:
-            continue
-        span = _iban_span(text, s, full.end())
-        if span is not None:
-            out.append(span)
-            done = span[1]
-    return out
+    if int((compact[4:] + compact[:4]).translate(_IBAN_LETTERS)) % 97 != 1:
+        return None
+    return s, end
 
 
 # --------------------------------------------------------------------------- email
@@ -453,8 +459,8 @@ _EMAIL_DOMAIN = re.compile(
 )
 
 
-def _find_emails(text: str, shape: str) -> list[Span]:
-    out: list[Span] = []
+def _email_hits(text: str, active: frozenset[str]) -> list[Hit]:
+    hits: list[Hit] = []
     at = text.find("@")
     while at != -1:
         s = at
@@ -464,66 +470,24 @@ def _find_emails(text: str, shape: str) -> list[Span]:
             s += 1
         domain = _EMAIL_DOMAIN.match(text, at + 1) if s < at else None
         if domain is not None:
-            out.append((s, domain.end()))
+            hits.append(("email", s, domain.end()))
             at = text.find("@", domain.end())
         else:
             at = text.find("@", at + 1)
-    return out
+    return hits
 
 
 # --------------------------------------------------------------------------- keys and tokens
 
-_PEM_BEGIN = re.compile(r"-----BEGIN (?:(?:RSA|EC|OPENSSH|DSA|ENCRYPTED|PGP) )?PRIVATE KEY(?: BLOCK)?-----")
+#: One pass from each dash: OpenAI/Anthropic ``sk-...``, Slack ``xox?-...`` and PEM
+#: ``-----BEGIN ... PRIVATE KEY-----`` (a literal first character keeps the search fast).
+_DASH = re.compile(
+    r"-(?:(?<=sk-)(?P<sk>[A-Za-z0-9_-]{20,})"
+    r"|(?<=xox[abprs]-)(?P<xox>[A-Za-z0-9-]{10,})"
+    r"|(?P<pem>----BEGIN (?:(?:RSA|EC|OPENSSH|DSA|ENCRYPTED|PGP) )?PRIVATE KEY(?: BLOCK)?-----))"
+)
 _PEM_END = re.compile(r"-----END (?:[A-Z]+ )?PRIVATE KEY(?: BLOCK)?-----")
 _PEM_BODY = re.compile(r"(?:\s*+(?:[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z-]+: [^\n]*))*+")
-
-
-def _find_private_keys(text: str, shape: str) -> list[Span]:
-    """From the BEGIN line to the matching END line (within 16 KB); without one, to the
-    end of the base64 body that follows (so redaction removes the key material too)."""
-    out: list[Span] = []
-    if "-----BEGIN " not in text:
-        return out
-    for m in _PEM_BEGIN.finditer(text):
-        end = _PEM_END.search(text, m.end(), m.end() + 16384)
-        if end is not None:
-            out.append((m.start(), end.end()))
-        else:
-            body = _PEM_BODY.match(text, m.end())
-            out.append((m.start(), body.end() if body else m.end()))
-    return out
-
-
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
-
-
-def _jwt_header(segment: str) -> bool:
-    try:
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(header, dict) and "alg" in header
-
-
-def _find_jwts(text: str, shape: str) -> list[Span]:
-    out: list[Span] = []
-    if "eyJ" not in text:
-        return out
-    for m in _JWT.finditer(text):
-        s = m.start()
-        if _word_at(text, s - 1) or _char(text, s - 1) in ("-", "."):
-            continue
-        if _jwt_header(text[s : text.index(".", s)]):
-            out.append(m.span())
-    return out
-
-
-_AWS_GOOGLE = re.compile(r"A(?:(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])|Iza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-]))")
-_OPENAI_ANTHROPIC = re.compile(r"sk-[A-Za-z0-9_-]{20,}")
-_GITHUB = re.compile(r"gh(?:[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})(?![A-Za-z0-9_])")
-_STRIPE = re.compile(r"k_live_[A-Za-z0-9]{16,}(?![A-Za-z0-9_])")
-_SLACK = re.compile(r"xox[abprs]-[A-Za-z0-9-]{10,}")
-_BEARER = re.compile(r"earer[ \t]+([A-Za-z0-9._~+/-]{20,}=*)(?![A-Za-z0-9._~+/=-])")
 _SEGMENTS = re.compile(r"[-_]")
 
 
@@ -539,50 +503,105 @@ def _random_looking(token: str, min_run: int) -> bool:
     return False
 
 
-def _find_api_keys(text: str, shape: str) -> list[Span]:
-    out: list[Span] = []
+def _private_key_end(text: str, begin_end: int) -> int:
+    """To the matching END line (within 16 KB); without one, to the end of the base64
+    body that follows (so redaction removes the key material too)."""
+    end = _PEM_END.search(text, begin_end, begin_end + 16384)
+    if end is None:
+        body = _PEM_BODY.match(text, begin_end)
+        return body.end() if body else begin_end
+    return end.end()
+
+
+def _dash_hits(text: str, active: frozenset[str]) -> list[Hit]:
+    hits: list[Hit] = []
+    if "-" not in text:
+        return hits
+    for m in _DASH.finditer(text):
+        kind = m.lastgroup
+        if kind == "pem":
+            hits.append(("private_key", m.start(), _private_key_end(text, m.end())))
+            continue
+        s = m.start() - (2 if kind == "sk" else 4)
+        if _word_at(text, s - 1) or _char(text, s - 1) == "-":
+            continue
+        if kind == "sk" and _random_looking(m.group("sk"), 16):
+            hits.append(("api_key", s, m.end()))
+        elif kind == "xox" and any(c.isdigit() for c in m.group("xox")):
+            hits.append(("api_key", s, m.end()))
+    return hits
+
+
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
+
+
+def _jwt_header(segment: str) -> bool:
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(header, dict) and "alg" in header
+
+
+def _jwt_hits(text: str, active: frozenset[str]) -> list[Hit]:
+    hits: list[Hit] = []
+    if "J" not in text or ".eyJ" not in text:
+        return hits
+    for m in _JWT.finditer(text):
+        s = m.start()
+        if _word_at(text, s - 1) or _char(text, s - 1) in ("-", "."):
+            continue
+        if _jwt_header(text[s : text.index(".", s)]):
+            hits.append(("jwt", s, m.end()))
+    return hits
+
+
+_AWS_GOOGLE = re.compile(r"A(?:(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])|Iza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-]))")
+_GITHUB = re.compile(r"gh(?:[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})(?![A-Za-z0-9_])")
+_STRIPE = re.compile(r"k_live_[A-Za-z0-9]{16,}(?![A-Za-z0-9_])")
+_BEARER = re.compile(r"Bearer[ \t]+([A-Za-z0-9._~+/-]{20,}=*)(?![A-Za-z0-9._~+/=-])")
+
+
+def _bearer_tokens(text: str) -> Iterator[Span]:
+    """``Bearer <token>``: the token only, when 20+ characters mixing letters and digits."""
+    for m in _BEARER.finditer(text):
+        token = m.group(1).rstrip(".")
+        if not _word_at(text, m.start() - 1) and any(c.isdigit() for c in token) and any(
+            c.isalpha() for c in token
+        ):
+            yield m.start(1), m.start(1) + len(token)
+
+
+def _api_key_hits(text: str, active: frozenset[str]) -> list[Hit]:
+    """AWS, Google, GitHub, Stripe keys and bearer tokens (``sk-``/``xox`` in ``_dash_hits``)."""
+    spans: list[Span] = []
     if "A" in text:
-        out.extend(m.span() for m in _AWS_GOOGLE.finditer(text) if not _word_at(text, m.start() - 1))
-    if "sk-" in text:
-        for m in _OPENAI_ANTHROPIC.finditer(text):
-            s = m.start()
-            if not _word_at(text, s - 1) and _char(text, s - 1) != "-" and _random_looking(m.group()[3:], 16):
-                out.append(m.span())
+        spans.extend(m.span() for m in _AWS_GOOGLE.finditer(text) if not _word_at(text, m.start() - 1))
     if "_" in text:
-        out.extend(m.span() for m in _GITHUB.finditer(text) if not _word_at(text, m.start() - 1))
-        for m in _STRIPE.finditer(text):
-            if _char(text, m.start() - 1) in ("s", "r") and not _word_at(text, m.start() - 2):
-                out.append((m.start() - 1, m.end()))
-    if "xox" in text:
-        for m in _SLACK.finditer(text):
-            if not _word_at(text, m.start() - 1) and any(c.isdigit() for c in m.group()):
-                out.append(m.span())
-    if "earer" in text:
-        for m in _BEARER.finditer(text):
-            s = m.start()
-            token = m.group(1)
-            if (_char(text, s - 1) in ("B", "b") and not _word_at(text, s - 2)
-                    and any(c.isdigit() for c in token) and any(c.isalpha() for c in token)):
-                out.append((m.start(1), m.end(1) - len(token) + len(token.rstrip("."))))
-    return out
+        spans.extend(m.span() for m in _GITHUB.finditer(text) if not _word_at(text, m.start() - 1))
+        spans.extend((m.start() - 1, m.end()) for m in _STRIPE.finditer(text)
+                     if _char(text, m.start() - 1) in ("s", "r") and not _word_at(text, m.start() - 2))
+    if "B" in text:
+        spans.extend(_bearer_tokens(text))
+    return [("api_key", s, e) for s, e in spans]
 
 
 # --------------------------------------------------------------------------- registry
 
-#: Built-in finders in priority order: when two built-in findings overlap, the earlier
-#: detector's is kept (unless the later one has a higher level).
-_BUILTINS: tuple[tuple[str, _Finder], ...] = (
-    ("private_key", _find_private_keys),
-    ("jwt", _find_jwts),
-    ("api_key", _find_api_keys),
-    ("iban", _find_iban),
-    ("credit_card", _find_cards),
-    ("us_ssn", _find_ssn),
-    ("email", _find_emails),
-    ("phone", _find_phones),
-    ("ip_address", _find_ip),
+#: Built-in detectors in priority order: when two built-in findings overlap, the one of
+#: the earlier detector is kept (unless the later one has a higher level).
+_PRIORITY: tuple[str, ...] = (
+    "private_key", "jwt", "api_key", "iban", "credit_card", "us_ssn", "email", "phone", "ip_address",
 )
-_USES_SHAPE = frozenset({"iban", "credit_card", "us_ssn", "phone", "ip_address"})
+#: Detector groups: one pass over the text each, finding hits for these detectors.
+_GROUPS: tuple[tuple[_Group, frozenset[str]], ...] = (
+    (_number_hits, frozenset({"iban", "credit_card", "us_ssn", "phone", "ip_address"})),
+    (_ipv6_hits, frozenset({"ip_address"})),
+    (_email_hits, frozenset({"email"})),
+    (_dash_hits, frozenset({"api_key", "private_key"})),
+    (_jwt_hits, frozenset({"jwt"})),
+    (_api_key_hits, frozenset({"api_key"})),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -612,25 +631,23 @@ def _compile_custom(name: str, level: str, regex: str | None, keywords: Iterable
 def _custom_spans(custom: _Custom, text: str) -> list[Span]:
     if custom.needles is not None:
         if custom.lower:
-            if not text.isascii():
-                return [m.span() for m in custom.pattern.finditer(text) if m.end() > m.start()]
-            text_lower = text.lower()
-            if not any(n in text_lower for n in custom.needles):
-                return []
+            if text.isascii():
+                lowered = text.lower()
+                if not any(n in lowered for n in custom.needles):
+                    return []
         elif not any(n in text for n in custom.needles):
             return []
     return [m.span() for m in custom.pattern.finditer(text) if m.end() > m.start()]
 
 
-def _dedupe(found: list[tuple[Span, int, int]]) -> list[tuple[Span, int, int]]:
-    """Drop built-in findings that overlap one kept earlier (by priority) unless the
-    dropped one would raise the level. ``found``: (span, priority, level rank)."""
-    kept: list[tuple[Span, int, int]] = []
-    for item in sorted(found, key=lambda f: (f[1], f[0][0], -f[0][1])):
-        (s, e), _, rank = item
-        if any(s < ke and ks < e and rank <= krank for (ks, ke), _, krank in kept):
-            continue
-        kept.append(item)
+def _dedupe(hits: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """``hits``: (priority, start, end, level rank). Drop a hit overlapping one kept
+    before it (by priority, then position) unless the dropped one has a higher level."""
+    kept: list[tuple[int, int, int, int]] = []
+    for hit in sorted(hits, key=lambda h: (h[0], h[1], -h[2])):
+        _, s, e, rank = hit
+        if not any(s < ke and ks < e and rank <= krank for _, ks, ke, krank in kept):
+            kept.append(hit)
     return kept
 
 
@@ -640,31 +657,36 @@ def _dedupe(found: list[tuple[Span, int, int]]) -> list[tuple[Span, int, int]]:
 class Scanner:
     """Scans request bodies with a policy's detectors (compiled once, reused per request)."""
 
-    __slots__ = ("_builtins", "_customs", "_default", "_shape")
+    __slots__ = ("_active", "_customs", "_default", "_groups", "_levels")
 
     def __init__(self, spec: SensitivitySpec) -> None:
         self._default = spec.default
-        self._builtins: tuple[tuple[str, str, int, _Finder], ...] = tuple(
-            (name, spec.detectors[name], level_rank(spec.detectors[name]), finder)
-            for name, finder in _BUILTINS if name in spec.detectors
-        )
+        self._active = frozenset(name for name in spec.detectors if name in _PRIORITY)
+        #: detector → (priority, level, level rank)
+        self._levels: Mapping[str, tuple[int, str, int]] = MappingProxyType({
+            name: (_PRIORITY.index(name), spec.detectors[name], level_rank(spec.detectors[name]))
+            for name in self._active
+        })
+        self._groups = tuple(group for group, names in _GROUPS if names & self._active)
         self._customs = tuple(
             _compile_custom(c.name, c.level, c.regex, c.keywords, c.case_sensitive) for c in spec.custom
         )
-        self._shape = any(name in _USES_SHAPE for name, *_ in self._builtins)
 
     def scan(self, endpoint: str, body: Mapping[str, object], floor: str | None = None) -> Scan:
-        """Scan every text of ``body``. ``floor`` (the client's ``x-switchyard-sensitivity``)
-        can raise the level, never lower it; an unknown level raises ``ValueError``."""
-        result = self.scan_texts(iter_texts(endpoint, body))
-        if floor is None:
-            return result
-        floor = floor.strip().lower()
-        if floor not in LEVELS:
-            raise ValueError(f"unknown sensitivity level {floor!r} (known: {', '.join(LEVELS)})")
-        if level_rank(floor) > level_rank(result.level):
-            return Scan(floor, result.findings)
-        return result
+        """Scan every text of ``body`` (see ``iter_texts``). ``floor`` (the client's
+        ``x-switchyard-sensitivity``) can raise the level, never lower it; an unknown
+        level raises ``ValueError``."""
+        rank = level_rank(self._default)
+        if floor is not None:
+            floor = floor.strip().lower()
+            if floor not in LEVELS:
+                raise ValueError(f"unknown sensitivity level {floor!r} (known: {', '.join(LEVELS)})")
+            rank = max(rank, level_rank(floor))
+        findings: list[Finding] = []
+        for path, text in _walk(endpoint, body):
+            if text:
+                rank = max(rank, self._scan_one(text, path, findings))
+        return Scan(LEVELS[rank], tuple(findings))
 
     def scan_texts(self, texts: Iterable[tuple[str, str]]) -> Scan:
         """Scan ``(location, text)`` pairs; the level is the highest finding or the default."""
@@ -672,26 +694,33 @@ class Scanner:
         rank = level_rank(self._default)
         for location, text in texts:
             if text:
-                rank = max(rank, self._scan_one(location, text, findings))
+                rank = max(rank, self._scan_one(text, location, findings))
         return Scan(LEVELS[rank], tuple(findings))
 
-    def _scan_one(self, location: str, text: str, out: list[Finding]) -> int:
-        shape = text.translate(_ZERO_DIGITS) if self._shape else text
-        found: list[tuple[Span, int, int]] = []
-        for priority, (_, _, rank, finder) in enumerate(self._builtins):
-            found.extend((span, priority, rank) for span in finder(text, shape))
+    def _scan_one(self, text: str, where: str | Path, out: list[Finding]) -> int:
+        """Append ``text``'s findings to ``out`` in text order; return their highest rank.
+        ``where`` is the location, or its path (formatted only when something is found)."""
+        levels = self._levels
+        hits: list[tuple[int, int, int, int]] = []
+        for group in self._groups:
+            for name, s, e in group(text, self._active):
+                if name in levels:
+                    priority, _, rank = levels[name]
+                    hits.append((priority, s, e, rank))
         items: list[tuple[int, int, str, str]] = []
         top = 0
-        for (s, e), priority, rank in _dedupe(found) if len(found) > 1 else found:
-            name, level, _, _ = self._builtins[priority]
-            items.append((s, e, name, level))
+        for priority, s, e, rank in _dedupe(hits) if len(hits) > 1 else hits:
+            name = _PRIORITY[priority]
+            items.append((s, e, name, levels[name][1]))
             top = max(top, rank)
         for custom in self._customs:
             for s, e in _custom_spans(custom, text):
                 items.append((s, e, custom.name, custom.level))
                 top = max(top, level_rank(custom.level))
-        items.sort()
-        out.extend(Finding(name, level, location, s, e) for s, e, name, level in items)
+        if items:
+            location = where if isinstance(where, str) else _location(where)
+            items.sort()
+            out.extend(Finding(name, level, location, s, e) for s, e, name, level in items)
         return top
 
 

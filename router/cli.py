@@ -203,8 +203,14 @@ def _serve_many(settings: Settings) -> int:
             if proc.is_alive():
                 os.kill(proc.pid, signal.SIGTERM)
 
+    def reload(signum: int, frame: object) -> None:
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     for proc in procs:
         proc.join()
     sock.close()
