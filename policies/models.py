@@ -233,8 +233,6 @@ class BackendSpec(_Frozen):
     def _self_hosted_needs_url(self) -> BackendSpec:
         if self.kind in SELF_HOSTED_KINDS and self.base_url is None:
             raise ValueError(f"base_url is required for self-hosted kind {self.kind!r}")
-        if self.kind in SELF_HOSTED_KINDS and self.self_hosted is False:
-            raise ValueError(f"kind {self.kind!r} is self-hosted; self_hosted: false contradicts it")
         return self
 
     @property

@@ -176,9 +176,10 @@ def _digit_shape(text: str) -> str:
 def _word_at(text: str, i: int) -> bool:
     """True when ``text[i]`` exists and is a letter, digit or underscore, and is not the
     letter of a backslash escape (``\\n`` in JSON tool-call arguments is a boundary)."""
-    if not 0 <= i < len(text) or not (text[i].isalnum() or text[i] == "_"):
+    if i < 0 or i >= len(text):
         return False
-    return i == 0 or text[i - 1] != "\\"
+    ch = text[i]
+    return (ch.isalnum() or ch == "_") and (i == 0 or text[i - 1] != "\\")
 
 
 def _char(text: str, i: int) -> str:
@@ -317,6 +318,7 @@ _E164 = re.compile(r"\+0+(?:[ .\-]?(?:\(0+\)|0+))*+")
 
 
 def _phones(text: str, shape: str, cs: int, ce: int) -> Iterator[Span]:
+    e164 = cs > 0 and shape[cs - 1] == "+" and not _word_at(text, cs - 2)
     for m in _NANP.finditer(shape, max(0, cs - 1), ce):
         s, e = m.span()
         digits = [ch for ch in text[s:e] if "0" <= ch <= "9"]
@@ -325,8 +327,9 @@ def _phones(text: str, shape: str, cs: int, ce: int) -> Iterator[Span]:
         if digits[-10] in "01" or digits[-7] in "01":  # area code and exchange start with 2-9
             continue
         if _clear_before(text, s) and _clear_after(text, e):
+            e164 = e164 and s >= cs  # "+1 415 555 2671" is found whole already
             yield s, e
-    if cs and shape[cs - 1] == "+" and not _word_at(text, cs - 2):
+    if e164:
         m = _E164.match(shape, cs - 1, ce)
         if m is not None and not _word_at(text, m.end()) and 8 <= shape.count("0", *m.span()) <= 15:
             yield m.span()
@@ -438,12 +441,9 @@ def _iban_at(text: str, shape: str, s: int) -> Span | None:
     full = _IBAN.match(shape, s)
     if full is None:
         return None
-    chars = 0
-    end = s
-    while end < full.end() and chars < expected:
-        chars += text[end] != " "
-        end += 1
-    if chars < expected or (end < full.end() and text[end] != " "):
+    spaced = shape[s + 4] == " "  # then in groups of 4 (the pattern makes sure)
+    end = s + expected + ((expected - 1) // 4 if spaced else 0)
+    if end > full.end() or (end < full.end() and text[end] != " "):
         return None
     compact = text[s:end].replace(" ", "")
     if int((compact[4:] + compact[:4]).translate(_IBAN_LETTERS)) % 97 != 1:

@@ -625,11 +625,10 @@ def test_self_hosted_kind_without_base_url():
     assert issue.line in (3, 4)
 
 
-def test_self_hosted_false_on_self_hosted_kind():
+def test_self_hosted_false_on_a_direct_kind_is_treated_as_closed():
     text = BASE.replace("kind: openai", "kind: tgi\n    base_url: http://h/v1\n    self_hosted: false")
-    issue = only_issue(text)
-    assert issue.path == "backends.a"
-    assert issue.message == "kind 'tgi' is self-hosted; self_hosted: false contradicts it"
+    policy = load(text).policy
+    assert policy.max_level("a") == policy.sensitivity.closed_max
 
 
 def test_bad_kind_shape():

@@ -137,9 +137,9 @@ def test_self_hosted_kind_needs_base_url():
         BackendSpec(kind="ollama", model="m")
 
 
-def test_self_hosted_false_contradicts_kind():
-    with pytest.raises(ValidationError, match="self_hosted: false contradicts it"):
-        BackendSpec(kind="vllm", model="m", base_url="http://h/v1", self_hosted=False)
+def test_third_party_compatible_server_is_not_self_hosted():
+    spec = BackendSpec(kind="openai_compatible", model="m", base_url="http://h/v1", self_hosted=False)
+    assert spec.direct and not spec.is_self_hosted
 
 
 def test_closed_backend_may_have_base_url():
