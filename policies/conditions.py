@@ -116,8 +116,14 @@ def _compile_key(key: str, value: object, loc: tuple[str | int, ...]) -> Conditi
         if key == "all":
             return _all(parts, text)
         matchers = tuple(p.match for p in parts)
-        return Condition(lambda c: any(m(c) for m in matchers),
-                         lambda c: f"{text}: {'yes' if any(m(c) for m in matchers) else 'no'}", text)
+
+        def why_any(c: Context) -> str:
+            hit = next((p for p in parts if p.match(c)), None)
+            if hit is not None:
+                return f"{text}: yes ({hit.why(c)})"
+            return f"{text}: no (" + "; ".join(p.why(c) for p in parts) + ")"
+
+        return Condition(lambda c: any(m(c) for m in matchers), why_any, text)
     if key == "not":
         inner = compile_when(value, loc)  # type: ignore[arg-type]
         text = f"not ({inner.text})"
@@ -144,6 +150,8 @@ def _clause(fact: str, kind: Kind, getter: Getter, spec: object, loc: tuple[str 
     if not isinstance(spec, Mapping):
         op = ("any" if kind == "set" else "in") if isinstance(spec, list) else ("contains" if kind == "set" else "eq")
         spec = {op: spec}
+    if not spec:
+        raise ConditionError(loc, f"{fact}: give at least one operator (allowed: {', '.join(sorted(_OPERATORS[kind]))})")
     checks = []
     for op, expected in spec.items():
         if op not in _OPERATORS[kind]:

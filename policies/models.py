@@ -122,7 +122,8 @@ class SensitivitySpec(_Frozen):
     """How sensitive a request is: detectors → levels; the request's level is the highest."""
 
     default: Level = "public"
-    detectors: dict[str, Level] = dict(BUILTIN_DETECTORS)  # type: ignore[arg-type]
+    #: Built-in detector → level, merged over the defaults; ``off`` turns one off.
+    detectors: dict[str, Level | Literal["off"]] = dict(BUILTIN_DETECTORS)  # type: ignore[arg-type]
     custom: list[CustomDetector] = []
     #: The highest level a closed backend may receive unless it sets ``max_sensitivity``.
     closed_max: Level = "internal"
@@ -134,7 +135,8 @@ class SensitivitySpec(_Frozen):
         if unknown:
             raise ValueError(f"unknown built-in detectors {unknown} (known: {', '.join(BUILTIN_DETECTORS)}); "
                              "add your own under sensitivity.custom")
-        return value
+        merged = {**BUILTIN_DETECTORS, **value}
+        return {name: level for name, level in merged.items() if level != "off"}
 
 
 class Spillover(_Frozen):
@@ -165,6 +167,14 @@ class Route(_Frozen):
     spillover: Spillover | None = None
     deny: Annotated[str, Field(min_length=1)] | None = None
     redact: list[str] | None = None  # detector names to replace with placeholders for closed targets
+
+    @field_validator("targets")
+    @classmethod
+    def _no_duplicates(cls, value: list[str] | None) -> list[str] | None:
+        dupes = sorted({t for t in value or () if (value or []).count(t) > 1})
+        if dupes:
+            raise ValueError(f"duplicate targets: {dupes}")
+        return value
 
     @model_validator(mode="after")
     def _shape(self) -> Route:

@@ -64,6 +64,7 @@ class Plan:
     denied: str | None = None  # the rule denies the request (403)
     unavailable: str | None = None  # nothing is allowed (503)
     spilling: frozenset[str] = frozenset()
+    spill_checked: frozenset[str] = frozenset()  # self-hosted targets whose spillover was evaluated
     redact: frozenset[str] = frozenset()
     estimates: Mapping[str, float] = field(default_factory=dict)
     candidates: tuple[Candidate, ...] = ()
@@ -108,9 +109,10 @@ class Planner:
             skipped += [(b, "fallback: none") for b in order[1:]]
             order = order[:1]
         candidates += [self._candidate(b, estimates, spilled, route.strategy) for b in order]
+        checked = frozenset(b for b in allowed if self._self_hosted[b]) if route.spillover else frozenset()
         return Plan(facts.model, name, tuple(order), frozenset(allowed), tuple(skipped), route.strategy,
-                    spilling=frozenset(spilled), redact=frozenset(route.redact or ()), estimates=estimates,
-                    candidates=tuple(candidates), trace=trace)
+                    spilling=frozenset(spilled), spill_checked=checked, redact=frozenset(route.redact or ()),
+                    estimates=estimates, candidates=tuple(candidates), trace=trace)
 
     def _match(self, ctx: Context, explain: bool) -> tuple[CompiledRule | None, tuple[RuleTrace, ...]]:
         if not explain:

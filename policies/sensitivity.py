@@ -14,10 +14,14 @@ Owns:
 
 A ``Finding`` holds where a match is (location and offsets), never the matched text.
 
-Speed: every detector starts from a cheap C-level search for a literal anchor
-(``"@"``, ``"sk-"``, ``"eyJ"``, a digit shape such as ``"000-0000"``...) and validates
-candidates in Python only after a hit. Digit-based detectors search a *shape* of the text
-in which every ASCII digit is ``"0"``, so their patterns start with a literal.
+Speed: every detector starts from a C-level search for a literal (``"@"``, ``"-"`` for
+``sk-``/``xox?-``/PEM, ``"A"`` for AWS/Google keys, ``".eyJ"``, ``"Bearer"``...) and
+validates candidates in Python only after a hit. The number detectors (card, IBAN, SSN,
+phone, IPv4) share one pass over a *digit shape* of the text, in which every ASCII digit
+is ``"0"`` so the pattern starts with a literal; only digit clusters long enough to matter
+are looked at further. Low false positives matter as much as recall: cards need a Luhn
+checksum and a 2-6 network prefix, IBANs a known country length and mod-97, numbers must
+not be glued to longer numbers or words, and so on (see each detector).
 
 Pure: no I/O, no clock, no global mutable state. Must not import ``router`` or ``backends``.
 """
@@ -95,6 +99,7 @@ def _walk(endpoint: str, body: object) -> Iterator[tuple[Path, str]]:
         return
     if endpoint == "chat":
         yield from _walk_messages(body.get("messages"))
+        yield from _walk_prediction(body.get("prediction"))
     elif endpoint == "completions":
         yield from _walk_strings("prompt", body.get("prompt"))
         suffix = body.get("suffix")
@@ -111,6 +116,19 @@ def _walk_strings(key: str, value: object) -> Iterator[tuple[Path, str]]:
         for i, item in enumerate(value):
             if isinstance(item, str):
                 yield (key, i), item
+
+
+def _walk_prediction(prediction: object) -> Iterator[tuple[Path, str]]:
+    """OpenAI's predicted output (``prediction: {type: content, content: …}``) is text sent along."""
+    if not _is_map(prediction):
+        return
+    content = prediction.get("content")
+    if isinstance(content, str):
+        yield ("prediction", "content"), content
+    elif isinstance(content, (list, tuple)):
+        for j, part in enumerate(content):
+            if _is_map(part) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                yield ("prediction", "content", j, "text"), part["text"]
 
 
 def _walk_messages(messages: object) -> Iterator[tuple[Path, str]]:
@@ -160,17 +178,16 @@ Hit = tuple[str, int, int]  # detector, start, end
 _Group = Callable[[str, frozenset[str]], list[Hit]]
 
 #: Every ASCII digit becomes "0": digit patterns then start with a literal (fast search).
-_ZERO_DIGITS = str.maketrans("123456789", "000000000")
 _ZERO_BYTES = bytes.maketrans(b"123456789", b"000000000")
 _UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _SEP = frozenset("-. ")
 
 
 def _digit_shape(text: str) -> str:
-    """``text`` with every ASCII digit replaced by ``"0"`` (same length, same offsets)."""
-    if len(text) <= 16384 and text.isascii():  # cheaper than str.translate for small texts
-        return text.encode().translate(_ZERO_BYTES).decode()
-    return text.translate(_ZERO_DIGITS)
+    """``text`` with every ASCII digit replaced by ``"0"`` and every non-ASCII character by
+    ``"?"``: same length, same offsets. (Via bytes: ``str.translate`` is 30x slower on
+    non-ASCII text and has a per-call cost on small ones.)"""
+    return text.encode("ascii", "replace").translate(_ZERO_BYTES).decode("ascii")
 
 
 def _word_at(text: str, i: int) -> bool:
@@ -241,13 +258,13 @@ def _number_hits(text: str, active: frozenset[str]) -> list[Hit]:
 _CARD_RUN = re.compile(r"0(?:[ -]?0){12,}")  # 13+ digits, single separators
 _CARD_SEPS = re.compile(r"[ -]")
 _CARD_FIRST = frozenset("23456")  # Visa 4, Mastercard 2/5, Amex/Diners/JCB 3, Discover/UnionPay 6
-_LUHN_DOUBLE = str.maketrans("0123456789", "0246813579")
+_LUHN_DOUBLE = MappingProxyType(str.maketrans("0123456789", "0246813579"))
 
 
 def _luhn(digits: str) -> bool:
-    odd = sum(map(int, digits[-1::-2]))
-    even = sum(map(int, digits[-2::-2].translate(_LUHN_DOUBLE)))
-    return (odd + even) % 10 == 0
+    # sum() over ASCII bytes adds the digits in C; 48 is ord("0").
+    total = sum(digits[-1::-2].encode()) + sum(digits[-2::-2].translate(_LUHN_DOUBLE).encode())
+    return (total - 48 * len(digits)) % 10 == 0
 
 
 def _card_number(digits: str) -> bool:
@@ -263,19 +280,21 @@ def _card_in_run(run: str) -> int:
     groups = _CARD_SEPS.split(run)
     if len(groups) == 1:
         return len(run) if _card_number(run) else 0
-    seps = [ch for ch in run if ch in " -"]
-    lengths = [len(g) for g in groups]
-    for k in range(len(groups), 0, -1):
-        n = sum(lengths[:k])
-        if n > 19:
-            continue
-        if n < 13:
+    sep = run[len(groups[0])]
+    other = run.find("-" if sep == " " else " ")
+    if other != -1:  # the grouping must use one separator: stop at the other kind
+        groups = run[:other].split(sep)
+    k = 0
+    while k < len(groups) and 3 <= len(groups[k]) <= 6:
+        k += 1
+    if k < len(groups) and len(groups[0]) >= 13:
+        k = 1  # an unseparated number followed by more numbers
+    for n in range(k, 0, -1):  # longest first: better to also cover a CVV than to cut a card
+        digits = "".join(groups[:n])
+        if len(digits) < 13:
             break
-        if k > 1 and (len(set(seps[: k - 1])) != 1 or any(not 3 <= x <= 6 for x in lengths[:k])):
-            continue
-        size = n + k - 1
-        if _card_number(run[:size].replace(seps[0], "") if k > 1 else run[:size]):
-            return size
+        if _card_number(digits):
+            return len(digits) + n - 1
     return 0
 
 
@@ -312,8 +331,9 @@ def _ssns(text: str, shape: str, cs: int, ce: int) -> Iterator[Span]:
 
 #: North American: optional country code, area code (parenthesised or not), exchange, line.
 _NANP = re.compile(r"(?:\+?0[-. ]?)?(?:\(000\) ?|000[-. ])000[-. ]0000(?!0)")
-#: E.164: ``+`` then digits with spaces, dots, dashes or a parenthesised part.
+#: Cheap test that a cluster may hold an undelimited North-American number.
 _NANP_LINE = re.compile(r"000[-. ]000[-. ]0000")
+#: E.164: ``+`` then digits with spaces, dots, dashes or a parenthesised part.
 _E164 = re.compile(r"\+0+(?:[ .\-]?(?:\(0+\)|0+))*+")
 
 
@@ -329,10 +349,9 @@ def _phones(text: str, shape: str, cs: int, ce: int) -> Iterator[Span]:
         if _clear_before(text, s) and _clear_after(text, e):
             e164 = e164 and s >= cs  # "+1 415 555 2671" is found whole already
             yield s, e
-    if e164:
-        m = _E164.match(shape, cs - 1, ce)
-        if m is not None and not _word_at(text, m.end()) and 8 <= shape.count("0", *m.span()) <= 15:
-            yield m.span()
+    plus = _E164.match(shape, cs - 1, ce) if e164 else None
+    if plus is not None and not _word_at(text, plus.end()) and 8 <= shape.count("0", *plus.span()) <= 15:
+        yield plus.span()
 
 
 # ip_address ----------------------------------------------------------------------------
@@ -371,7 +390,8 @@ _HEX_COLON = frozenset("0123456789abcdefABCDEF:")
 _V6_RIGHT = re.compile(r"[0-9A-Fa-f:.]{0,45}")
 
 
-def _ipv6_at(text: str, anchor: int) -> Span | None:
+def _ipv6_extent(text: str, anchor: int) -> Span:
+    """The run of hex digits, colons (and dots, for an embedded IPv4) around ``anchor``."""
     s = anchor
     while s > 0 and anchor - s < 39 and text[s - 1] in _HEX_COLON:
         s -= 1
@@ -381,22 +401,25 @@ def _ipv6_at(text: str, anchor: int) -> Span | None:
         e -= 1
     if e - s > 2 and text[e - 1] == ":" and text[e - 2] != ":":
         e -= 1
+    return s, e
+
+
+def _ipv6_valid(text: str, s: int, e: int) -> bool:
     if _word_at(text, s - 1) or _char(text, s - 1) in (":", ".") or _word_at(text, e):
-        return None
+        return False
     candidate = text[s:e]
     colons = candidate.count(":")
     if "::" not in candidate and colons != 7 and not (colons == 6 and "." in candidate):
-        return None  # times (12:30:45), MAC addresses: not worth parsing
+        return False  # times (12:30:45), MAC addresses: not worth parsing
     if not any(ch.isdigit() for ch in candidate):
-        return None  # "face::bad": words, not an address
+        return False  # "face::bad": words, not an address
     try:
         ipaddress.IPv6Address(candidate)
     except ValueError:
-        return None
+        return False
     groups = [g for g in candidate.split(":") if g]
-    if "::" in candidate and (len(groups) < 2 or (len(groups) == 2 and len(groups[0]) < 3)):
-        return None  # "::1", "a[1::2]": too short to tell from code
-    return s, e
+    # "::1", "a[1::2]": too short to tell from code
+    return not ("::" in candidate and (len(groups) < 2 or (len(groups) == 2 and len(groups[0]) < 3)))
 
 
 def _ipv6_hits(text: str, active: frozenset[str]) -> list[Hit]:
@@ -407,10 +430,10 @@ def _ipv6_hits(text: str, active: frozenset[str]) -> list[Hit]:
     for m in _V6_ANCHOR.finditer(text):
         if m.start() < done:
             continue
-        span = _ipv6_at(text, m.start())
-        if span is not None:
-            hits.append(("ip_address", *span))
-            done = span[1]
+        s, e = _ipv6_extent(text, m.start())
+        done = e  # later anchors in the same run give no new candidate
+        if _ipv6_valid(text, s, e):
+            hits.append(("ip_address", s, e))
     return hits
 
 
@@ -429,7 +452,7 @@ _IBAN_LENGTHS: Mapping[str, int] = MappingProxyType({
     "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23, "TN": 24,
     "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 })
-_IBAN_LETTERS = str.maketrans({ch: str(ord(ch) - 55) for ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"})
+_IBAN_LETTERS = MappingProxyType(str.maketrans({ch: str(ord(ch) - 55) for ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}))
 
 
 def _iban_at(text: str, shape: str, s: int) -> Span | None:
@@ -532,7 +555,9 @@ def _dash_hits(text: str, active: frozenset[str]) -> list[Hit]:
     return hits
 
 
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
+#: The lookbehind after the literal keeps the fast prefix search and makes a start inside
+#: a longer base64 run fail at once (no quadratic rescans of ``eyJeyJeyJ...``).
+_JWT = re.compile(r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
 
 
 def _jwt_header(segment: str) -> bool:
@@ -549,7 +574,7 @@ def _jwt_hits(text: str, active: frozenset[str]) -> list[Hit]:
         return hits
     for m in _JWT.finditer(text):
         s = m.start()
-        if _word_at(text, s - 1) or _char(text, s - 1) in ("-", "."):
+        if _char(text, s - 1) == ".":  # letters, digits, "_" and "-" before: see the pattern
             continue
         if _jwt_header(text[s : text.index(".", s)]):
             hits.append(("jwt", s, m.end()))
@@ -557,7 +582,7 @@ def _jwt_hits(text: str, active: frozenset[str]) -> list[Hit]:
 
 
 _AWS_GOOGLE = re.compile(r"A(?:(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])|Iza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-]))")
-_GITHUB = re.compile(r"gh(?:[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})(?![A-Za-z0-9_])")
+_GITHUB = re.compile(r"g(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})(?![A-Za-z0-9_])")
 _STRIPE = re.compile(r"k_live_[A-Za-z0-9]{16,}(?![A-Za-z0-9_])")
 _BEARER = re.compile(r"Bearer[ \t]+([A-Za-z0-9._~+/-]{20,}=*)(?![A-Za-z0-9._~+/=-])")
 
@@ -640,10 +665,32 @@ def _custom_spans(custom: _Custom, text: str) -> list[Span]:
     return [m.span() for m in custom.pattern.finditer(text) if m.end() > m.start()]
 
 
-def _dedupe(hits: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
-    """``hits``: (priority, start, end, level rank). Drop a hit overlapping one kept
-    before it (by priority, then position) unless the dropped one has a higher level."""
-    kept: list[tuple[int, int, int, int]] = []
+_Ranked = tuple[int, int, int, int]  # priority, start, end, level rank
+
+
+def _dedupe(hits: list[_Ranked]) -> list[_Ranked]:
+    """Resolve overlapping built-in hits. Only hits that overlap each other are compared,
+    so many findings in one text stay linear."""
+    hits.sort(key=lambda h: h[1])
+    kept: list[_Ranked] = []
+    overlapping: list[_Ranked] = []
+    end = -1
+    for hit in hits:
+        if hit[1] >= end and overlapping:
+            kept.extend(_resolve(overlapping))
+            overlapping = []
+        overlapping.append(hit)
+        end = max(end, hit[2]) if len(overlapping) > 1 else hit[2]
+    kept.extend(_resolve(overlapping))
+    return kept
+
+
+def _resolve(hits: list[_Ranked]) -> list[_Ranked]:
+    """Keep hits by priority (then position); drop one overlapping a kept hit unless it
+    has a higher level."""
+    if len(hits) == 1:
+        return hits
+    kept: list[_Ranked] = []
     for hit in sorted(hits, key=lambda h: (h[0], h[1], -h[2])):
         _, s, e, rank = hit
         if not any(s < ke and ks < e and rank <= krank for _, ks, ke, krank in kept):
@@ -701,7 +748,7 @@ class Scanner:
         """Append ``text``'s findings to ``out`` in text order; return their highest rank.
         ``where`` is the location, or its path (formatted only when something is found)."""
         levels = self._levels
-        hits: list[tuple[int, int, int, int]] = []
+        hits: list[_Ranked] = []
         for group in self._groups:
             for name, s, e in group(text, self._active):
                 if name in levels:

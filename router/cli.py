@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from policies import LoadedPolicy, PolicyError, load_policy
+from policies import LoadedPolicy, PolicyError, UnknownAlias, load_policy
 from router.runtime import check_backends
 from router.settings import Settings
 
@@ -141,6 +141,9 @@ def explain_offline(request: Path, policy: Path | None, team: str | None) -> int
         return 2
     except GatewayError as exc:
         print(f"switchyard: {exc.message}", file=sys.stderr)
+        return 1
+    except UnknownAlias as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)
         return 1
     print(orjson.dumps(explain_json(facts, scan, plan, {}, {}), option=orjson.OPT_INDENT_2).decode())
     return 0

@@ -107,7 +107,7 @@ class Engine:
                 continue
             self.load.enter(name)
             try:
-                stream = await self.runtime.backends[name].open_stream(continuation)
+                stream = await self.runtime.backends[name].open_stream(self._as_seen_by(name, plan, continuation))
             except BackendError as exc:
                 self.load.exit(name)
                 circuit.failure(exc)
@@ -120,6 +120,16 @@ class Engine:
                 raise
             return StreamAnswer(name, stream, aiter(stream), b""), reasons
         return None, reasons or ["no other allowed target"]
+
+
+    def _as_seen_by(self, name: str, plan: Plan, request: BackendRequest) -> BackendRequest:
+        """Redact a continuation for a closed target when the rule says so. The partial answer
+        is scanned too: a model may repeat what the prompt carried."""
+        if not plan.redact or self.spec(name).is_self_hosted:
+            return request
+        scan = self.runtime.scanner.scan(request.endpoint, request.body)
+        body = redact(request.endpoint, request.body, scan, plan.redact)
+        return BackendRequest(request.endpoint, body, True, request.request_id, request.traceparent, prefill=True)
 
 
 async def _first_event(name: str, backend: Backend, request: BackendRequest, run: _Run) -> StreamAnswer:
@@ -227,8 +237,9 @@ class _Run:
     def exhausted(self) -> Exception:
         if not self.failures:
             why = "; ".join(f"{n} ({reason})" for n, reason in self.skipped) or "no targets"
-            return NoBackendAvailable(f"no usable backend for model {self.plan.alias!r}: {why}")
+            return NoBackendAvailable(f"no usable backend for model {self.plan.alias!r} under rule "
+                                      f"{self.plan.rule!r}: {why}")
         last = self.failures[-1][1]
         if isinstance(last, ContextLengthExceeded):
             return last
-        return AllBackendsFailed(self.plan.alias, self.failures, self.skipped)
+        return AllBackendsFailed(self.plan.alias, self.failures, self.skipped, rule=self.plan.rule)

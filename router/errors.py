@@ -77,12 +77,13 @@ class AllBackendsFailed(GatewayError):
     code = "all_backends_failed"
 
     def __init__(self, alias: str, failures: list[tuple[str, BackendError]],
-                 skipped: list[tuple[str, str]] | None = None) -> None:
+                 skipped: list[tuple[str, str]] | None = None, rule: str | None = None) -> None:
         self.failures = failures
         detail = "; ".join(f"{name}: {err.message}" for name, err in failures)
         if skipped:
             detail += "; skipped " + ", ".join(f"{name} ({why})" for name, why in skipped)
-        super().__init__(f"all backends failed for model {alias!r}: {detail}")
+        under = f" under rule {rule!r}" if rule else ""
+        super().__init__(f"all backends failed for model {alias!r}{under}: {detail}")
         errors = [err for _, err in failures]
         self.retry_after = min((e.retry_after for e in errors if e.retry_after), default=None)
         if all(isinstance(e, UpstreamTimeout) for e in errors):

@@ -61,7 +61,7 @@ class Gateway:
         except UnknownAlias as exc:
             raise ModelNotFound(str(exc), param="model") from None
         if not explain:  # remember who is spilling, for the hysteresis of the next decision
-            self.spilling.difference_update(plan.allowed - plan.spilling)
+            self.spilling.difference_update(plan.spill_checked - plan.spilling)
             self.spilling.update(plan.spilling)
         return plan
 

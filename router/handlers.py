@@ -10,7 +10,7 @@ from policies import Plan
 from router.body import parse_body
 from router.costs import answer_cost, format_usd
 from router.explain import explain_json
-from router.middlewares import REQUEST_ID, ROUTE
+from router.middlewares import REQUEST_ID, ROUTE, RULE
 from router.reload import Serving
 from router.streaming import relay
 
@@ -33,7 +33,7 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     body = parse_body(await request.read(), endpoint)
     facts, scan = gateway.facts(body, endpoint, request.headers)
     plan = gateway.plan(facts)
-    request[ROUTE] = plan.route
+    request[ROUTE], request[RULE] = plan.route, plan.rule
     breq = BackendRequest(endpoint, body.data, body.stream, request[REQUEST_ID],
                           request.headers.get("traceparent"))
     engine = gateway.engine

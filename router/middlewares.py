@@ -17,12 +17,13 @@ from aiohttp.typedefs import Handler
 
 from router.errors import AllBackendsFailed, error_info, error_json
 
-__all__ = ["REQUEST_ID", "ROUTE", "errors_and_ids", "stamp_headers"]
+__all__ = ["REQUEST_ID", "ROUTE", "RULE", "errors_and_ids", "stamp_headers"]
 
 log = logging.getLogger("switchyard.http")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 ROUTE = web.RequestKey("route", str)
+RULE = web.RequestKey("rule", str)
 
 
 def _request_id(request: web.Request) -> str:
@@ -64,3 +65,5 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
         headers["x-switchyard-backend"] = "none"
     if "x-switchyard-route" not in headers:
         headers["x-switchyard-route"] = request.get(ROUTE, "none")
+    if "x-switchyard-rule" not in headers and RULE in request:
+        headers["x-switchyard-rule"] = request[RULE]

@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 import yaml
 
-from policies import BackendLoad, Plan, PolicyError, load_policy
+from policies import BackendLoad, Plan, PolicyError, UnknownAlias, load_policy
 from policies.sensitivity import Scanner
 from router.body import parse_body
 from router.errors import GatewayError
@@ -74,6 +74,14 @@ def _run_case(i: int, case: object, planner, scanner, settings) -> CaseResult:  
         return result
     try:
         plan, level = _plan(case, planner, scanner, settings)
+    except UnknownAlias as exc:
+        _compare(result, "error", case["expect"].get("error"), str(exc), contains=True)
+        if "error" not in case["expect"]:
+            result.problems.append(str(exc))
+        return result
+    except (TypeError, ValueError, AttributeError) as exc:
+        result.problems.append(f"cannot run this case: {exc}")
+        return result
     except GatewayError as exc:
         _compare(result, "error", case["expect"].get("error"), exc.message, contains=True)
         if "error" not in case["expect"]:
