@@ -151,7 +151,8 @@ def _clause(fact: str, kind: Kind, getter: Getter, spec: object, loc: tuple[str 
         op = ("any" if kind == "set" else "in") if isinstance(spec, list) else ("contains" if kind == "set" else "eq")
         spec = {op: spec}
     if not spec:
-        raise ConditionError(loc, f"{fact}: give at least one operator (allowed: {', '.join(sorted(_OPERATORS[kind]))})")
+        allowed = ", ".join(sorted(_OPERATORS[kind]))
+        raise ConditionError(loc, f"{fact}: give at least one operator (allowed: {allowed})")
     checks = []
     for op, expected in spec.items():
         if op not in _OPERATORS[kind]:
