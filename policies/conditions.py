@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from datetime import time as dtime
 from typing import Literal
 
@@ -111,7 +112,7 @@ def _compile_key(key: str, value: object, loc: tuple[str | int, ...]) -> Conditi
     if key in ("any", "all"):
         if not isinstance(value, list) or not value:
             raise ConditionError(loc, f"{key} needs a non-empty list of conditions")
-        parts = [compile_when(v, loc + (i,)) for i, v in enumerate(value)]  # type: ignore[arg-type]
+        parts = [compile_when(v, loc + (i,)) for i, v in enumerate(value)]
         text = f"{key}(" + "; ".join(p.text for p in parts) + ")"
         if key == "all":
             return _all(parts, text)
@@ -189,8 +190,18 @@ def _need(cond: bool, loc: tuple[str | int, ...], message: str) -> None:
         raise ConditionError(loc, message)
 
 
-def _str_list(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+def _strings(expected: object, loc: tuple[str | int, ...], message: str,
+             allowed: tuple[str, ...] | None = None) -> frozenset[str]:
+    """``expected`` as a set of strings (each in ``allowed`` if given), or a ConditionError."""
+    if not isinstance(expected, list) or not all(isinstance(v, str) for v in expected):
+        raise ConditionError(loc, message)
+    values = frozenset(str(v) for v in expected)
+    _need(allowed is None or values <= set(allowed), loc, message)
+    return values
+
+
+def _as_set(a: object) -> frozenset[str]:
+    return a if isinstance(a, frozenset) else frozenset()
 
 
 def _str_predicate(op: str, expected: object, loc: tuple[str | int, ...]) -> Predicate:
@@ -198,8 +209,7 @@ def _str_predicate(op: str, expected: object, loc: tuple[str | int, ...]) -> Pre
         _need(isinstance(expected, bool), loc, "exists takes true or false")
         return lambda a: (a is not None) is expected
     if op in ("in", "not_in"):
-        _need(_str_list(expected), loc, f"{op} takes a list of strings")
-        values = frozenset(expected)  # type: ignore[arg-type]
+        values = _strings(expected, loc, f"{op} takes a list of strings")
         return (lambda a: a in values) if op == "in" else (lambda a: a not in values)
     _need(isinstance(expected, str), loc, f"{op} takes a string")
     if op == "matches":
@@ -212,12 +222,11 @@ def _str_predicate(op: str, expected: object, loc: tuple[str | int, ...]) -> Pre
 
 
 def _level_predicate(op: str, expected: object, loc: tuple[str | int, ...]) -> Predicate:
-    values = expected if op == "in" else [expected]
-    _need(isinstance(values, list) and all(v in LEVELS for v in values), loc,
-          f"sensitivity levels are {', '.join(LEVELS)}")
+    message = f"sensitivity levels are {', '.join(LEVELS)}"
     if op == "in":
-        allowed = frozenset(values)  # type: ignore[arg-type]
+        allowed = _strings(expected, loc, message, LEVELS)
         return lambda a: a in allowed
+    _need(isinstance(expected, str) and expected in LEVELS, loc, message)
     rank = level_rank(str(expected))
     compare: dict[str, Callable[[int], bool]] = {
         "eq": lambda r: r == rank, "ne": lambda r: r != rank, "gt": lambda r: r > rank,
@@ -232,27 +241,27 @@ def _set_predicate(op: str, expected: object, loc: tuple[str | int, ...]) -> Pre
         return lambda a: (not a) is expected
     if op == "contains":
         _need(isinstance(expected, str), loc, "contains takes a string")
-        return lambda a: expected in a  # type: ignore[operator]
-    _need(_str_list(expected), loc, f"{op} takes a list of strings")
-    values = frozenset(expected)  # type: ignore[arg-type]
+        return lambda a: expected in _as_set(a)
+    values = _strings(expected, loc, f"{op} takes a list of strings")
     if op == "any":
-        return lambda a: not values.isdisjoint(a)  # type: ignore[arg-type]
+        return lambda a: not values.isdisjoint(_as_set(a))
     if op == "all":
-        return lambda a: values <= a  # type: ignore[operator]
-    return lambda a: values.isdisjoint(a)  # type: ignore[arg-type]
+        return lambda a: values <= _as_set(a)
+    return lambda a: values.isdisjoint(_as_set(a))
 
 
 def _num_predicate(op: str, expected: object, loc: tuple[str | int, ...]) -> Predicate:
     if op == "exists":
         _need(isinstance(expected, bool), loc, "exists takes true or false")
         return lambda a: (a is not None) is expected
-    _need(isinstance(expected, int | float) and not isinstance(expected, bool), loc, f"{op} takes a number")
-    x = float(expected)  # type: ignore[arg-type]
+    if not isinstance(expected, int | float) or isinstance(expected, bool):
+        raise ConditionError(loc, f"{op} takes a number")
+    x = float(expected)
     compare: dict[str, Callable[[float], bool]] = {
         "eq": lambda a: a == x, "ne": lambda a: a != x, "gt": lambda a: a > x, "gte": lambda a: a >= x,
         "lt": lambda a: a < x, "lte": lambda a: a <= x}
     fn = compare[op]
-    return lambda a: a is not None and fn(float(a))  # type: ignore[arg-type]
+    return lambda a: isinstance(a, int | float) and fn(float(a))
 
 
 def _bool_predicate(op: str, expected: object, loc: tuple[str | int, ...]) -> Predicate:
@@ -262,20 +271,20 @@ def _bool_predicate(op: str, expected: object, loc: tuple[str | int, ...]) -> Pr
 
 def _time_predicate(op: str, expected: object, loc: tuple[str | int, ...]) -> Predicate:
     if op == "days":
-        _need(_str_list(expected) and all(d in _DAYS for d in expected), loc,  # type: ignore[union-attr]
-              f"days takes a list of {', '.join(_DAYS)}")
-        days = frozenset(_DAYS.index(d) for d in expected)  # type: ignore[union-attr]
-        return lambda a: a is not None and a.weekday() in days  # type: ignore[attr-defined]
-    match = re.fullmatch(r"(\d\d):(\d\d)-(\d\d):(\d\d)", str(expected)) if isinstance(expected, str) else None
-    _need(match is not None, loc, "between takes \"HH:MM-HH:MM\" (UTC; may wrap midnight)")
-    h1, m1, h2, m2 = (int(g) for g in match.groups())  # type: ignore[union-attr]
+        names = _strings(expected, loc, f"days takes a list of {', '.join(_DAYS)}", _DAYS)
+        days = frozenset(_DAYS.index(d) for d in names)
+        return lambda a: isinstance(a, datetime) and a.weekday() in days
+    match = re.fullmatch(r"(\d\d):(\d\d)-(\d\d):(\d\d)", expected) if isinstance(expected, str) else None
+    if match is None:
+        raise ConditionError(loc, "between takes \"HH:MM-HH:MM\" (UTC; may wrap midnight)")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
     _need(h1 < 24 and h2 < 24 and m1 < 60 and m2 < 60, loc, "hours 00-23, minutes 00-59")
     start, end = dtime(h1, m1), dtime(h2, m2)
 
     def within(a: object) -> bool:
-        if a is None:
+        if not isinstance(a, datetime):
             return False
-        t = a.time()  # type: ignore[attr-defined]
+        t = a.time()
         return start <= t < end if start <= end else (t >= start or t < end)
 
     return within

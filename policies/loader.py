@@ -150,7 +150,7 @@ def load_policy_text(text: str, env: Mapping[str, str], *, file: str = "<policy>
 
 
 def _parse_yaml(text: str, env: Mapping[str, str], file: str
-                ) -> tuple[object, dict[Loc, int], list[PolicyIssue]]:
+                ) -> tuple[dict[str, object], dict[Loc, int], list[PolicyIssue]]:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -214,8 +214,8 @@ def _warnings(policy: Policy, lines: dict[Loc, int], file: str) -> list[PolicyIs
             loc: Loc = ("backends", name, "api_key")
             out.append(PolicyIssue(file, _line_of(lines, loc) or _line_of(lines, loc[:2]), dotted(loc),
                                    "no API key: this backend is disabled until one is set"))
-    for alias, spec in policy.models.items():
-        if not any(policy.backends[t].has_credentials for t in spec.targets):
+    for alias, model in policy.models.items():
+        if not any(policy.backends[t].has_credentials for t in model.targets):
             loc = ("models", alias, "targets")
             out.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc),
                                    "every target is disabled: requests for this alias will get 503"))

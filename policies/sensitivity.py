@@ -127,8 +127,9 @@ def _walk_prediction(prediction: object) -> Iterator[tuple[Path, str]]:
         yield ("prediction", "content"), content
     elif isinstance(content, (list, tuple)):
         for j, part in enumerate(content):
-            if _is_map(part) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                yield ("prediction", "content", j, "text"), part["text"]
+            text = part.get("text") if _is_map(part) and part.get("type") == "text" else None
+            if isinstance(text, str):
+                yield ("prediction", "content", j, "text"), text
 
 
 def _walk_messages(messages: object) -> Iterator[tuple[Path, str]]:
