@@ -32,6 +32,7 @@ from policies.rules import CompiledRule
 __all__ = ["Candidate", "Plan", "Planner", "RuleTrace"]
 
 _NO_LOAD: Mapping[str, BackendLoad] = {}
+_OK = BackendLoad()
 _INF = float("inf")
 
 
@@ -108,7 +109,7 @@ class Planner:
         if route.fallback == "none":
             skipped += [(b, "fallback: none") for b in order[1:]]
             order = order[:1]
-        candidates += [self._candidate(b, estimates, spilled, route.strategy) for b in order]
+        candidates += [self._candidate(b, estimates, spilled, route.strategy, load) for b in order]
         checked = frozenset(b for b in allowed if self._self_hosted[b]) if route.spillover else frozenset()
         return Plan(facts.model, name, tuple(order), frozenset(allowed), tuple(skipped), route.strategy,
                     spilling=frozenset(spilled), spill_checked=checked, redact=frozenset(route.redact or ()),
@@ -160,10 +161,17 @@ class Planner:
             order = sorted(allowed, key=lambda b: _ttft(load.get(b)))
         else:
             order = list(allowed)
-        return sorted(order, key=lambda b: b in spilled) if spilled else order
+        # Spilled targets, then those whose own metrics cannot be read (scrape failing), go last.
+        return sorted(order, key=lambda b: (b in spilled, not (load.get(b) or _OK).scrape_ok))
 
-    def _candidate(self, b: str, estimates: Mapping[str, float], spilled: set[str], strategy: str) -> Candidate:
-        reason = "over its load threshold: spilled to the end" if b in spilled else f"ordered by {strategy}"
+    def _candidate(self, b: str, estimates: Mapping[str, float], spilled: set[str], strategy: str,
+                   load: Mapping[str, BackendLoad]) -> Candidate:
+        if b in spilled:
+            reason = "over its load threshold: spilled to the end"
+        elif not (load.get(b) or _OK).scrape_ok:
+            reason = "its /metrics cannot be read: moved to the end"
+        else:
+            reason = f"ordered by {strategy}"
         return Candidate(b, True, reason, estimates.get(b), self._self_hosted[b])
 
 

@@ -189,3 +189,12 @@ def test_property_unknown_alias_never_planned(known: list[str], asked: str):
         with pytest.raises(UnknownAlias) as info:
             pl.plan(RequestFacts(model=asked, endpoint="chat"))
         assert info.value.available == tuple(sorted(known)) == pl.aliases  # safe_dump sorts keys
+
+
+def test_a_backend_whose_metrics_fail_moves_to_the_end():
+    from policies import BackendLoad
+
+    pl = planner({"OPENAI_API_KEY": "sk-1", "ANTHROPIC_API_KEY": "sk-2"})
+    plan = pl.plan(facts("chat-default"), {"local": BackendLoad(scrape_ok=False)})
+    assert plan.targets[-1] == "local" and plan.targets[0] != "local"
+    assert any(c.backend == "local" and "cannot be read" in c.reason for c in plan.candidates)
