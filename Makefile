@@ -33,8 +33,9 @@ lint: install
 	$(VENV)/bin/switchyard policy check policies/*.yaml policies/examples/*.yaml
 	$(VENV)/bin/switchyard policy test policies/tests/*.test.yaml
 
-## test: install everything, then lint and run the whole suite (incl. the real llama.cpp server)
+## test: install everything, then lint and run the whole suite (real llama.cpp server, real Redis)
 test: install local-model lint
+	bash deploy/redis/ensure-redis.sh
 	$(PY) -m pytest
 
 ## bench: gateway overhead against a direct call to a fast mock upstream

@@ -18,6 +18,7 @@ from policies.models import (
     BackendSpec,
     CircuitSpec,
     CustomDetector,
+    Limits,
     ModelAlias,
     Policy,
     Price,
@@ -27,6 +28,7 @@ from policies.models import (
     SensitivitySpec,
     Settings,
     Spillover,
+    TeamSpec,
     Timeouts,
     level_rank,
 )
@@ -37,6 +39,7 @@ from policies.rules import CompiledRule, compile_rules
 __all__ = [
     "BUILTIN_DETECTORS",
     "LEVELS",
+    "Limits",
     "PREFILL_KINDS",
     "SELF_HOSTED_KINDS",
     "BackendLoad",
@@ -65,6 +68,7 @@ __all__ = [
     "SensitivitySpec",
     "Settings",
     "Spillover",
+    "TeamSpec",
     "Timeouts",
     "TokenPrice",
     "UnknownAlias",

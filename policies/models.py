@@ -9,6 +9,7 @@ Must not import ``router`` or ``backends``: policy code is pure.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Literal
 
@@ -22,6 +23,7 @@ __all__ = [
     "BackendSpec",
     "CircuitSpec",
     "CustomDetector",
+    "Limits",
     "Level",
     "ModelAlias",
     "Policy",
@@ -32,6 +34,7 @@ __all__ = [
     "SensitivitySpec",
     "Settings",
     "Spillover",
+    "TeamSpec",
     "Timeouts",
     "level_rank",
 ]
@@ -196,6 +199,36 @@ class Rule(_Frozen):
     description: str | None = None
 
 
+class Limits(_Frozen):
+    """Requests and tokens per minute (tokens: the request's input estimate + max_tokens)."""
+
+    rpm: Annotated[int, Field(ge=1)] | None = None
+    tpm: Annotated[int, Field(ge=1)] | None = None
+
+
+class TeamSpec(_Frozen):
+    """A team: its virtual keys and limits. Keys are given as ``${ENV}`` references (hashed at
+    load, never kept in plain text) or as ``sha256:<64 hex>``; empty entries (an unset
+    ``${VAR:-}``) are ignored."""
+
+    keys: list[str] = []
+    limits: Limits = Limits()
+    key_limits: Limits = Limits()  # for each key of the team
+
+    @field_validator("keys")
+    @classmethod
+    def _key_shape(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if key.startswith("sha256:") and not re.fullmatch(r"sha256:[0-9a-f]{64}", key):
+                raise ValueError("a hashed key is sha256: followed by 64 lowercase hex digits")
+        return value
+
+    def key_hashes(self) -> frozenset[str]:
+        """sha256 hex of every key (plain keys are hashed here and not kept)."""
+        return frozenset(k.removeprefix("sha256:") if k.startswith("sha256:")
+                         else hashlib.sha256(k.encode()).hexdigest() for k in self.keys if k)
+
+
 class Price(_Frozen):
     """Price of a backend. Closed models: per million tokens (overrides the price table).
     Self-hosted: the GPU's hourly cost and its throughput, amortised over tokens."""
@@ -306,18 +339,19 @@ class Policy(_Frozen):
     settings: Settings = Settings()
     sensitivity: SensitivitySpec = SensitivitySpec()
     rules: list[Rule] = []
+    teams: dict[str, TeamSpec] = {}
     # Reserved for later work; accepted only when absent (or null) so that files written
     # for a newer gateway fail loudly instead of being half-applied.
-    teams: None = None
     cache: None = None
     telemetry: None = None
 
-    @field_validator("rules", "sensitivity", "settings", mode="before")
+    @field_validator("rules", "sensitivity", "settings", "teams", mode="before")
     @classmethod
     def _empty_is_default(cls, value: object, info: object) -> object:
         """``rules:`` with nothing under it (YAML null) means the default, not an error."""
         if value is None:
-            return {"rules": [], "sensitivity": {}, "settings": {}}[info.field_name]  # type: ignore[attr-defined]
+            defaults: dict[str, object] = {"rules": [], "sensitivity": {}, "settings": {}, "teams": {}}
+            return defaults[info.field_name]  # type: ignore[attr-defined]
         return value
 
     @field_validator("rules")

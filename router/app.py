@@ -16,21 +16,20 @@ from aiohttp import web
 
 from policies import LoadedPolicy
 from router.gateway import open_gateway
-from router.handlers import SERVING, routes
-from router.middlewares import errors_and_ids, stamp_headers
-from router.reload import Serving
-from router.settings import Settings
+from router.handlers import routes
+from router.middlewares import authenticate, errors_and_ids, stamp_headers
+from router.reload import SERVING, Serving
+from router.settings import SETTINGS, Settings
+from router.state.store import Store
 
-__all__ = ["SETTINGS", "create_app"]
-
-SETTINGS = web.AppKey("settings", Settings)
+__all__ = ["create_app", "open_store"]
 log = logging.getLogger("switchyard")
 
 
 def create_app(settings: Settings, loaded: LoadedPolicy, policy_path: Path | None = None) -> web.Application:
     """``policy_path``: the file to reload on SIGHUP / change (``None``: no reloads)."""
     max_body = int(loaded.policy.settings.max_body_mb * 1024 * 1024)
-    app = web.Application(client_max_size=max_body, middlewares=[errors_and_ids])
+    app = web.Application(client_max_size=max_body, middlewares=[errors_and_ids, authenticate])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_serving_ctx(loaded, policy_path))
     app.on_response_prepare.append(stamp_headers)
@@ -45,8 +44,9 @@ def _serving_ctx(loaded: LoadedPolicy, path: Path | None
         connector = aiohttp.TCPConnector(limit=settings.upstream_connections, ttl_dns_cache=300,
                                          keepalive_timeout=30)
         session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        store = open_store(settings)
         try:
-            serving = Serving(await open_gateway(loaded, session), path, session)
+            serving = Serving(await open_gateway(loaded, session, store), path, session, store)
             app[SERVING] = serving
             _announce(loaded)
             serving.start(watch=path is not None and loaded.policy.settings.watch)
@@ -54,8 +54,20 @@ def _serving_ctx(loaded: LoadedPolicy, path: Path | None
             await serving.stop()
         finally:
             await session.close()
+            await store.close()
 
     return ctx
+
+
+def open_store(settings: Settings) -> Store:
+    """Redis when a URL is configured (shared by every replica), else in-memory (one process)."""
+    if settings.redis_url:
+        from router.state.redis_store import RedisStore  # the Redis client only when configured
+
+        return RedisStore(settings.redis_url)
+    from router.state.memory_store import MemoryStore
+
+    return MemoryStore()
 
 
 def _announce(loaded: LoadedPolicy) -> None:

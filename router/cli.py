@@ -51,6 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
     serve.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (env SWITCHYARD_LOG_LEVEL)")
+    serve.add_argument("--redis-url", help="shared state for replicas (env SWITCHYARD_REDIS_URL; default in-memory)")
+    keys = sub.add_parser("keys", help="manage virtual keys in the shared store (Redis)")
+    keys.add_argument("--redis-url", help="env SWITCHYARD_REDIS_URL")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key for a team; prints it once")
+    create.add_argument("--team", required=True)
+    create.add_argument("--name", default="")
+    create.add_argument("--expires", help="lifetime, e.g. 3600s, 90m, 12h, 30d")
+    listing = keys_sub.add_parser("list", help="list keys (ids, never the keys)")
+    listing.add_argument("--team")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id (12 hex) or the key itself")
+    revoke.add_argument("id")
     policy = sub.add_parser("policy", help="work with policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     check = policy_sub.add_parser("check", help="validate policy files; exit 1 on any error")
@@ -70,9 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         return policy_check(args.files) if args.policy_command == "check" else policy_test(args.files)
     if args.command == "explain":
         return explain_offline(args.request, args.policy, args.team)
+    if args.command == "keys":
+        from router.keyscli import run_keys
+
+        return run_keys(args, os.environ)
     try:
         settings = Settings.from_env(os.environ, policy=args.policy, host=args.host, port=args.port,
-                                     workers=args.workers, log_level=args.log_level,
+                                     workers=args.workers, log_level=args.log_level, redis_url=args.redis_url,
                                      access_log=False if args.no_access_log else None)
     except ValueError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)

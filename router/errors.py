@@ -5,6 +5,8 @@ Tree::
 
     GatewayError                    raised by the router itself
     ├── InvalidRequest       400    malformed JSON, wrong types, missing fields
+    ├── Unauthorized         401    missing, unknown, revoked or expired virtual key
+    ├── RateLimited          429    a team's or key's requests/tokens per minute
     ├── ModelNotFound        404    unknown model alias (lists the available ones)
     ├── PolicyDenied         403    a rule denies the request (``route.deny``)
     ├── NoBackendAvailable   503    the plan has no usable target
@@ -31,6 +33,8 @@ __all__ = [
     "ModelNotFound",
     "NoBackendAvailable",
     "PolicyDenied",
+    "RateLimited",
+    "Unauthorized",
     "error_info",
     "error_json",
 ]
@@ -50,6 +54,26 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status = 400
     error_type = "invalid_request_error"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str, code: str = "invalid_api_key") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RateLimited(GatewayError):
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after: float, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = headers
 
 
 class ModelNotFound(GatewayError):

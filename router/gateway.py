@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,14 +26,22 @@ from router.facts import build_facts
 from router.health import Circuits
 from router.load import LoadMonitor
 from router.runtime import Runtime, build_runtime
+from router.state.keys import KeyRing
+from router.state.limits import RateLimiter
+from router.state.store import Store, StoreUnavailable
 
 __all__ = ["Gateway", "open_gateway"]
+
+log = logging.getLogger("switchyard")
 
 @dataclass
 class Gateway:
     runtime: Runtime
     engine: Engine
     load: LoadMonitor
+    keys: KeyRing
+    limits: RateLimiter
+    auth_required: bool = False
     spilling: set[str] = field(default_factory=set)
     rng: random.Random = field(default_factory=random.Random)
     _starting: asyncio.Task[None] | None = None
@@ -66,7 +75,7 @@ class Gateway:
         return plan
 
 
-async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession,
+async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession, store: Store,
                        previous: Gateway | None = None) -> Gateway:
     """Build and start the serving state for ``loaded``. Circuit state carries over from
     ``previous`` for backends whose name and circuit settings did not change."""
@@ -76,6 +85,19 @@ async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession,
     settings = loaded.policy.settings
     load = LoadMonitor(runtime.backends, interval_s=settings.load_scrape_interval_s,
                        stale_after_s=settings.load_stale_after_s)
-    gateway = Gateway(runtime, Engine(runtime, circuits, load), load)
+    keys = KeyRing(loaded.policy, store)
+    gateway = Gateway(runtime, Engine(runtime, circuits, load), load, keys, RateLimiter(loaded.policy, store),
+                      auth_required=keys.has_policy_keys or await _store_has_keys(store))
+    if not gateway.auth_required:
+        log.warning("NO VIRTUAL KEYS CONFIGURED: this gateway is OPEN — anyone who can reach it can use it. "
+                    "Add teams.<team>.keys to the policy or create keys with `switchyard keys create`.")
     gateway.start()
     return gateway
+
+
+async def _store_has_keys(store: Store) -> bool:
+    try:
+        return bool(await store.list_keys())
+    except StoreUnavailable:
+        return True  # cannot tell: fail closed, require keys
+

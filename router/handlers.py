@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 from aiohttp import web
 
 from backends import BackendRequest, Endpoint
-from policies import Plan
+from policies import Plan, RequestFacts
 from router.body import parse_body
 from router.costs import answer_cost, format_usd
+from router.errors import InvalidRequest, RateLimited
 from router.explain import explain_json
-from router.middlewares import REQUEST_ID, ROUTE, RULE
-from router.reload import Serving
+from router.gateway import Gateway
+from router.middlewares import PRINCIPAL, REQUEST_ID, ROUTE, RULE
+from router.reload import SERVING
+from router.state.keys import Principal, hash_key
+from router.state.store import StoreUnavailable
 from router.streaming import relay
 
-__all__ = ["SERVING", "routes"]
-
-SERVING = web.AppKey("serving", Serving)
+__all__ = ["routes"]
 
 
 def _answer_headers(plan: Plan, sensitivity: str, backend: str,
@@ -31,7 +35,9 @@ def _answer_headers(plan: Plan, sensitivity: str, backend: str,
 async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     gateway = request.app[SERVING].gateway
     body = parse_body(await request.read(), endpoint)
-    facts, scan = gateway.facts(body, endpoint, request.headers)
+    who = request.get(PRINCIPAL)
+    facts, scan = gateway.facts(body, endpoint, request.headers, team=who.team if who else None)
+    limit_headers = await _rate_limit(gateway, who, facts)
     plan = gateway.plan(facts)
     request[ROUTE], request[RULE] = plan.route, plan.rule
     breq = BackendRequest(endpoint, body.data, body.stream, request[REQUEST_ID],
@@ -39,18 +45,31 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     engine = gateway.engine
     if body.stream:
         answer = await engine.open_stream(plan, breq, scan)
-        headers = _answer_headers(plan, facts.sensitivity, answer.backend, answer.failures)
+        headers = _answer_headers(plan, facts.sensitivity, answer.backend, answer.failures) | limit_headers
         estimate = plan.estimates.get(answer.backend)
         if estimate is not None:
             headers["x-switchyard-cost-estimate-usd"] = format_usd(estimate)
         return await relay(request, engine, plan, breq, answer, headers)
     result = await engine.complete(plan, breq, scan)
-    headers = _answer_headers(plan, facts.sensitivity, result.backend, result.failures)
+    headers = _answer_headers(plan, facts.sensitivity, result.backend, result.failures) | limit_headers
     spent = answer_cost(result.response.body, gateway.runtime.planner.prices[result.backend])
     if spent is not None:
         headers["x-switchyard-cost-usd"] = format_usd(spent)
     return web.Response(body=result.response.body, status=result.response.status,
                         content_type="application/json", headers=headers)
+
+
+async def _rate_limit(gateway: Gateway, who: Principal | None, facts: RequestFacts) -> dict[str, str]:
+    """Count the request against its team's and key's limits; raise ``RateLimited`` when over."""
+    if who is None:
+        return {}
+    tokens = facts.input_tokens + (facts.max_tokens or gateway.runtime.loaded.policy.settings.estimate_max_tokens)
+    decision = await gateway.limits.check(who, tokens)
+    if decision is None:
+        return {}
+    if not decision.allowed:
+        raise RateLimited(decision.message, decision.retry_after_s, decision.headers)
+    return decision.headers
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -95,9 +114,23 @@ async def readyz(request: web.Request) -> web.Response:
     ready = any(a["ready"] for a in aliases.values())
     body = {"status": "ready" if ready else "unavailable", "policy": runtime.loaded.source,
             "models": aliases, "backends": {n: {"ok": h.ok, "detail": h.detail} for n, h in health.items()},
-            "reload": request.app[SERVING].status()}
+            "reload": request.app[SERVING].status(), "store": await _store_status(request)}
     return web.Response(status=200 if ready else 503, body=orjson.dumps(body),
                         content_type="application/json")
+
+
+async def _store_status(request: web.Request) -> dict[str, object]:
+    """The shared store's health; while it is down, rate limits are counted per process."""
+    serving = request.app[SERVING]
+    try:
+        await serving.store.ping()
+        ok, error = True, None
+    except StoreUnavailable as exc:
+        ok, error = False, str(exc)
+    degraded = serving.gateway.limits.degraded_since
+    return {"kind": serving.store.kind, "ok": ok, "error": error,
+            "rate_limits": "per-process" if (degraded is not None or not ok) else "shared",
+            "auth": "keys" if serving.gateway.auth_required else "open"}
 
 
 async def admin_backends(request: web.Request) -> web.Response:
@@ -126,6 +159,48 @@ async def admin_reload(request: web.Request) -> web.Response:
                         content_type="application/json")
 
 
+async def create_key(request: web.Request) -> web.Response:
+    """``POST /admin/keys {"team", "name"?, "expires_in_s"?}`` → the new key, shown once."""
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("body must be JSON: {\"team\": …}") from None
+    team = data.get("team") if isinstance(data, dict) else None
+    gateway = request.app[SERVING].gateway
+    if not isinstance(team, str) or team not in gateway.runtime.loaded.policy.teams:
+        known = ", ".join(gateway.runtime.loaded.policy.teams) or "none"
+        raise InvalidRequest(f"'team' must be a team of the policy (teams: {known})", param="team")
+    expires_in = data.get("expires_in_s")
+    if expires_in is not None and (not isinstance(expires_in, int | float) or expires_in <= 0):
+        raise InvalidRequest("'expires_in_s' must be a positive number", param="expires_in_s")
+    expires_at = time.time() + expires_in if expires_in else None
+    key, record = await gateway.keys.create(team, str(data.get("name") or ""), expires_at)
+    gateway.auth_required = True
+    body = {"key": key, "id": record.key_hash[:12], "team": team, "name": record.name,
+            "expires_at": record.expires_at}
+    return web.Response(status=201, body=orjson.dumps(body), content_type="application/json")
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    records = await request.app[SERVING].store.list_keys(request.query.get("team"))
+    body = [{"id": r.key_hash[:12], "team": r.team, "name": r.name, "created_at": r.created_at,
+             "expires_at": r.expires_at, "revoked": r.revoked} for r in records]
+    return web.Response(body=orjson.dumps({"keys": body}), content_type="application/json")
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    """``DELETE /admin/keys/{id}``: ``id`` is the key's id (12 hex) or the plain key itself."""
+    ident = request.match_info["id"]
+    store = request.app[SERVING].store
+    digest = hash_key(ident) if ident.startswith("sk-") else None
+    matches = [r for r in await store.list_keys() if digest == r.key_hash or r.key_hash.startswith(ident)]
+    if len(matches) != 1:
+        raise InvalidRequest(f"no single key matches {ident[:12]!r}", param="id")
+    await store.revoke_key(matches[0].key_hash)
+    return web.Response(body=orjson.dumps({"id": matches[0].key_hash[:12], "revoked": True}),
+                        content_type="application/json")
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.post("/v1/chat/completions", chat_completions),
@@ -138,4 +213,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/admin/backends", admin_backends),
         web.get("/admin/policy", admin_policy),
         web.post("/admin/policy/reload", admin_reload),
+        web.post("/admin/keys", create_key),
+        web.get("/admin/keys", list_keys),
+        web.delete("/admin/keys/{id}", revoke_key),
     ]

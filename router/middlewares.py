@@ -8,6 +8,7 @@ Plain ``async def (request, handler)`` functions. Headers every response carries
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import math
 import os
@@ -15,15 +16,19 @@ import os
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from router.errors import AllBackendsFailed, error_info, error_json
+from router.errors import AllBackendsFailed, GatewayError, RateLimited, Unauthorized, error_info, error_json
+from router.reload import SERVING
+from router.settings import SETTINGS
+from router.state.keys import AuthError, Principal
 
-__all__ = ["REQUEST_ID", "ROUTE", "RULE", "errors_and_ids", "stamp_headers"]
+__all__ = ["PRINCIPAL", "REQUEST_ID", "ROUTE", "RULE", "authenticate", "errors_and_ids", "stamp_headers"]
 
 log = logging.getLogger("switchyard.http")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 ROUTE = web.RequestKey("route", str)
 RULE = web.RequestKey("rule", str)
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def _request_id(request: web.Request) -> str:
@@ -55,7 +60,47 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
         response.headers["Retry-After"] = str(max(1, math.ceil(info.retry_after)))
     if isinstance(exc, AllBackendsFailed):
         response.headers["x-switchyard-tried"] = exc.tried
+    if isinstance(exc, RateLimited):
+        response.headers.update(exc.headers)
     return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``/v1/*``: a virtual key → its team (unless the gateway is open: no keys configured).
+    ``/admin/*``: the admin key, when one is configured."""
+    path = request.path
+    if path.startswith("/v1/"):
+        gateway = request.app[SERVING].gateway
+        if gateway.auth_required:
+            try:
+                request[PRINCIPAL] = await gateway.keys.authenticate(request.headers)
+            except AuthError as exc:
+                if exc.code == "key_store_unavailable":
+                    raise KeyStoreUnavailable(exc.message) from None
+                raise Unauthorized(exc.message, exc.code) from None
+    elif path.startswith("/admin/"):
+        _check_admin(request)
+    return await handler(request)
+
+
+class KeyStoreUnavailable(GatewayError):
+    status = 503
+    error_type = "service_unavailable"
+    code = "key_store_unavailable"
+
+
+def _check_admin(request: web.Request) -> None:
+    admin = request.app[SETTINGS].admin_key
+    if admin is None:
+        if request.path.startswith("/admin/keys"):
+            raise Unauthorized("key management needs an admin key: set SWITCHYARD_ADMIN_KEY", "admin_key_not_set")
+        return
+    given = request.headers.get("Authorization", "")
+    token = given[7:].strip() if given[:7].lower() == "bearer " else ""
+    if not hmac.compare_digest(token.encode(), admin.encode()):
+        raise Unauthorized("this endpoint needs the admin key (Authorization: Bearer <SWITCHYARD_ADMIN_KEY>)",
+                           "invalid_admin_key")
 
 
 async def stamp_headers(request: web.Request, response: web.StreamResponse) -> None:

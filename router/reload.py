@@ -21,21 +21,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 from policies import LoadedPolicy, PolicyError, load_policy
 from router.gateway import Gateway, open_gateway
 from router.runtime import check_backends
+from router.state.store import Store
 
-__all__ = ["Serving"]
+__all__ = ["SERVING", "Serving"]
 
 log = logging.getLogger("switchyard.reload")
 
 
 class Serving:
-    def __init__(self, gateway: Gateway, path: Path | None, session: aiohttp.ClientSession,
+    def __init__(self, gateway: Gateway, path: Path | None, session: aiohttp.ClientSession, store: Store,
                  env: Mapping[str, str] | None = None) -> None:
         self.gateway = gateway
         self.path = path
+        self.store = store
         self._session = session
         self._env = env if env is not None else os.environ
         self._lock = asyncio.Lock()
@@ -71,7 +74,7 @@ class Serving:
                 return self.status()
             if loaded.sha256 == self.loaded.sha256 and trigger == "file":
                 return self.status()
-            new = await open_gateway(loaded, self._session, previous=self.gateway)
+            new = await open_gateway(loaded, self._session, self.store, previous=self.gateway)
             old, self.gateway = self.gateway, new
             self._retire(old)
             self.loaded_at, self.last_error = datetime.now(UTC), None
@@ -138,3 +141,6 @@ def _stamp(path: Path) -> tuple[float, int] | None:
 
 def _now() -> str:
     return datetime.fromtimestamp(time.time(), UTC).isoformat()
+
+
+SERVING = web.AppKey("serving", Serving)

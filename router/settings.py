@@ -4,10 +4,12 @@ then ``SWITCHYARD_*`` environment variables, then defaults. Frozen once built.""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_POLICY", "Settings"]
+from aiohttp import web
+
+__all__ = ["DEFAULT_POLICY", "SETTINGS", "Settings"]
 
 #: The policy served when none is given: the local open model, closed APIs when keys are set.
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
@@ -22,6 +24,8 @@ class Settings:
     access_log: bool = True
     log_level: str = "INFO"
     upstream_connections: int = 1000
+    redis_url: str | None = None  # shared state; None: in-memory (one process)
+    admin_key: str | None = field(default=None, repr=False)  # required on /admin/* when set
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
@@ -37,6 +41,10 @@ class Settings:
             values["workers"] = _int(env["SWITCHYARD_WORKERS"], "SWITCHYARD_WORKERS")
         if "SWITCHYARD_LOG_LEVEL" in env:
             values["log_level"] = env["SWITCHYARD_LOG_LEVEL"].upper()
+        if env.get("SWITCHYARD_REDIS_URL"):
+            values["redis_url"] = env["SWITCHYARD_REDIS_URL"]
+        if env.get("SWITCHYARD_ADMIN_KEY"):
+            values["admin_key"] = env["SWITCHYARD_ADMIN_KEY"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values.get("policy"), str):
             values["policy"] = Path(str(values["policy"]))
@@ -48,3 +56,6 @@ def _int(value: str, name: str) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+SETTINGS = web.AppKey("settings", Settings)

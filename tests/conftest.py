@@ -30,10 +30,11 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def running_gateway(policy_yaml: str, env: dict[str, str] | None = None) -> AsyncIterator[str]:
+async def running_gateway(policy_yaml: str, env: dict[str, str] | None = None,
+                          settings: Settings | None = None) -> AsyncIterator[str]:
     """Run the gateway app for ``policy_yaml``; yield ``http://127.0.0.1:PORT``."""
     loaded = load_policy_text(policy_yaml, env or {}, file="test-policy.yaml")
-    runner = web.AppRunner(create_app(Settings(access_log=False), loaded), handler_cancellation=True,
+    runner = web.AppRunner(create_app(settings or Settings(access_log=False), loaded), handler_cancellation=True,
                            access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -55,8 +56,8 @@ async def stack() -> AsyncIterator[AsyncExitStack]:
 def gateway(stack: AsyncExitStack) -> Callable[..., object]:
     """``url = await gateway(policy_yaml, env=None)``: a gateway stopped after the test."""
 
-    async def start(policy_yaml: str, env: dict[str, str] | None = None) -> str:
-        return await stack.enter_async_context(running_gateway(policy_yaml, env))
+    async def start(policy_yaml: str, env: dict[str, str] | None = None, settings: Settings | None = None) -> str:
+        return await stack.enter_async_context(running_gateway(policy_yaml, env, settings))
 
     return start
 

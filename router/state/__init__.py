@@ -1,0 +1,7 @@
+"""Shared state: virtual keys and rate limits behind one ``Store`` protocol."""
+
+from __future__ import annotations
+
+from router.state.store import KeyRecord, Store, StoreUnavailable, Window, WindowResult
+
+__all__ = ["KeyRecord", "Store", "StoreUnavailable", "Window", "WindowResult"]

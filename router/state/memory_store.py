@@ -1,0 +1,156 @@
+"""``MemoryStore``: the embedded ``Store`` for one process (plain dicts, no I/O), and the
+sliding-window arithmetic both stores share (``RedisStore`` imports it from here so the two
+cannot drift apart).
+
+Sliding window (two-bucket counter, Cloudflare's approximation): for a window of
+``window_s`` seconds, bucket ``b = floor(now / window_s)`` and the elapsed fraction
+``f = (now mod window_s) / window_s``; ``used = prev * (1 - f) + cur``. A request of
+``cost`` fits iff ``used + cost <= limit``. ``hit`` is all-or-nothing: when every window
+fits, each cost is added to its current bucket and ``used`` includes it; otherwise nothing
+is counted, the windows over their limit say ``allowed=False`` with a ``retry_after_s``
+> 0, and the others say ``allowed=True`` although they were *not* counted (their ``used``
+excludes the cost). ``now`` always comes from the caller: no clock is read here.
+
+Concurrency: every method runs without an ``await`` between reading and writing, so
+asyncio tasks cannot interleave inside it (no lock needed). Memory stays bounded: a
+window's buckets older than the previous one are dropped when it is written, and each
+``hit`` sweeps at most ``_SWEEP_BATCH`` windows not written for ``2 × window_s``
+(windows are kept in last-write order, so the expired ones are at the front).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from router.state.store import KeyRecord, Window, WindowResult
+
+__all__ = ["MemoryStore", "sliding_position", "window_fits", "window_results"]
+
+_SWEEP_BATCH = 32  # expired windows dropped per hit, at most
+_MIN_RETRY_S = 0.001  # a denied window never says "retry in 0 s"
+
+
+def sliding_position(now: float, window_s: float) -> tuple[int, float]:
+    """``(b, f)``: the current bucket index and the elapsed fraction of it, ``0 <= f < 1``."""
+    if window_s <= 0:
+        raise ValueError(f"window_s must be > 0, got {window_s!r}")
+    quotient, rem = divmod(now, window_s)
+    return int(quotient), min(max(rem / window_s, 0.0), math.nextafter(1.0, 0.0))
+
+
+def window_fits(cur: int, prev: int, cost: int, limit: int, f: float) -> bool:
+    """The admission test. ``RedisStore``'s Lua script computes exactly this, in this order
+    (``prev * (1 - f) + cur + cost <= limit`` in IEEE doubles), so both stores agree."""
+    return prev * (1.0 - f) + cur + cost <= limit
+
+
+def window_results(windows: Sequence[Window], counts: Sequence[tuple[int, int]], fits: Sequence[bool],
+                   f: float, window_s: float) -> list[WindowResult]:
+    """Results for ``windows`` given their ``(cur, prev)`` bucket counts *before* this hit and
+    whether each fits; the hit was counted iff all fit."""
+    counted = all(fits)
+    out = []
+    for window, (cur, prev), ok in zip(windows, counts, fits, strict=True):
+        used = prev * (1.0 - f) + cur
+        if counted:
+            out.append(WindowResult(True, used + window.cost, window.limit, 0.0))
+        elif ok:
+            out.append(WindowResult(True, used, window.limit, 0.0))
+        else:
+            wait = _retry_after(used, window.cost, window.limit, prev, f, window_s)
+            out.append(WindowResult(False, used, window.limit, wait))
+    return out
+
+
+def _retry_after(used: float, cost: int, limit: int, prev: int, f: float, window_s: float) -> float:
+    """When a denied request could first fit (a lower bound: retrying sooner is pointless).
+    Within the current bucket only the previous bucket decays, freeing ``prev / window_s``
+    per second; past the bucket's end we stop estimating and say "at the end"."""
+    if cost > limit:
+        return window_s
+    to_bucket_end = window_s * (1.0 - f)
+    if prev > 0:
+        wait = min((used + cost - limit) * window_s / prev, to_bucket_end)
+    else:
+        wait = to_bucket_end
+    return max(wait, _MIN_RETRY_S)
+
+
+@dataclass(slots=True)
+class _Counter:
+    buckets: dict[int, int]  # bucket index -> count (only the current and previous are kept)
+    expires_at: float  # in the caller's ``now`` time: last write + 2 × window_s
+
+
+class MemoryStore:
+    """The ``Store`` for a single process: state lives and dies with the process."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self._counters: OrderedDict[str, _Counter] = OrderedDict()  # in last-write order
+        self._keys: dict[str, KeyRecord] = {}
+
+    @property
+    def tracked_windows(self) -> int:
+        """How many windows have live buckets (for tests and diagnostics)."""
+        return len(self._counters)
+
+    async def hit(self, windows: Sequence[Window], window_s: float, now: float) -> list[WindowResult]:
+        b, f = sliding_position(now, window_s)
+        self._sweep(now)
+        counts = [self._counts(w.key, b, now) for w in windows]
+        fits = [window_fits(cur, prev, w.cost, w.limit, f) for w, (cur, prev) in zip(windows, counts, strict=True)]
+        if all(fits):
+            for w in windows:
+                self._add(w.key, b, w.cost, now + 2 * window_s)
+        return window_results(windows, counts, fits, f, window_s)
+
+    def _counts(self, key: str, b: int, now: float) -> tuple[int, int]:
+        counter = self._counters.get(key)
+        if counter is None:
+            return 0, 0
+        if counter.expires_at <= now:
+            del self._counters[key]
+            return 0, 0
+        return counter.buckets.get(b, 0), counter.buckets.get(b - 1, 0)
+
+    def _add(self, key: str, b: int, cost: int, expires_at: float) -> None:
+        counter = self._counters.pop(key, None)
+        buckets = {i: n for i, n in counter.buckets.items() if i >= b - 1} if counter else {}
+        buckets[b] = buckets.get(b, 0) + cost
+        self._counters[key] = _Counter(buckets, expires_at)  # re-inserted last: most recently written
+
+    def _sweep(self, now: float) -> None:
+        for _ in range(_SWEEP_BATCH):
+            oldest = next(iter(self._counters.values()), None)
+            if oldest is None or oldest.expires_at > now:
+                return
+            self._counters.popitem(last=False)
+
+    async def put_key(self, record: KeyRecord) -> None:
+        self._keys[record.key_hash] = record
+
+    async def get_key(self, key_hash: str) -> KeyRecord | None:
+        return self._keys.get(key_hash)
+
+    async def revoke_key(self, key_hash: str) -> bool:
+        record = self._keys.get(key_hash)
+        if record is None:
+            return False
+        self._keys[key_hash] = dataclasses.replace(record, revoked=True)
+        return True
+
+    async def list_keys(self, team: str | None = None) -> list[KeyRecord]:
+        records = [r for r in self._keys.values() if team is None or r.team == team]
+        return sorted(records, key=lambda r: (r.created_at, r.key_hash))
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,296 @@
+"""``RedisStore``: the ``Store`` shared by every replica, in Redis. This is the only module of
+the project that imports the Redis client (``redis.asyncio``).
+
+Connecting — one URL (``SWITCHYARD_REDIS_URL``), its scheme picks the deployment:
+
+- ``redis://[user:password@]host:6379/0``, ``rediss://…`` (TLS), ``unix:///path.sock?db=0``:
+  one Redis server (``redis.asyncio.from_url``).
+- ``redis+sentinel://[user:password@]sentinel1:26379,sentinel2:26379/<service>[/<db>]``:
+  Sentinel; the master of ``<service>`` is looked up through the sentinels and followed on
+  failover. ``user:password`` authenticate to the master (the sentinels get none; no TLS).
+- ``redis+cluster://[user:password@]host:6379`` (``rediss+cluster://`` for TLS): Redis
+  Cluster (``redis.asyncio.cluster.RedisCluster``); any node works as the startup node.
+
+Key layout (``prefix`` defaults to ``switchyard``; it must not contain ``{`` or ``}``):
+
+- ``{prefix}:rl:{window.key}:{bucket}`` — rate-limit buckets (integers, ``PEXPIRE`` 2 × window).
+  ``window.key`` carries the caller's Cluster hash tag (``{team}``), so all the buckets one
+  ``hit`` touches share a slot and the Lua script is Cluster-safe — provided the caller
+  puts one tag in every window of a call (``RateLimiter`` does).
+- ``{prefix}:key:{key_hash}`` — a virtual key record (hash: team, name, created_at,
+  expires_at ("" for none), revoked ("0"/"1")); looked up by hash alone.
+- ``{prefix}:team-keys:{team}`` — set of the key hashes of a team, for listing.
+  Record and set are single-key commands, so they may live in different slots.
+
+Failure: every Redis error or timeout becomes ``StoreUnavailable`` (short message). Each
+call gives up after ``timeout_s`` (socket timeouts plus an overall deadline; ``list_keys``:
+per round trip); a connection error is retried once, immediately (a stale pooled connection
+after a Redis restart), a timeout never.
+The pool reconnects by itself: the next call after Redis is back works. ``close()`` closes
+the pool.
+
+Sliding-window semantics are ``memory_store``'s (shared helpers): the Lua script only reads
+the buckets, makes the all-or-nothing decision (the same arithmetic as ``window_fits``) and
+counts; used values and ``retry_after_s`` are computed here from the counts it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
+
+from router.state.memory_store import sliding_position, window_results
+from router.state.store import KeyRecord, StoreUnavailable, Window, WindowResult
+
+__all__ = ["RedisStore"]
+
+_HEALTH_CHECK_INTERVAL_S = 30  # PING a pooled connection idle this long before using it
+_LIST_LIMIT = 10_000  # list_keys() returns at most this many records
+_SCAN_COUNT = 500
+
+# KEYS: per window, its current then previous bucket. ARGV: f, then (cost, limit) per window,
+# then the bucket ttl in ms. Returns {all_fit, then per window: fits, cur, prev} with the
+# counts *before* this hit. The test is memory_store.window_fits, operation for operation.
+_HIT_LUA = """
+local n = #KEYS / 2
+local keep = 1 - tonumber(ARGV[1])
+local out = {1}
+for i = 1, n do
+  local cur = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  local prev = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  local fits = 0
+  if prev * keep + cur + tonumber(ARGV[2 * i]) <= tonumber(ARGV[2 * i + 1]) then fits = 1 end
+  if fits == 0 then out[1] = 0 end
+  out[#out + 1] = fits
+  out[#out + 1] = cur
+  out[#out + 1] = prev
+end
+if out[1] == 1 then
+  local ttl = ARGV[2 * n + 2]
+  for i = 1, n do
+    redis.call('INCRBY', KEYS[2 * i - 1], ARGV[2 * i])
+    redis.call('PEXPIRE', KEYS[2 * i - 1], ttl)
+  end
+end
+return out
+"""
+
+# KEYS[1]: a key record. Sets revoked=1 only if the record exists (never creates a stub).
+_REVOKE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'revoked', '1')
+return 1
+"""
+
+
+class RedisStore:
+    """The shared ``Store``: rate-limit windows and virtual keys in Redis (see module doc)."""
+
+    kind = "redis"
+
+    def __init__(self, url: str, *, timeout_s: float = 0.25, prefix: str = "switchyard") -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(f"prefix must not contain '{{' or '}}' (Cluster hash tags): {prefix!r}")
+        self._timeout_s = timeout_s
+        self._prefix = prefix
+        client, helpers = _client(url, timeout_s)
+        self._redis: Any = client  # Redis or RedisCluster: the same commands
+        self._helpers: list[Any] = helpers  # closed with it
+        self._hit_script = self._redis.register_script(_HIT_LUA)
+        self._revoke_script = self._redis.register_script(_REVOKE_LUA)
+
+    @asynccontextmanager
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        """Bound one operation by ``timeout_s`` and turn every Redis failure into ``StoreUnavailable``."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                yield
+        except TimeoutError:
+            raise StoreUnavailable(f"redis {what}: no answer within {self._timeout_s:g} s") from None
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise StoreUnavailable(f"redis {what}: {_short(exc)}") from None
+
+    # -- rate limits ----------------------------------------------------------------------
+
+    async def hit(self, windows: Sequence[Window], window_s: float, now: float) -> list[WindowResult]:
+        if not windows:
+            return []
+        b, f = sliding_position(now, window_s)
+        keys = [k for w in windows for k in (self._bucket(w.key, b), self._bucket(w.key, b - 1))]
+        args = [repr(f), *(v for w in windows for v in (w.cost, w.limit)), math.ceil(2000 * window_s)]
+        async with self._guard("rate-limit hit"):
+            reply = await self._hit_script(keys=keys, args=args)
+        per_window = [reply[i:i + 3] for i in range(1, len(reply), 3)]
+        fits = [bool(ok) for ok, _, _ in per_window]
+        counts = [(int(cur), int(prev)) for _, cur, prev in per_window]
+        return window_results(windows, counts, fits, f, window_s)
+
+    def _bucket(self, window_key: str, b: int) -> str:
+        return f"{self._prefix}:rl:{window_key}:{b}"
+
+    # -- virtual keys ---------------------------------------------------------------------
+
+    def _record_key(self, key_hash: str) -> str:
+        return f"{self._prefix}:key:{key_hash}"
+
+    def _team_key(self, team: str) -> str:
+        return f"{self._prefix}:team-keys:{team}"
+
+    async def put_key(self, record: KeyRecord) -> None:
+        """Write (or overwrite) the record, then its team set. Not atomic across the two (they
+        may sit in different Cluster slots); ``list_keys`` checks each record's own team."""
+        name = self._record_key(record.key_hash)
+        async with self._guard("put key"):
+            old_team = await self._redis.hget(name, "team")
+            await self._redis.hset(name, mapping=_fields(record))
+            await self._redis.sadd(self._team_key(record.team), record.key_hash)
+            if old_team is not None and old_team != record.team:
+                await self._redis.srem(self._team_key(old_team), record.key_hash)
+
+    async def get_key(self, key_hash: str) -> KeyRecord | None:
+        async with self._guard("get key"):
+            fields = await self._redis.hgetall(self._record_key(key_hash))
+        return _record(key_hash, fields) if fields else None
+
+    async def revoke_key(self, key_hash: str) -> bool:
+        async with self._guard("revoke key"):
+            return bool(await self._revoke_script(keys=[self._record_key(key_hash)]))
+
+    async def list_keys(self, team: str | None = None) -> list[KeyRecord]:
+        """Records of ``team`` (from its set) or of every team (``SCAN``; an admin call, at most
+        ``_LIST_LIMIT`` records), oldest first. Each Redis round trip has its own deadline."""
+        hashes = await (self._team_hashes(team) if team is not None else self._scan_hashes())
+        records = await self._load(hashes[:_LIST_LIMIT])
+        if team is not None:
+            records = [r for r in records if r.team == team]  # the set may lag a team change
+        return sorted(records, key=lambda r: (r.created_at, r.key_hash))
+
+    async def _team_hashes(self, team: str) -> list[str]:
+        async with self._guard("list keys"):
+            return sorted(await self._redis.smembers(self._team_key(team)))
+
+    async def _scan_hashes(self) -> list[str]:
+        start = f"{self._prefix}:key:"
+        found = self._redis.scan_iter(match=_glob_escape(start) + "*", count=_SCAN_COUNT)
+        hashes: list[str] = []
+        try:
+            while len(hashes) < _LIST_LIMIT:
+                async with self._guard("list keys"):
+                    name = await anext(found, None)
+                if name is None:
+                    break
+                hashes.append(name[len(start):])
+        finally:
+            await found.aclose()
+        return hashes
+
+    async def _load(self, hashes: list[str]) -> list[KeyRecord]:
+        out: list[KeyRecord] = []
+        for start in range(0, len(hashes), _SCAN_COUNT):
+            chunk = hashes[start:start + _SCAN_COUNT]
+            async with self._guard("list keys"):
+                pipe = self._redis.pipeline(transaction=False)
+                for key_hash in chunk:
+                    pipe.hgetall(self._record_key(key_hash))
+                replies = await pipe.execute()
+            out += [_record(h, fields) for h, fields in zip(chunk, replies, strict=True) if fields]
+        return out
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        async with self._guard("ping"):
+            await self._redis.ping()
+
+    async def close(self) -> None:
+        """Close the connection pool (idempotent; errors while closing are ignored)."""
+        for client in (self._redis, *self._helpers):
+            try:
+                await client.aclose()
+            except (RedisError, RedisClusterException, OSError):
+                pass
+
+
+def _client(url: str, timeout_s: float) -> tuple[Any, list[Any]]:
+    """A ``redis.asyncio`` client for ``url`` (scheme: see the module doc), and the helper
+    clients to close with it (the sentinels')."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "health_check_interval": _HEALTH_CHECK_INTERVAL_S,
+        # one immediate retry on a broken connection (stale after a restart), none on timeouts
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        "decode_responses": True,
+    }
+    scheme, _, rest = url.partition("://")
+    if scheme == "redis+sentinel":
+        return _sentinel_client(rest, options)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        return RedisCluster.from_url(f"{scheme.partition('+')[0]}://{rest}", **options), []
+    return aioredis.from_url(url, **options), []
+
+
+def _sentinel_client(rest: str, options: dict[str, Any]) -> tuple[Any, list[Any]]:
+    """``[user:password@]h1:p1,h2:p2/service[/db]`` → the master client of ``service``."""
+    userinfo, _, hostlist = rest.rpartition("@")
+    hostlist, _, path = hostlist.partition("/")
+    service, _, db = path.partition("/")
+    if not service:
+        raise ValueError("redis+sentinel:// URL needs the service name: redis+sentinel://host:26379/mymaster")
+    sentinels = [_host_port(h) for h in hostlist.split(",") if h]
+    sentinel = Sentinel(sentinels, sentinel_kwargs=_socket_options(options), **options)  # type: ignore[no-untyped-call]
+    user, _, password = userinfo.partition(":")
+    master = sentinel.master_for(unquote(service), db=int(db or 0),
+                                 username=unquote(user) or None, password=unquote(password) or None)
+    return master, list(sentinel.sentinels)
+
+
+def _socket_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k.startswith("socket_") or k == "retry"}
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    parts = urlsplit(f"//{text}")
+    return parts.hostname or "localhost", parts.port or 26379
+
+
+def _fields(record: KeyRecord) -> dict[str, str]:
+    return {
+        "team": record.team,
+        "name": record.name,
+        "created_at": repr(record.created_at),
+        "expires_at": "" if record.expires_at is None else repr(record.expires_at),
+        "revoked": "1" if record.revoked else "0",
+    }
+
+
+def _record(key_hash: str, fields: dict[str, str]) -> KeyRecord:
+    expires = fields.get("expires_at", "")
+    return KeyRecord(key_hash=key_hash, team=fields.get("team", ""), name=fields.get("name", ""),
+                     created_at=float(fields.get("created_at") or 0.0),
+                     expires_at=float(expires) if expires else None,
+                     revoked=fields.get("revoked") == "1")
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _short(exc: BaseException) -> str:
+    """``Type: first line`` of an error, without the client repr some errors append."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].split(" : <", 1)[0][:160] if lines else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,78 @@
+"""The one ``Store`` protocol for shared state (virtual keys, rate-limit windows), and its
+data types. Two implementations: ``MemoryStore`` (the embedded default for one process)
+and ``RedisStore`` (shared by every replica; the only module that imports the Redis client).
+
+Errors: a store that cannot answer (Redis down or slow) raises ``StoreUnavailable``;
+callers degrade as documented (rate limits fall back to per-process limits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["KeyRecord", "Store", "StoreUnavailable", "Window", "WindowResult"]
+
+
+class StoreUnavailable(Exception):
+    """The shared store did not answer in time (or at all)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One sliding window to count against: ``key`` (namespaced by the caller, with a Redis
+    Cluster hash tag such as ``{team}``), this request's ``cost`` and the ``limit`` per window."""
+
+    key: str
+    cost: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult:
+    allowed: bool
+    used: float  # usage in the sliding window, including this request when allowed
+    limit: int
+    retry_after_s: float  # 0 when allowed
+
+    @property
+    def remaining(self) -> int:
+        return max(0, int(self.limit - self.used))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A virtual key as stored: never the key itself, only its sha256."""
+
+    key_hash: str
+    team: str
+    name: str = ""
+    created_at: float = 0.0
+    expires_at: float | None = None
+    revoked: bool = False
+
+
+class Store(Protocol):
+    kind: str
+
+    async def hit(self, windows: Sequence[Window], window_s: float, now: float) -> list[WindowResult]:
+        """Check and count several sliding windows atomically: if any would go over its
+        limit, none is counted and every result says so (``allowed`` False on those over)."""
+        ...
+
+    async def put_key(self, record: KeyRecord) -> None: ...
+
+    async def get_key(self, key_hash: str) -> KeyRecord | None: ...
+
+    async def revoke_key(self, key_hash: str) -> bool:
+        """Mark a key revoked (kept for audit); False if unknown."""
+        ...
+
+    async def list_keys(self, team: str | None = None) -> list[KeyRecord]: ...
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers."""
+        ...
+
+    async def close(self) -> None: ...
