@@ -21,6 +21,7 @@ __all__ = [
     "PREFILL_KINDS",
     "SELF_HOSTED_KINDS",
     "BackendSpec",
+    "BudgetSpec",
     "CircuitSpec",
     "CustomDetector",
     "Limits",
@@ -206,6 +207,13 @@ class Limits(_Frozen):
     tpm: Annotated[int, Field(ge=1)] | None = None
 
 
+class BudgetSpec(_Frozen):
+    """USD a team may spend per UTC day and per UTC month (reserve before, settle after)."""
+
+    daily_usd: Annotated[float, Field(gt=0)] | None = None
+    monthly_usd: Annotated[float, Field(gt=0)] | None = None
+
+
 class TeamSpec(_Frozen):
     """A team: its virtual keys and limits. Keys are given as ``${ENV}`` references (hashed at
     load, never kept in plain text) or as ``sha256:<64 hex>``; empty entries (an unset
@@ -214,6 +222,7 @@ class TeamSpec(_Frozen):
     keys: list[str] = []
     limits: Limits = Limits()
     key_limits: Limits = Limits()  # for each key of the team
+    budget: BudgetSpec = BudgetSpec()
 
     @field_validator("keys")
     @classmethod
@@ -328,6 +337,8 @@ class Settings(_Frozen):
     estimate_max_tokens: Annotated[int, Field(ge=1)] = 512
     #: Watch the policy file and reload it when it changes (SIGHUP always reloads).
     watch: bool = True
+    #: Budgets when the shared store cannot be reached: refuse (fail_closed) or serve unmetered.
+    on_store_error: Literal["fail_closed", "fail_open"] = "fail_closed"
 
 
 class Policy(_Frozen):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import orjson
@@ -9,13 +10,15 @@ from aiohttp import web
 
 from backends import BackendRequest, Endpoint
 from policies import Plan, RequestFacts
-from router.body import parse_body
-from router.costs import answer_cost, format_usd
+from policies.sensitivity import Scan
+from router.body import ParsedBody, parse_body
+from router.costs import answer_cost, format_usd, usage_cost
 from router.errors import InvalidRequest, RateLimited
 from router.explain import explain_json
 from router.gateway import Gateway
 from router.middlewares import PRINCIPAL, REQUEST_ID, ROUTE, RULE
 from router.reload import SERVING
+from router.state.budgets import Reservation
 from router.state.keys import Principal, hash_key
 from router.state.store import StoreUnavailable
 from router.streaming import relay
@@ -36,23 +39,43 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     gateway = request.app[SERVING].gateway
     body = parse_body(await request.read(), endpoint)
     who = request.get(PRINCIPAL)
-    facts, scan = gateway.facts(body, endpoint, request.headers, team=who.team if who else None)
+    team = who.team if who else None
+    facts, scan = gateway.facts(body, endpoint, request.headers, team=team)
+    if gateway.budgets.applies(team):
+        facts = dataclasses.replace(facts, budget_remaining=await gateway.budgets.remaining(team))
     limit_headers = await _rate_limit(gateway, who, facts)
     plan = gateway.plan(facts)
     request[ROUTE], request[RULE] = plan.route, plan.rule
-    breq = BackendRequest(endpoint, body.data, body.stream, request[REQUEST_ID],
-                          request.headers.get("traceparent"))
-    engine = gateway.engine
+    reservation = await gateway.budgets.reserve(team, max(plan.estimates.values(), default=0.0))
+    try:
+        return await _dispatch(request, gateway, endpoint, body, facts, scan, plan, reservation, limit_headers)
+    except BaseException:
+        await gateway.budgets.release(reservation)  # failed attempts are never billed
+        raise
+
+
+async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, body: ParsedBody,
+                    facts: RequestFacts, scan: Scan, plan: Plan, reservation: Reservation | None,
+                    limit_headers: dict[str, str]) -> web.StreamResponse:
+    breq = BackendRequest(endpoint, body.data, body.stream, request[REQUEST_ID], request.headers.get("traceparent"))
+    engine, prices = gateway.engine, gateway.runtime.planner.prices
     if body.stream:
         answer = await engine.open_stream(plan, breq, scan)
         headers = _answer_headers(plan, facts.sensitivity, answer.backend, answer.failures) | limit_headers
         estimate = plan.estimates.get(answer.backend)
         if estimate is not None:
             headers["x-switchyard-cost-estimate-usd"] = format_usd(estimate)
-        return await relay(request, engine, plan, breq, answer, headers)
+        response, outcome = await relay(request, engine, plan, breq, answer, headers)
+        if outcome.backend is None:
+            await gateway.budgets.release(reservation)
+        else:
+            usage = outcome.usage or {"prompt_tokens": facts.input_tokens, "completion_tokens": outcome.content_events}
+            await gateway.budgets.settle(reservation, usage_cost(usage, prices[outcome.backend]))
+        return response
     result = await engine.complete(plan, breq, scan)
     headers = _answer_headers(plan, facts.sensitivity, result.backend, result.failures) | limit_headers
-    spent = answer_cost(result.response.body, gateway.runtime.planner.prices[result.backend])
+    spent = answer_cost(result.response.body, prices[result.backend])
+    await gateway.budgets.settle(reservation, spent)
     if spent is not None:
         headers["x-switchyard-cost-usd"] = format_usd(spent)
     return web.Response(body=result.response.body, status=result.response.status,
@@ -201,6 +224,20 @@ async def revoke_key(request: web.Request) -> web.Response:
                         content_type="application/json")
 
 
+async def admin_spend(request: web.Request) -> web.Response:
+    """``GET /admin/spend?team=T&window=day|month``: spend in the current UTC window."""
+    team, window = request.query.get("team"), request.query.get("window", "day")
+    gateway = request.app[SERVING].gateway
+    if team not in gateway.runtime.loaded.policy.teams:
+        raise InvalidRequest(f"unknown team {team!r}", param="team")
+    if window not in ("day", "month"):
+        raise InvalidRequest("window must be day or month", param="window")
+    spent, limit = await gateway.budgets.spent(team, window)
+    body = {"team": team, "window": window, "spent_usd": round(spent, 9), "limit_usd": limit,
+            "remaining_usd": None if limit is None else round(max(0.0, limit - spent), 9)}
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.post("/v1/chat/completions", chat_completions),
@@ -214,6 +251,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/admin/policy", admin_policy),
         web.post("/admin/policy/reload", admin_reload),
         web.post("/admin/keys", create_key),
+        web.get("/admin/spend", admin_spend),
         web.get("/admin/keys", list_keys),
         web.delete("/admin/keys/{id}", revoke_key),
     ]

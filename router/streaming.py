@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -24,7 +25,7 @@ from policies import Plan
 from router.chunks import ChunkTracker, Recovery
 from router.engine import Engine, StreamAnswer
 
-__all__ = ["relay", "tracker_for"]
+__all__ = ["StreamOutcome", "relay", "tracker_for"]
 
 log = logging.getLogger("switchyard.stream")
 
@@ -36,8 +37,18 @@ def tracker_for(body: Mapping[str, object]) -> ChunkTracker:
     return ChunkTracker(n=n if isinstance(n, int) and n > 0 else 1, want_usage=want, expect_usage=want)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamOutcome:
+    """How a relayed stream ended: ``backend`` that finished it (``None``: it did not finish —
+    error event or client gone), the usage it reported (or ``None``) and the content events seen."""
+
+    backend: str | None
+    usage: Mapping[str, object] | None
+    content_events: int
+
+
 async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendRequest,
-                answer: StreamAnswer, headers: dict[str, str]) -> web.StreamResponse:
+                answer: StreamAnswer, headers: dict[str, str]) -> tuple[web.StreamResponse, StreamOutcome]:
     response = web.StreamResponse(status=200, headers=headers)
     response.content_type = "text/event-stream"
     response.headers["Cache-Control"] = "no-cache"
@@ -45,6 +56,7 @@ async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendR
     tracker = tracker_for(breq.body)
     failed = {name for name, _ in answer.failures}
     current: StreamAnswer | None = answer
+    finished: str | None = None
     try:
         await response.prepare(request)
         await _write(response, tracker, answer.first)
@@ -59,6 +71,7 @@ async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendR
         if not tracker.done:
             await response.write(DONE)
         await response.write_eof()
+        finished = current.backend if current is not None else None
         if current is not None and not tracker.done:
             await _drain(current)
     except (ConnectionResetError, ConnectionError):
@@ -67,7 +80,7 @@ async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendR
         if current is not None:
             engine.load.exit(current.backend)
             await current.stream.aclose()
-    return response
+    return response, StreamOutcome(finished, tracker.usage, tracker.content_events)
 
 
 async def _drain(current: StreamAnswer, grace_s: float = 0.5) -> None:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from router.state.store import KeyRecord, Store, StoreUnavailable, Window, WindowResult
+from router.state.store import Budget, KeyRecord, Store, StoreUnavailable, Window, WindowResult
 
-__all__ = ["KeyRecord", "Store", "StoreUnavailable", "Window", "WindowResult"]
+__all__ = ["Budget", "KeyRecord", "Store", "StoreUnavailable", "Window", "WindowResult"]

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from router.state.store import KeyRecord, Window, WindowResult
+from router.state.store import Budget, KeyRecord, Window, WindowResult
 
 __all__ = ["MemoryStore", "sliding_position", "window_fits", "window_results"]
 
@@ -94,6 +94,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._counters: OrderedDict[str, _Counter] = OrderedDict()  # in last-write order
         self._keys: dict[str, KeyRecord] = {}
+        self._spend: dict[str, int] = {}  # budget counters (no expiry needed in one process's life)
 
     @property
     def tracked_windows(self) -> int:
@@ -131,6 +132,20 @@ class MemoryStore:
             if oldest is None or oldest.expires_at > now:
                 return
             self._counters.popitem(last=False)
+
+    async def reserve(self, budgets: Sequence[Budget]) -> tuple[bool, list[int]]:
+        current = [self._spend.get(b.key, 0) for b in budgets]
+        if any(c + b.amount > b.limit for c, b in zip(current, budgets, strict=True)):
+            return False, current
+        await self.adjust(budgets)
+        return True, [self._spend[b.key] for b in budgets]
+
+    async def adjust(self, budgets: Sequence[Budget]) -> None:
+        for b in budgets:
+            self._spend[b.key] = self._spend.get(b.key, 0) + b.amount
+
+    async def read(self, keys: Sequence[str]) -> list[int]:
+        return [self._spend.get(k, 0) for k in keys]
 
     async def put_key(self, record: KeyRecord) -> None:
         self._keys[record.key_hash] = record

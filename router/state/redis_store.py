@@ -53,7 +53,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from router.state.memory_store import sliding_position, window_results
-from router.state.store import KeyRecord, StoreUnavailable, Window, WindowResult
+from router.state.store import Budget, KeyRecord, StoreUnavailable, Window, WindowResult
 
 __all__ = ["RedisStore"]
 
@@ -89,6 +89,35 @@ return out
 """
 
 # KEYS[1]: a key record. Sets revoked=1 only if the record exists (never creates a stub).
+#: All-or-nothing reservation: KEYS = counters; ARGV = (amount, limit, ttl_s) per key.
+_RESERVE_LUA = """
+local n = #KEYS
+local cur = {}
+for i = 1, n do
+  cur[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if cur[i] + tonumber(ARGV[3 * i - 2]) > tonumber(ARGV[3 * i - 1]) then
+    local out = {0}
+    for j = 1, n do out[j + 1] = tonumber(redis.call('GET', KEYS[j]) or '0') end
+    return out
+  end
+end
+local out = {1}
+for i = 1, n do
+  out[i + 1] = redis.call('INCRBY', KEYS[i], ARGV[3 * i - 2])
+  redis.call('EXPIRE', KEYS[i], ARGV[3 * i])
+end
+return out
+"""
+
+#: Unconditional adjustment (settle / release): ARGV = (delta, ttl_s) per key.
+_ADJUST_LUA = """
+for i = 1, #KEYS do
+  redis.call('INCRBY', KEYS[i], ARGV[2 * i - 1])
+  redis.call('EXPIRE', KEYS[i], ARGV[2 * i])
+end
+return 1
+"""
+
 _REVOKE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'revoked', '1')
@@ -111,6 +140,8 @@ class RedisStore:
         self._helpers: list[Any] = helpers  # closed with it
         self._hit_script = self._redis.register_script(_HIT_LUA)
         self._revoke_script = self._redis.register_script(_REVOKE_LUA)
+        self._reserve_script = self._redis.register_script(_RESERVE_LUA)
+        self._adjust_script = self._redis.register_script(_ADJUST_LUA)
 
     @asynccontextmanager
     async def _guard(self, what: str) -> AsyncIterator[None]:
@@ -148,6 +179,33 @@ class RedisStore:
 
     def _team_key(self, team: str) -> str:
         return f"{self._prefix}:team-keys:{team}"
+
+    # -- budgets ---------------------------------------------------------------------------
+
+    def _spend(self, key: str) -> str:
+        return f"{self._prefix}:spend:{key}"
+
+    async def reserve(self, budgets: Sequence[Budget]) -> tuple[bool, list[int]]:
+        if not budgets:
+            return True, []
+        args = [v for b in budgets for v in (b.amount, b.limit, b.ttl_s)]
+        async with self._guard("budget reserve"):
+            reply = await self._reserve_script(keys=[self._spend(b.key) for b in budgets], args=args)
+        return bool(reply[0]), [int(v) for v in reply[1:]]
+
+    async def adjust(self, budgets: Sequence[Budget]) -> None:
+        if not budgets:
+            return
+        args = [v for b in budgets for v in (b.amount, b.ttl_s)]
+        async with self._guard("budget settle"):
+            await self._adjust_script(keys=[self._spend(b.key) for b in budgets], args=args)
+
+    async def read(self, keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        async with self._guard("budget read"):
+            values = await self._redis.mget([self._spend(k) for k in keys])
+        return [int(v) if v is not None else 0 for v in values]
 
     async def put_key(self, record: KeyRecord) -> None:
         """Write (or overwrite) the record, then its team set. Not atomic across the two (they

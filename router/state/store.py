@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["KeyRecord", "Store", "StoreUnavailable", "Window", "WindowResult"]
+__all__ = ["Budget", "KeyRecord", "Store", "StoreUnavailable", "Window", "WindowResult"]
 
 
 class StoreUnavailable(Exception):
@@ -42,6 +42,17 @@ class WindowResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """One spend counter (e.g. a team's spend today), in integer nano-USD: ``amount`` to add
+    now, ``limit`` it may not exceed, ``ttl_s`` for the counter (it outlives its window)."""
+
+    key: str
+    amount: int
+    limit: int
+    ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
 class KeyRecord:
     """A virtual key as stored: never the key itself, only its sha256."""
 
@@ -59,6 +70,19 @@ class Store(Protocol):
     async def hit(self, windows: Sequence[Window], window_s: float, now: float) -> list[WindowResult]:
         """Check and count several sliding windows atomically: if any would go over its
         limit, none is counted and every result says so (``allowed`` False on those over)."""
+        ...
+
+    async def reserve(self, budgets: Sequence[Budget]) -> tuple[bool, list[int]]:
+        """Atomically add every ``amount`` if no counter would pass its ``limit`` (else add
+        nothing). Returns (reserved, the counters' values after — or as they are, if not)."""
+        ...
+
+    async def adjust(self, budgets: Sequence[Budget]) -> None:
+        """Add each ``amount`` (may be negative: settle to actual cost, or release) unconditionally."""
+        ...
+
+    async def read(self, keys: Sequence[str]) -> list[int]:
+        """Current values of counters (0 when absent)."""
         ...
 
     async def put_key(self, record: KeyRecord) -> None: ...
