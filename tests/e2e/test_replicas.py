@@ -74,15 +74,17 @@ async def replicas(tmp_path, fake_openai, redis_port):
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"""version: 1
 backends:
-  gpu: {{kind: vllm, base_url: '{fake_openai.base_url}', model: m}}
+  gpu: {{kind: vllm, base_url: '{fake_openai.base_url}', model: m,
+        price: {{input_per_mtok_usd: 1000, output_per_mtok_usd: 1000}}}}
 models:
   chat: {{targets: [gpu]}}
 teams:
   {team}: {{keys: ["${{TEAM_KEY}}"], limits: {{rpm: {RPM}}}}}
+  {team}s: {{keys: ["${{SPEND_KEY}}"], budget: {{daily_usd: 0.05}}}}
   other: {{}}
 settings: {{watch: false}}
 """)
-    env = {**os.environ, "TEAM_KEY": key, "SWITCHYARD_ADMIN_KEY": admin,
+    env = {**os.environ, "TEAM_KEY": key, "SPEND_KEY": key + "-spend", "SWITCHYARD_ADMIN_KEY": admin,
            "SWITCHYARD_REDIS_URL": f"redis://127.0.0.1:{redis_port[0]}/0"}
     procs, urls = [], []
     try:
@@ -95,7 +97,7 @@ settings: {{watch: false}}
             urls.append(f"http://127.0.0.1:{port}")
         for url, proc in zip(urls, procs, strict=True):
             await _ready(url, proc)
-        yield urls, key, admin
+        yield urls, key, admin, team
     finally:
         for proc in procs:
             proc.terminate()
@@ -104,15 +106,17 @@ settings: {{watch: false}}
     assert all(p.returncode == 0 for p in procs), [p.returncode for p in procs]  # clean shutdown, no crash
 
 
-async def _chat(http: aiohttp.ClientSession, url: str, key: str) -> int:
-    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+async def _chat(http: aiohttp.ClientSession, url: str, key: str, max_tokens: int | None = None) -> int:
+    body: dict = {"model": "chat", "messages": [{"role": "user", "content": "Say hello."}]}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
     async with http.post(url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}) as r:
         await r.read()
         return r.status
 
 
 async def test_rpm_limit_holds_across_three_replicas(replicas, fake_openai):
-    urls, key, _ = replicas
+    urls, key, _, _ = replicas
     async with asyncio.timeout(30), aiohttp.ClientSession() as http:
         statuses = await asyncio.gather(*(_chat(http, urls[i % 3], key) for i in range(3 * RPM)))
     assert statuses.count(200) == RPM and statuses.count(429) == 2 * RPM
@@ -120,7 +124,7 @@ async def test_rpm_limit_holds_across_three_replicas(replicas, fake_openai):
 
 
 async def test_revocation_on_one_replica_is_seen_by_all(replicas):
-    urls, _, admin = replicas
+    urls, _, admin, _ = replicas
     async with asyncio.timeout(30), aiohttp.ClientSession() as http:
         auth = {"Authorization": f"Bearer {admin}"}
         async with http.post(urls[0] + "/admin/keys", json={"team": "other"}, headers=auth) as r:
@@ -132,7 +136,7 @@ async def test_revocation_on_one_replica_is_seen_by_all(replicas):
 
 
 async def test_redis_restart_mid_run_hangs_nothing_and_limits_recover(replicas, redis_port):
-    urls, key, _ = replicas
+    urls, key, _, _ = replicas
     port, box = redis_port
     async with asyncio.timeout(40), aiohttp.ClientSession() as http:
         assert await _chat(http, urls[0], key) == 200
@@ -152,3 +156,20 @@ async def test_redis_restart_mid_run_hangs_nothing_and_limits_recover(replicas, 
         assert statuses.count(200) == RPM  # the fresh Redis counts globally again
         async with http.get(urls[1] + "/readyz") as r:
             assert (await r.json())["store"]["rate_limits"] == "shared"
+
+
+async def test_budget_holds_across_three_replicas(replicas, fake_openai):
+    """Each request reserves its estimate (13 tokens: 0.013 USD) and settles to its actual cost
+    (2 prompt + 5 completion tokens: 0.007 USD): concurrent
+    traffic through all replicas never spends more than the budget + one reservation."""
+    urls, key, admin, team = replicas
+    async with asyncio.timeout(30), aiohttp.ClientSession() as http:
+        statuses = await asyncio.gather(*(_chat(http, urls[i % 3], key + "-spend", max_tokens=10)
+                                          for i in range(30)))
+        async with http.get(urls[2] + f"/admin/spend?team={team}s&window=day",
+                            headers={"Authorization": f"Bearer {admin}"}) as r:
+            spent = (await r.json())["spent_usd"]
+    accepted = statuses.count(200)
+    assert set(statuses) <= {200, 429} and accepted >= 3
+    assert spent == pytest.approx(accepted * 0.007)  # settled to actual cost, nothing lost
+    assert spent <= 0.05 + 0.013
