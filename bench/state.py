@@ -16,7 +16,8 @@ awaits) and 32 (``asyncio.gather`` of 32 at a time; µs per request = wall / n).
 Each cell is the median of 5 batches of N requests (N=2000, ``--quick`` 200), after a
 warm-up; memory and Redis batches alternate (ABBA) so drift hits both alike.
 Target: auth + rate limit with Redis ≤ 500 µs added at concurrency 1.
-Budgets and the response cache are not built yet, so they are not in the number.
+Not in the number: budget reserve/settle (two more round trips, only for teams with a budget)
+and the response cache (not built yet).
 The Redis keys this run creates carry a unique prefix and are deleted at the end (SCAN + DEL),
 also on errors, Ctrl-C and SIGTERM (the run stops at the next batch boundary).
 """
@@ -246,7 +247,7 @@ async def bench(args: argparse.Namespace, prefix: str, guard: Guard) -> int:
               f"parts {parts:.1f} µs); policy key + limit {policy_path:.1f} µs (sum of the parts, 1 round trip)")
         print(f"redis, concurrency {CONCURRENCY}: store key + limit "
               f"{results[('auth store key + limit', CONCURRENCY)][1]:.1f} µs per request (wall / n)")
-        print("not included: budgets and the response cache (not built yet)")
+        print("not included: budget reserve/settle (teams with a budget) and the response cache (not built yet)")
         verdict = "PASS" if worst <= TARGET_US else "FAIL"
         print(f"target: auth + rate limit with Redis <= {TARGET_US:.0f} µs added at concurrency 1 -> {verdict}"
               f"  (worst case, store key: {worst:.1f} µs)")
