@@ -7,6 +7,8 @@ Tree::
     ├── InvalidRequest       400    malformed JSON, wrong types, missing fields
     ├── Unauthorized         401    missing, unknown, revoked or expired virtual key
     ├── RateLimited          429    a team's or key's requests/tokens per minute
+    ├── BudgetExceeded       429    a team's USD budget for the day or month
+    ├── BudgetStoreUnavailable, KeyStoreUnavailable   503   the shared store cannot answer
     ├── ModelNotFound        404    unknown model alias (lists the available ones)
     ├── PolicyDenied         403    a rule denies the request (``route.deny``)
     ├── NoBackendAvailable   503    the plan has no usable target
@@ -27,6 +29,9 @@ from backends.errors import BackendError, UpstreamRateLimited, UpstreamTimeout
 
 __all__ = [
     "AllBackendsFailed",
+    "BudgetExceeded",
+    "BudgetStoreUnavailable",
+    "KeyStoreUnavailable",
     "ErrorInfo",
     "GatewayError",
     "InvalidRequest",
@@ -74,6 +79,24 @@ class RateLimited(GatewayError):
         super().__init__(message)
         self.retry_after = retry_after
         self.headers = headers
+
+
+class BudgetExceeded(GatewayError):
+    status = 429
+    error_type = "budget_exceeded"
+    code = "budget_exceeded"
+
+
+class BudgetStoreUnavailable(GatewayError):
+    status = 503
+    error_type = "service_unavailable"
+    code = "budget_store_unavailable"
+
+
+class KeyStoreUnavailable(GatewayError):
+    status = 503
+    error_type = "service_unavailable"
+    code = "key_store_unavailable"
 
 
 class ModelNotFound(GatewayError):

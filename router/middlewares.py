@@ -16,7 +16,7 @@ import os
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from router.errors import AllBackendsFailed, GatewayError, RateLimited, Unauthorized, error_info, error_json
+from router.errors import AllBackendsFailed, KeyStoreUnavailable, RateLimited, Unauthorized, error_info, error_json
 from router.reload import SERVING
 from router.settings import SETTINGS
 from router.state.keys import AuthError, Principal
@@ -82,12 +82,6 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     elif path.startswith("/admin/"):
         _check_admin(request)
     return await handler(request)
-
-
-class KeyStoreUnavailable(GatewayError):
-    status = 503
-    error_type = "service_unavailable"
-    code = "key_store_unavailable"
 
 
 def _check_admin(request: web.Request) -> None:

@@ -18,26 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from policies import BudgetSpec, Policy
-from router.errors import GatewayError
+from router.errors import BudgetExceeded, BudgetStoreUnavailable
 from router.state.store import Budget, Store, StoreUnavailable
 
-__all__ = ["BudgetExceeded", "BudgetStoreUnavailable", "Budgets", "Reservation"]
+__all__ = ["Budgets", "Reservation"]
 
 log = logging.getLogger("switchyard.budgets")
 NANO = 1_000_000_000
 _TTL = {"day": 2 * 86400, "month": 35 * 86400}
-
-
-class BudgetExceeded(GatewayError):
-    status = 429
-    error_type = "budget_exceeded"
-    code = "budget_exceeded"
-
-
-class BudgetStoreUnavailable(GatewayError):
-    status = 503
-    error_type = "service_unavailable"
-    code = "budget_store_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
