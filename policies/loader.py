@@ -27,7 +27,7 @@ __all__ = ["LoadedPolicy", "load_policy", "load_policy_text"]
 
 Loc = tuple[str | int, ...]
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_RESERVED = {"cache", "telemetry"}
+_RESERVED = {"telemetry"}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "SELF_HOSTED_KINDS",
     "BackendSpec",
     "BudgetSpec",
+    "CacheSpec",
     "CircuitSpec",
     "CustomDetector",
     "Limits",
@@ -238,6 +239,15 @@ class TeamSpec(_Frozen):
                          else hashlib.sha256(k.encode()).hexdigest() for k in self.keys if k)
 
 
+class CacheSpec(_Frozen):
+    """The response cache: exact match on the normalised request, per team unless ``global``."""
+
+    mode: Literal["off", "exact"] = "off"
+    ttl_s: Annotated[int, Field(ge=1)] = 3600
+    scope: Literal["team", "global"] = "team"
+    max_entry_kb: Annotated[int, Field(ge=1)] = 256
+
+
 class Price(_Frozen):
     """Price of a backend. Closed models: per million tokens (overrides the price table).
     Self-hosted: the GPU's hourly cost and its throughput, amortised over tokens."""
@@ -351,17 +361,17 @@ class Policy(_Frozen):
     sensitivity: SensitivitySpec = SensitivitySpec()
     rules: list[Rule] = []
     teams: dict[str, TeamSpec] = {}
+    cache: CacheSpec = CacheSpec()
     # Reserved for later work; accepted only when absent (or null) so that files written
     # for a newer gateway fail loudly instead of being half-applied.
-    cache: None = None
     telemetry: None = None
 
-    @field_validator("rules", "sensitivity", "settings", "teams", mode="before")
+    @field_validator("rules", "sensitivity", "settings", "teams", "cache", mode="before")
     @classmethod
     def _empty_is_default(cls, value: object, info: object) -> object:
         """``rules:`` with nothing under it (YAML null) means the default, not an error."""
         if value is None:
-            defaults: dict[str, object] = {"rules": [], "sensitivity": {}, "settings": {}, "teams": {}}
+            defaults: dict[str, object] = {"rules": [], "sensitivity": {}, "settings": {}, "teams": {}, "cache": {}}
             return defaults[info.field_name]  # type: ignore[attr-defined]
         return value
 

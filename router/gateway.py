@@ -27,6 +27,7 @@ from router.health import Circuits
 from router.load import LoadMonitor
 from router.runtime import Runtime, build_runtime
 from router.state.budgets import Budgets
+from router.state.cache import ResponseCache
 from router.state.keys import KeyRing
 from router.state.limits import RateLimiter
 from router.state.store import Store, StoreUnavailable
@@ -43,6 +44,7 @@ class Gateway:
     keys: KeyRing
     limits: RateLimiter
     budgets: Budgets
+    cache: ResponseCache
     auth_required: bool = False
     spilling: set[str] = field(default_factory=set)
     rng: random.Random = field(default_factory=random.Random)
@@ -89,7 +91,8 @@ async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession, sto
                        stale_after_s=settings.load_stale_after_s)
     keys = KeyRing(loaded.policy, store)
     gateway = Gateway(runtime, Engine(runtime, circuits, load), load, keys, RateLimiter(loaded.policy, store),
-                      Budgets(loaded.policy, store), auth_required=keys.has_policy_keys or await _store_has_keys(store))
+                      Budgets(loaded.policy, store), ResponseCache(loaded.policy.cache, store),
+                      auth_required=keys.has_policy_keys or await _store_has_keys(store))
     if not gateway.auth_required:
         log.warning("NO VIRTUAL KEYS CONFIGURED: this gateway is OPEN — anyone who can reach it can use it. "
                     "Add teams.<team>.keys to the policy or create keys with `switchyard keys create`.")

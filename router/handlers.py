@@ -13,12 +13,14 @@ from policies import Plan, RequestFacts
 from policies.sensitivity import Scan
 from router.body import ParsedBody, parse_body
 from router.costs import answer_cost, format_usd, usage_cost
+from router.engine import Answer
 from router.errors import InvalidRequest, RateLimited
 from router.explain import explain_json
 from router.gateway import Gateway
 from router.middlewares import PRINCIPAL, REQUEST_ID, ROUTE, RULE
 from router.reload import SERVING
 from router.state.budgets import Reservation
+from router.state.cache import CachedAnswer, replay_sse
 from router.state.keys import Principal, hash_key
 from router.state.store import StoreUnavailable
 from router.streaming import relay
@@ -46,19 +48,65 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     limit_headers = await _rate_limit(gateway, who, facts)
     plan = gateway.plan(facts)
     request[ROUTE], request[RULE] = plan.route, plan.rule
+    lookup = _cache_lookup(request, gateway, plan, endpoint, body, team)
+    if lookup is not None and lookup.read:
+        hit = await gateway.cache.get(lookup.key, plan.allowed)
+        if hit is not None:
+            headers = _answer_headers(plan, facts.sensitivity, hit.backend, []) | limit_headers
+            return await _serve_cached(request, hit, body, headers)
     reservation = await gateway.budgets.reserve(team, max(plan.estimates.values(), default=0.0))
     try:
-        return await _dispatch(request, gateway, endpoint, body, facts, scan, plan, reservation, limit_headers)
+        return await _dispatch(request, gateway, endpoint, body, facts, scan, plan, reservation, limit_headers,
+                               lookup)
     except BaseException:
         await gateway.budgets.release(reservation)  # failed attempts are never billed
         raise
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Lookup:
+    key: str
+    read: bool  # False: Cache-Control no-cache (store only)
+    write: bool  # False: Cache-Control no-store
+
+    @property
+    def state(self) -> str:
+        return "miss" if self.read else "bypass"
+
+
+def _cache_lookup(request: web.Request, gateway: Gateway, plan: Plan, endpoint: Endpoint, body: ParsedBody,
+                  team: str | None) -> _Lookup | None:
+    if not gateway.cache.enabled:
+        return None
+    control = request.headers.get("Cache-Control", "").lower()
+    no_store = "no-store" in control
+    return _Lookup(gateway.cache.key(plan.alias, endpoint, body.data, team),
+                   read=not (no_store or "no-cache" in control), write=not no_store)
+
+
+async def _serve_cached(request: web.Request, hit: CachedAnswer, body: ParsedBody,
+                        headers: dict[str, str]) -> web.StreamResponse:
+    """A cache hit costs nothing; a streamed request gets the answer replayed as SSE."""
+    headers |= {"x-switchyard-cache": "hit", "x-switchyard-cost-usd": format_usd(0.0)}
+    if not body.stream:
+        return web.Response(body=hit.body, content_type="application/json", headers=headers)
+    response = web.StreamResponse(headers=headers)
+    response.content_type = "text/event-stream"
+    await response.prepare(request)
+    options = body.data.get("stream_options")
+    for event in replay_sse(hit.body, isinstance(options, dict) and options.get("include_usage") is True):
+        await response.write(event)
+    await response.write_eof()
+    return response
+
+
 async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, body: ParsedBody,
                     facts: RequestFacts, scan: Scan, plan: Plan, reservation: Reservation | None,
-                    limit_headers: dict[str, str]) -> web.StreamResponse:
+                    limit_headers: dict[str, str], lookup: _Lookup | None) -> web.StreamResponse:
     breq = BackendRequest(endpoint, body.data, body.stream, request[REQUEST_ID], request.headers.get("traceparent"))
     engine, prices = gateway.engine, gateway.runtime.planner.prices
+    if body.stream and lookup is not None:
+        limit_headers = limit_headers | {"x-switchyard-cache": lookup.state}
     if body.stream:
         answer = await engine.open_stream(plan, breq, scan)
         headers = _answer_headers(plan, facts.sensitivity, answer.backend, answer.failures) | limit_headers
@@ -72,7 +120,19 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
             usage = outcome.usage or {"prompt_tokens": facts.input_tokens, "completion_tokens": outcome.content_events}
             await gateway.budgets.settle(reservation, usage_cost(usage, prices[outcome.backend]))
         return response
-    result = await engine.complete(plan, breq, scan)
+    if lookup is not None:
+        limit_headers = limit_headers | {"x-switchyard-cache": lookup.state}
+    if lookup is not None and not body.stream:
+        produced: list[Answer] = []
+        shared, was_shared = await gateway.cache.coalesce(
+            lookup.key, lambda: _complete_and_store(gateway, plan, breq, scan, lookup, produced))
+        if was_shared and shared is not None:  # an identical request in flight answered for us
+            await gateway.budgets.release(reservation)
+            headers = _answer_headers(plan, facts.sensitivity, shared.backend, []) | limit_headers
+            return await _serve_cached(request, shared, body, headers)
+        result = produced[0] if produced else await engine.complete(plan, breq, scan)
+    else:
+        result = await engine.complete(plan, breq, scan)
     headers = _answer_headers(plan, facts.sensitivity, result.backend, result.failures) | limit_headers
     spent = answer_cost(result.response.body, prices[result.backend])
     await gateway.budgets.settle(reservation, spent)
@@ -80,6 +140,18 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
         headers["x-switchyard-cost-usd"] = format_usd(spent)
     return web.Response(body=result.response.body, status=result.response.status,
                         content_type="application/json", headers=headers)
+
+
+async def _complete_and_store(gateway: Gateway, plan: Plan, breq: BackendRequest, scan: Scan, lookup: _Lookup,
+                              produced: list[Answer]) -> CachedAnswer | None:
+    result = await gateway.engine.complete(plan, breq, scan)
+    produced.append(result)
+    if result.response.status != 200:
+        return None
+    answer = CachedAnswer(result.backend, result.response.body)
+    if lookup.write:
+        await gateway.cache.put(lookup.key, answer)
+    return answer
 
 
 async def _rate_limit(gateway: Gateway, who: Principal | None, facts: RequestFacts) -> dict[str, str]:

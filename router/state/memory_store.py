@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,6 +87,9 @@ class _Counter:
     expires_at: float  # in the caller's ``now`` time: last write + 2 × window_s
 
 
+_MAX_BLOBS = 10_000  # cached responses kept by one process (least recently used go first)
+
+
 class MemoryStore:
     """The ``Store`` for a single process: state lives and dies with the process."""
 
@@ -95,6 +99,7 @@ class MemoryStore:
         self._counters: OrderedDict[str, _Counter] = OrderedDict()  # in last-write order
         self._keys: dict[str, KeyRecord] = {}
         self._spend: dict[str, int] = {}  # budget counters (no expiry needed in one process's life)
+        self._blobs: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # cached responses, LRU
 
     @property
     def tracked_windows(self) -> int:
@@ -152,6 +157,20 @@ class MemoryStore:
 
     async def get_key(self, key_hash: str) -> KeyRecord | None:
         return self._keys.get(key_hash)
+
+    async def get_blob(self, key: str) -> bytes | None:
+        entry = self._blobs.get(key)
+        if entry is None or entry[1] <= time.monotonic():
+            self._blobs.pop(key, None)
+            return None
+        self._blobs.move_to_end(key)
+        return entry[0]
+
+    async def set_blob(self, key: str, value: bytes, ttl_s: int) -> None:
+        self._blobs[key] = (value, time.monotonic() + ttl_s)
+        self._blobs.move_to_end(key)
+        while len(self._blobs) > _MAX_BLOBS:
+            self._blobs.popitem(last=False)
 
     async def revoke_key(self, key_hash: str) -> bool:
         record = self._keys.get(key_hash)

@@ -223,6 +223,15 @@ class RedisStore:
             fields = await self._redis.hgetall(self._record_key(key_hash))
         return _record(key_hash, fields) if fields else None
 
+    async def get_blob(self, key: str) -> bytes | None:
+        async with self._guard("cache get"):
+            value = await self._redis.get(f"{self._prefix}:cache:{key}")
+        return value if isinstance(value, bytes) else (value.encode() if isinstance(value, str) else None)
+
+    async def set_blob(self, key: str, value: bytes, ttl_s: int) -> None:
+        async with self._guard("cache set"):
+            await self._redis.set(f"{self._prefix}:cache:{key}", value, ex=ttl_s)
+
     async def revoke_key(self, key_hash: str) -> bool:
         async with self._guard("revoke key"):
             return bool(await self._revoke_script(keys=[self._record_key(key_hash)]))

@@ -503,7 +503,7 @@ def test_backend_level_error_points_at_backend_name():
     assert only_issue(text).line == line_of(text, "  a:")
 
 
-@pytest.mark.parametrize("key", ["cache", "telemetry"])
+@pytest.mark.parametrize("key", ["telemetry"])
 def test_reserved_keys_rejected(key: str):
     text = BASE + f"{key}:\n  anything: true\n"
     issue = only_issue(text)
@@ -512,7 +512,7 @@ def test_reserved_keys_rejected(key: str):
     assert issue.message == f"'{key}' is reserved for a later Switchyard version and is not supported yet"
 
 
-@pytest.mark.parametrize("key", ["cache", "telemetry"])
+@pytest.mark.parametrize("key", ["telemetry"])
 def test_reserved_keys_accepted_when_null(key: str):
     loaded = load(BASE + f"{key}:\n")
     assert getattr(loaded.policy, key) is None

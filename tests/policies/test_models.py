@@ -246,11 +246,11 @@ def _policy(**kw: object) -> Policy:
 def test_policy_minimal():
     p = _policy()
     assert p.version == 1 and p.settings == Settings()
-    assert (p.teams, p.cache, p.telemetry) == ({}, None, None)
+    assert (p.teams, p.cache.mode, p.telemetry) == ({}, "off", None)
     assert p.rules == [] and p.sensitivity == SensitivitySpec()
 
 
-@pytest.mark.parametrize("key", ["cache", "telemetry"])
+@pytest.mark.parametrize("key", ["telemetry"])
 @pytest.mark.parametrize("value", [{"x": 1}, [1], "on", True])
 def test_policy_reserved_keys_must_be_absent(key: str, value: object):
     with pytest.raises(ValidationError):

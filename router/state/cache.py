@@ -1,0 +1,128 @@
+"""The response cache: exact match on the normalised request, scoped to the team unless the
+policy says ``scope: global``, kept in the store (Redis when configured, so every replica
+sees the same entries).
+
+- Key: sha256 of the alias, every parameter that changes the output (the whole body except
+  ``stream``, ``stream_options``, ``user`` and ``metadata``), and the scope.
+- Only complete, successful, non-recovered JSON answers are stored (a streamed request is
+  served from the cache as a replayed SSE stream, but does not fill it). Entries over
+  ``max_entry_kb`` are not stored.
+- A hit is served only if the backend that produced it is in this request's allowed set
+  (the sensitivity invariant), and costs $0.
+- ``Cache-Control: no-cache`` skips the lookup (the answer is still stored); ``no-store``
+  skips both. Identical concurrent misses in one process are coalesced into one upstream
+  call.
+- The store being down means a miss, never an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import orjson
+
+from policies import CacheSpec
+from router.state.store import Store, StoreUnavailable
+
+__all__ = ["CachedAnswer", "ResponseCache", "replay_sse"]
+
+log = logging.getLogger("switchyard.cache")
+_IGNORED = frozenset({"stream", "stream_options", "user", "metadata"})
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    backend: str
+    body: bytes  # the OpenAI JSON answer
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"backend": self.backend, "body": self.body.decode()})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> CachedAnswer | None:
+        try:
+            data = orjson.loads(raw)
+            return cls(str(data["backend"]), str(data["body"]).encode())
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+
+
+class ResponseCache:
+    def __init__(self, spec: CacheSpec, store: Store) -> None:
+        self.spec = spec
+        self._store = store
+        self._inflight: dict[str, asyncio.Future[CachedAnswer | None]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.spec.mode == "exact"
+
+    def key(self, alias: str, endpoint: str, body: Mapping[str, object], team: str | None) -> str:
+        scope = "global" if self.spec.scope == "global" else f"team:{team or '-'}"
+        material = {k: v for k, v in body.items() if k not in _IGNORED}
+        digest = hashlib.sha256(orjson.dumps([scope, endpoint, alias, material], option=orjson.OPT_SORT_KEYS))
+        return f"{{{scope}}}:{digest.hexdigest()}"
+
+    async def get(self, key: str, allowed: frozenset[str]) -> CachedAnswer | None:
+        try:
+            raw = await self._store.get_blob(key)
+        except StoreUnavailable as exc:
+            log.warning("cache lookup skipped: %s", exc)
+            return None
+        answer = CachedAnswer.decode(raw) if raw else None
+        return answer if answer is not None and answer.backend in allowed else None
+
+    async def put(self, key: str, answer: CachedAnswer) -> None:
+        if len(answer.body) > self.spec.max_entry_kb * 1024:
+            return
+        try:
+            await self._store.set_blob(key, answer.encode(), self.spec.ttl_s)
+        except StoreUnavailable as exc:
+            log.warning("cache store skipped: %s", exc)
+
+    async def coalesce(self, key: str, produce: Callable[[], Awaitable[CachedAnswer | None]]
+                       ) -> tuple[CachedAnswer | None, bool]:
+        """Run ``produce`` once for concurrent identical misses; returns (answer, shared) where
+        ``shared`` is True for the waiters that got the leader's answer."""
+        leader = self._inflight.get(key)
+        if leader is not None:
+            return await asyncio.shield(leader), True
+        future: asyncio.Future[CachedAnswer | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            answer = await produce()
+            future.set_result(answer)
+            return answer, False
+        except BaseException:
+            future.set_result(None)  # waiters go upstream themselves
+            raise
+        finally:
+            del self._inflight[key]
+
+
+def replay_sse(body: bytes, include_usage: bool) -> list[bytes]:
+    """A cached chat/completions JSON answer as a valid SSE stream (role, content, finish,
+    usage when asked, ``[DONE]``)."""
+    data = orjson.loads(body)
+    base = {k: data.get(k) for k in ("id", "created", "model", "system_fingerprint")}
+    chat = data.get("object") == "chat.completion"
+    base["object"] = "chat.completion.chunk" if chat else "text_completion"
+    events = []
+    for choice in data.get("choices") or []:
+        index = choice.get("index", 0)
+        if chat:
+            message = choice.get("message") or {}
+            delta = {k: v for k, v in message.items() if v is not None}
+            events.append({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
+            events.append({**base, "choices": [{"index": index, "delta": {},
+                                                "finish_reason": choice.get("finish_reason")}]})
+        else:
+            events.append({**base, "choices": [{"index": index, "text": choice.get("text", ""),
+                                                "finish_reason": choice.get("finish_reason")}]})
+    if include_usage and data.get("usage") is not None:
+        events.append({**base, "choices": [], "usage": data["usage"]})
+    return [b"data: " + orjson.dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
