@@ -224,6 +224,7 @@ class TeamSpec(_Frozen):
     limits: Limits = Limits()
     key_limits: Limits = Limits()  # for each key of the team
     budget: BudgetSpec = BudgetSpec()
+    key_budget: BudgetSpec = BudgetSpec()  # for each key of the team (a key may also carry its own)
 
     @field_validator("keys")
     @classmethod

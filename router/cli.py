@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--team", required=True)
     create.add_argument("--name", default="")
     create.add_argument("--expires", help="lifetime, e.g. 3600s, 90m, 12h, 30d")
+    create.add_argument("--budget-usd", type=float, help="this key's own budget, USD per UTC month")
     listing = keys_sub.add_parser("list", help="list keys (ids, never the keys)")
     listing.add_argument("--team")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id (12 hex) or the key itself")

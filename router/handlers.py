@@ -43,8 +43,8 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     who = request.get(PRINCIPAL)
     team = who.team if who else None
     facts, scan = gateway.facts(body, endpoint, request.headers, team=team)
-    if gateway.budgets.applies(team):
-        facts = dataclasses.replace(facts, budget_remaining=await gateway.budgets.remaining(team))
+    if gateway.budgets.applies(who):
+        facts = dataclasses.replace(facts, budget_remaining=await gateway.budgets.remaining(who))
     limit_headers = await _rate_limit(gateway, who, facts)
     plan = gateway.plan(facts)
     request[ROUTE], request[RULE] = plan.route, plan.rule
@@ -54,7 +54,7 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
         if hit is not None:
             headers = _answer_headers(plan, facts.sensitivity, hit.backend, []) | limit_headers
             return await _serve_cached(request, hit, body, headers)
-    reservation = await gateway.budgets.reserve(team, max(plan.estimates.values(), default=0.0))
+    reservation = await gateway.budgets.reserve(who, max(plan.estimates.values(), default=0.0))
     try:
         return await _dispatch(request, gateway, endpoint, body, facts, scan, plan, reservation, limit_headers,
                                lookup)
@@ -265,14 +265,16 @@ async def create_key(request: web.Request) -> web.Response:
     if not isinstance(team, str) or team not in gateway.runtime.loaded.policy.teams:
         known = ", ".join(gateway.runtime.loaded.policy.teams) or "none"
         raise InvalidRequest(f"'team' must be a team of the policy (teams: {known})", param="team")
-    expires_in = data.get("expires_in_s")
-    if expires_in is not None and (not isinstance(expires_in, int | float) or expires_in <= 0):
-        raise InvalidRequest("'expires_in_s' must be a positive number", param="expires_in_s")
+    expires_in, budget = data.get("expires_in_s"), data.get("budget_monthly_usd")
+    for name, value in (("expires_in_s", expires_in), ("budget_monthly_usd", budget)):
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or value <= 0):
+            raise InvalidRequest(f"'{name}' must be a positive number", param=name)
     expires_at = time.time() + expires_in if expires_in else None
-    key, record = await gateway.keys.create(team, str(data.get("name") or ""), expires_at)
+    key, record = await gateway.keys.create(team, str(data.get("name") or ""), expires_at,
+                                            float(budget) if budget else None)
     gateway.auth_required = True
     body = {"key": key, "id": record.key_hash[:12], "team": team, "name": record.name,
-            "expires_at": record.expires_at}
+            "expires_at": record.expires_at, "budget_monthly_usd": record.budget_monthly_usd}
     return web.Response(status=201, body=orjson.dumps(body), content_type="application/json")
 
 

@@ -46,7 +46,8 @@ async def _run(args: argparse.Namespace, url: str) -> int:
         if args.keys_command == "create":
             expires = time.time() + parse_duration(args.expires) if args.expires else None
             key = new_key()
-            await store.put_key(KeyRecord(hash_key(key), args.team, args.name, time.time(), expires))
+            await store.put_key(KeyRecord(hash_key(key), args.team, args.name, time.time(), expires,
+                                          budget_monthly_usd=args.budget_usd))
             print(key)
             print(f"id {hash_key(key)[:12]} team {args.team} — store this key now: it is not shown again",
                   file=sys.stderr)

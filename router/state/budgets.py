@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from policies import BudgetSpec, Policy
 from router.errors import BudgetExceeded, BudgetStoreUnavailable
+from router.state.keys import Principal
 from router.state.store import Budget, Store, StoreUnavailable
 
 __all__ = ["Budgets", "Reservation"]
@@ -40,45 +41,51 @@ class Reservation:
 
 class Budgets:
     def __init__(self, policy: Policy, store: Store) -> None:
-        self._teams = {t: spec.budget for t, spec in policy.teams.items()
-                       if spec.budget.daily_usd or spec.budget.monthly_usd}
+        self._teams = {t: spec.budget for t, spec in policy.teams.items() if _set(spec.budget)}
+        self._key_budgets = {t: spec.key_budget for t, spec in policy.teams.items() if _set(spec.key_budget)}
         self._store = store
         self._fail_open = policy.settings.on_store_error == "fail_open"
 
-    def applies(self, team: str | None) -> bool:
-        return team is not None and team in self._teams
+    def applies(self, who: Principal | None) -> bool:
+        return who is not None and bool(self._windows(who, datetime.now(UTC), 0))
 
-    async def remaining(self, team: str | None, now: datetime | None = None) -> float | None:
-        """The fraction left of the team's tightest budget window (``None``: no budget / unknown)."""
-        if not self.applies(team):
+    def _windows(self, who: Principal, now: datetime, amount: int) -> list[Budget]:
+        """The team's windows, then the key's (team-wide key_budget, or the key's own)."""
+        out = _windows(f"{{{who.team}}}:budget", self._teams.get(who.team), now, amount)
+        own = BudgetSpec(monthly_usd=who.budget_monthly_usd) if who.budget_monthly_usd else None
+        return out + _windows(f"{{{who.team}}}:kbudget:{who.key_id}", own or self._key_budgets.get(who.team),
+                              now, amount)
+
+    async def remaining(self, who: Principal | None, now: datetime | None = None) -> float | None:
+        """The fraction left of the tightest budget window (``None``: no budget / unknown)."""
+        windows = self._windows(who, now or datetime.now(UTC), 0) if who is not None else []
+        if not windows:
             return None
-        windows = _windows(team, self._teams[team], now or datetime.now(UTC), 0)  # type: ignore[index]
         try:
             spent = await self._store.read([w.key for w in windows])
         except StoreUnavailable:
             return None
         return max(0.0, min(1 - s / w.limit for s, w in zip(spent, windows, strict=True)))
 
-    async def reserve(self, team: str | None, usd: float, now: datetime | None = None) -> Reservation | None:
-        if not self.applies(team):
+    async def reserve(self, who: Principal | None, usd: float, now: datetime | None = None) -> Reservation | None:
+        windows = self._windows(who, now or datetime.now(UTC), max(0, round(usd * NANO))) if who else []
+        if who is None or not windows:
             return None
-        assert team is not None
-        windows = _windows(team, self._teams[team], now or datetime.now(UTC), max(0, round(usd * NANO)))
         try:
             ok, values = await self._store.reserve(windows)
         except StoreUnavailable as exc:
             if self._fail_open:
                 log.warning("budget store unavailable (%s): serving team %s unmetered (on_store_error: fail_open)",
-                            exc, team)
+                            exc, who.team)
                 return None
-            raise BudgetStoreUnavailable(f"cannot check the budget of team {team!r} now ({exc}); "
+            raise BudgetStoreUnavailable(f"cannot check the budget of team {who.team!r} now ({exc}); "
                                          "on_store_error: fail_closed") from None
         if not ok:
             window = next(w for w, v in zip(windows, values, strict=True) if v + w.amount > w.limit)
-            period = window.key.rsplit(":", 2)[-2]
-            raise BudgetExceeded(f"budget exhausted for team {team!r}: {_usd(window.limit)} USD per {period} "
+            scope, period = _describe(window.key, who)
+            raise BudgetExceeded(f"budget exhausted for {scope}: {_usd(window.limit)} USD per {period} "
                                  f"({_usd(values[windows.index(window)])} spent or reserved)")
-        return Reservation(team, tuple(windows))
+        return Reservation(who.team, tuple(windows))
 
     async def settle(self, reservation: Reservation | None, actual_usd: float | None) -> None:
         """Correct the reservation to the actual cost (``None``: keep the reserved amount)."""
@@ -92,10 +99,10 @@ class Budgets:
             await self._adjust(reservation, -reservation.amount)
 
     async def spent(self, team: str, period: str, now: datetime | None = None) -> tuple[float, float | None]:
-        """(USD spent in the current ``period`` — day or month —, its limit)."""
+        """(USD the team spent in the current ``period`` — day or month —, its limit)."""
         spec = self._teams.get(team)
         limit = (spec.daily_usd if period == "day" else spec.monthly_usd) if spec else None
-        key = _key(team, period, now or datetime.now(UTC))
+        key = _key(f"{{{team}}}:budget", period, now or datetime.now(UTC))
         value = (await self._store.read([key]))[0]
         return value / NANO, limit
 
@@ -108,17 +115,27 @@ class Budgets:
             log.error("budget settle for team %s lost (%s): %+d nano-USD not recorded", reservation.team, exc, delta)
 
 
-def _key(team: str, period: str, now: datetime) -> str:
+def _set(spec: BudgetSpec) -> bool:
+    return bool(spec.daily_usd or spec.monthly_usd)
+
+
+def _key(base: str, period: str, now: datetime) -> str:
     stamp = now.strftime("%Y-%m-%d") if period == "day" else now.strftime("%Y-%m")
-    return f"{{{team}}}:budget:{period}:{stamp}"
+    return f"{base}:{period}:{stamp}"
 
 
-def _windows(team: str, spec: BudgetSpec, now: datetime, amount: int) -> list[Budget]:
+def _windows(base: str, spec: BudgetSpec | None, now: datetime, amount: int) -> list[Budget]:
     out = []
-    for period, usd in (("day", spec.daily_usd), ("month", spec.monthly_usd)):
+    for period, usd in (("day", spec.daily_usd if spec else None), ("month", spec.monthly_usd if spec else None)):
         if usd:
-            out.append(Budget(_key(team, period, now), amount, round(usd * NANO), _TTL[period]))
+            out.append(Budget(_key(base, period, now), amount, round(usd * NANO), _TTL[period]))
     return out
+
+
+def _describe(key: str, who: Principal) -> tuple[str, str]:
+    period = key.rsplit(":", 2)[-2]
+    scope = f"key {who.key_id} of team {who.team!r}" if ":kbudget:" in key else f"team {who.team!r}"
+    return scope, period
 
 
 def _usd(nano: int) -> str:

@@ -29,6 +29,7 @@ _PREFIX = "sk-sy-"
 class Principal:
     team: str
     key_id: str  # first 12 hex digits of the key's sha256: safe to log and show
+    budget_monthly_usd: float | None = None  # the key's own budget (store keys)
 
 
 def hash_key(key: str) -> str:
@@ -77,12 +78,13 @@ class KeyRing:
             raise AuthError("this API key has been revoked", code="key_revoked")
         if record.expires_at is not None and record.expires_at <= time.time():
             raise AuthError("this API key has expired", code="key_expired")
-        return Principal(record.team, digest[:12])
+        return Principal(record.team, digest[:12], record.budget_monthly_usd)
 
-    async def create(self, team: str, name: str = "", expires_at: float | None = None) -> tuple[str, KeyRecord]:
+    async def create(self, team: str, name: str = "", expires_at: float | None = None,
+                     budget_monthly_usd: float | None = None) -> tuple[str, KeyRecord]:
         """A new key for ``team``: returns the plain key (shown once) and what was stored."""
         key = new_key()
-        record = KeyRecord(hash_key(key), team, name, time.time(), expires_at)
+        record = KeyRecord(hash_key(key), team, name, time.time(), expires_at, budget_monthly_usd=budget_monthly_usd)
         await self._store.put_key(record)
         log.info("created key %s for team %s", record.key_hash[:12], team)
         return key, record

@@ -341,15 +341,17 @@ def _fields(record: KeyRecord) -> dict[str, str]:
         "created_at": repr(record.created_at),
         "expires_at": "" if record.expires_at is None else repr(record.expires_at),
         "revoked": "1" if record.revoked else "0",
+        "budget_monthly_usd": "" if record.budget_monthly_usd is None else repr(record.budget_monthly_usd),
     }
 
 
 def _record(key_hash: str, fields: dict[str, str]) -> KeyRecord:
-    expires = fields.get("expires_at", "")
+    expires, budget = fields.get("expires_at", ""), fields.get("budget_monthly_usd", "")
     return KeyRecord(key_hash=key_hash, team=fields.get("team", ""), name=fields.get("name", ""),
                      created_at=float(fields.get("created_at") or 0.0),
                      expires_at=float(expires) if expires else None,
-                     revoked=fields.get("revoked") == "1")
+                     revoked=fields.get("revoked") == "1",
+                     budget_monthly_usd=float(budget) if budget else None)
 
 
 def _glob_escape(text: str) -> str:

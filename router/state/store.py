@@ -62,6 +62,7 @@ class KeyRecord:
     created_at: float = 0.0
     expires_at: float | None = None
     revoked: bool = False
+    budget_monthly_usd: float | None = None  # this key's own budget per UTC month
 
 
 class Store(Protocol):

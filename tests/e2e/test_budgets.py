@@ -139,3 +139,31 @@ async def test_store_down_fails_closed_by_default(gateway, fake_openai):
     url = await gateway(budget_policy(fake_openai, team, 1.0, extra="settings: {on_store_error: fail_open}"),
                         env={"TEAM_KEY": "sk-t"}, settings=Settings(access_log=False, redis_url=dead))
     await client(url, "sk-t").chat.completions.create(model="chat", messages=MESSAGES)  # served unmetered
+
+
+async def test_a_key_has_its_own_budget(gateway, fake_openai):
+    """A key created with budget_monthly_usd stops at its own budget; the team's other key
+    goes on (and the policy's key_budget limits every key of a team)."""
+    import aiohttp
+
+    team = "k" + secrets.token_hex(4)
+    policy = budget_policy(fake_openai, team, 10.0).replace(
+        "budget: {daily_usd: 10.0}", "budget: {daily_usd: 10.0}, key_budget: {monthly_usd: 0.04}")
+    url = await gateway(policy, env={"TEAM_KEY": "sk-t"}, settings=Settings(access_log=False, admin_key=ADMIN))
+    async with aiohttp.ClientSession() as http, http.post(
+            url + "/admin/keys", json={"team": team, "budget_monthly_usd": 0.02},
+            headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+        created = await r.json()
+    assert created["budget_monthly_usd"] == 0.02
+    own = client(url, created["key"])
+    await own.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=10)  # 0.015 reserved, 0.009 kept
+    with pytest.raises(openai.APIStatusError) as info:
+        await own.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=10)
+    assert info.value.body["type"] == "budget_exceeded"
+    assert f"key {created['id']}" in info.value.body["message"] and "per month" in info.value.body["message"]
+    shared = client(url, "sk-t")  # the policy key: key_budget 0.04 per month
+    for _ in range(3):
+        await shared.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=10)
+    with pytest.raises(openai.APIStatusError) as info:
+        await shared.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=10)
+    assert info.value.body["type"] == "budget_exceeded" and "key " in info.value.body["message"]
