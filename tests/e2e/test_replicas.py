@@ -2,7 +2,8 @@
 (Debian's redis-server, started here on a free port so it can be stopped and restarted)
 and one upstream. A team's requests-per-minute limit holds globally, a key revoked
 through one replica is refused by the others at once, and stopping Redis mid-run hangs
-nothing and crashes nothing (limits degrade to per-process counting, then recover)."""
+nothing and crashes nothing (limits degrade to per-process counting, budgets fail closed,
+then both recover) and loses no spend of completed requests (Redis with its append-only file)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ async def _ready(url: str, proc: subprocess.Popen[bytes]) -> None:
                     await asyncio.sleep(0.05)  # not listening yet
 
 
-def _start_redis(port: int) -> subprocess.Popen[bytes]:
+def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """Redis as production runs it for budgets: every write in the append-only file."""
     return subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def _redis_up(port: int) -> None:
@@ -56,10 +59,11 @@ async def _redis_up(port: int) -> None:
 
 
 @pytest.fixture
-async def redis_port():
+async def redis_port(tmp_path_factory):
     """A private redis-server (so a test may stop and restart it), stopped by PID."""
     port = free_port()
-    box = {"proc": _start_redis(port)}
+    workdir = tmp_path_factory.mktemp("redis")
+    box = {"proc": _start_redis(port, workdir), "dir": workdir}
     await _redis_up(port)
     yield port, box
     box["proc"].terminate()
@@ -136,10 +140,13 @@ async def test_revocation_on_one_replica_is_seen_by_all(replicas):
 
 
 async def test_redis_restart_mid_run_hangs_nothing_and_limits_recover(replicas, redis_port):
-    urls, key, _, _ = replicas
+    urls, key, admin, team = replicas
     port, box = redis_port
     async with asyncio.timeout(40), aiohttp.ClientSession() as http:
         assert await _chat(http, urls[0], key) == 200
+        assert await _chat(http, urls[1], key + "-spend", max_tokens=10) == 200
+        spent_before = await _spent(http, urls[2], admin, team + "s")
+        assert spent_before > 0
         box["proc"].terminate()
         box["proc"].wait(timeout=10)
         loop = asyncio.get_running_loop()
@@ -150,12 +157,19 @@ async def test_redis_restart_mid_run_hangs_nothing_and_limits_recover(replicas, 
         async with http.get(urls[1] + "/readyz") as r:
             store = (await r.json())["store"]
         assert store["ok"] is False and store["rate_limits"] == "per-process"
-        box["proc"] = _start_redis(port)
+        assert await _chat(http, urls[0], key + "-spend", max_tokens=10) == 503  # budgets fail closed meanwhile
+        box["proc"] = _start_redis(port, box["dir"])
         await _redis_up(port)
+        assert await _spent(http, urls[2], admin, team + "s") == pytest.approx(spent_before)  # no spend lost
         statuses = await asyncio.gather(*(_chat(http, urls[i % 3], key) for i in range(3 * RPM)))
-        assert statuses.count(200) == RPM  # the fresh Redis counts globally again
+        assert statuses.count(200) == RPM - 1  # counted globally again (one request was before the restart)
         async with http.get(urls[1] + "/readyz") as r:
             assert (await r.json())["store"]["rate_limits"] == "shared"
+
+
+async def _spent(http: aiohttp.ClientSession, url: str, admin: str, team: str) -> float:
+    async with http.get(url + f"/admin/spend?team={team}&window=day", headers={"Authorization": f"Bearer {admin}"}) as r:
+        return float((await r.json())["spent_usd"])
 
 
 async def test_budget_holds_across_three_replicas(replicas, fake_openai):
@@ -166,9 +180,7 @@ async def test_budget_holds_across_three_replicas(replicas, fake_openai):
     async with asyncio.timeout(30), aiohttp.ClientSession() as http:
         statuses = await asyncio.gather(*(_chat(http, urls[i % 3], key + "-spend", max_tokens=10)
                                           for i in range(30)))
-        async with http.get(urls[2] + f"/admin/spend?team={team}s&window=day",
-                            headers={"Authorization": f"Bearer {admin}"}) as r:
-            spent = (await r.json())["spent_usd"]
+        spent = await _spent(http, urls[2], admin, team + "s")
     accepted = statuses.count(200)
     assert set(statuses) <= {200, 429} and accepted >= 3
     assert spent == pytest.approx(accepted * 0.007)  # settled to actual cost, nothing lost
