@@ -16,8 +16,8 @@ awaits) and 32 (``asyncio.gather`` of 32 at a time; µs per request = wall / n).
 Each cell is the median of 5 batches of N requests (N=2000, ``--quick`` 200), after a
 warm-up; memory and Redis batches alternate (ABBA) so drift hits both alike.
 Target: auth + rate limit with Redis ≤ 500 µs added at concurrency 1.
-Not in the number: budget reserve/settle (two more round trips, only for teams with a budget)
-and the response cache (not built yet).
+Not in the number: budget read/reserve/settle (up to three more round trips, teams with a
+budget only) and the cache lookup (one more, when the cache is on).
 The Redis keys this run creates carry a unique prefix and are deleted at the end (SCAN + DEL),
 also on errors, Ctrl-C and SIGTERM (the run stops at the next batch boundary).
 """
@@ -247,7 +247,7 @@ async def bench(args: argparse.Namespace, prefix: str, guard: Guard) -> int:
               f"parts {parts:.1f} µs); policy key + limit {policy_path:.1f} µs (sum of the parts, 1 round trip)")
         print(f"redis, concurrency {CONCURRENCY}: store key + limit "
               f"{results[('auth store key + limit', CONCURRENCY)][1]:.1f} µs per request (wall / n)")
-        print("not included: budget reserve/settle (teams with a budget) and the response cache (not built yet)")
+        print("not included: budget read/reserve/settle (teams with a budget) and the cache lookup (cache on)")
         verdict = "PASS" if worst <= TARGET_US else "FAIL"
         print(f"target: auth + rate limit with Redis <= {TARGET_US:.0f} µs added at concurrency 1 -> {verdict}"
               f"  (worst case, store key: {worst:.1f} µs)")
