@@ -83,6 +83,7 @@ class Condition:
     match: Callable[[Context], bool]
     why: Callable[[Context], str]
     text: str
+    facts: frozenset[str] = frozenset()  # the facts it reads (the router fetches costly ones only if used)
 
 
 def compile_when(when: Mapping[str, object], loc: tuple[str | int, ...] = ()) -> Condition:
@@ -105,7 +106,11 @@ def _all(parts: list[Condition], text: str) -> Condition:
         failed = next((p for p in parts if not p.match(ctx)), None)
         return failed.why(ctx) if failed is not None else f"matched: {text}"
 
-    return Condition(match, why, text)
+    return Condition(match, why, text, _facts(parts))
+
+
+def _facts(parts: list[Condition]) -> frozenset[str]:
+    return frozenset().union(*(p.facts for p in parts))
 
 
 def _compile_key(key: str, value: object, loc: tuple[str | int, ...]) -> Condition:
@@ -124,11 +129,11 @@ def _compile_key(key: str, value: object, loc: tuple[str | int, ...]) -> Conditi
                 return f"{text}: yes ({hit.why(c)})"
             return f"{text}: no (" + "; ".join(p.why(c) for p in parts) + ")"
 
-        return Condition(lambda c: any(m(c) for m in matchers), why_any, text)
+        return Condition(lambda c: any(m(c) for m in matchers), why_any, text, _facts(parts))
     if key == "not":
         inner = compile_when(value, loc)  # type: ignore[arg-type]
         text = f"not ({inner.text})"
-        return Condition(lambda c: not inner.match(c), lambda c: f"{text}: {inner.why(c)}", text)
+        return Condition(lambda c: not inner.match(c), lambda c: f"{text}: {inner.why(c)}", text, inner.facts)
     kind, getter = _fact(key, loc)
     return _clause(key, kind, getter, value, loc)
 
@@ -172,7 +177,7 @@ def _check(fact: str, kind: Kind, getter: Getter, op: str, expected: object,
         actual = getter(ctx)
         return f"{text}: {'yes' if predicate(actual) else 'no'} ({fact} is {_show(actual)})"
 
-    return Condition(lambda c: predicate(getter(c)), why, text)
+    return Condition(lambda c: predicate(getter(c)), why, text, frozenset({fact}))
 
 
 def _show(value: object) -> str:

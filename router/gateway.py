@@ -46,6 +46,8 @@ class Gateway:
     budgets: Budgets
     cache: ResponseCache
     auth_required: bool = False
+    #: some rule reads ``budget_remaining``: only then is it fetched (one store round trip)
+    needs_budget_fact: bool = False
     spilling: set[str] = field(default_factory=set)
     rng: random.Random = field(default_factory=random.Random)
     _starting: asyncio.Task[None] | None = None
@@ -92,7 +94,8 @@ async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession, sto
     keys = KeyRing(loaded.policy, store)
     gateway = Gateway(runtime, Engine(runtime, circuits, load), load, keys, RateLimiter(loaded.policy, store),
                       Budgets(loaded.policy, store), ResponseCache(loaded.policy.cache, store),
-                      auth_required=keys.has_policy_keys or await _store_has_keys(store))
+                      auth_required=keys.has_policy_keys or await _store_has_keys(store),
+                      needs_budget_fact=any("budget_remaining" in r.condition.facts for r in loaded.rules))
     if not gateway.auth_required:
         log.warning("NO VIRTUAL KEYS CONFIGURED: this gateway is OPEN — anyone who can reach it can use it. "
                     "Add teams.<team>.keys to the policy or create keys with `switchyard keys create`.")

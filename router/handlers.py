@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 
@@ -43,24 +44,43 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     who = request.get(PRINCIPAL)
     team = who.team if who else None
     facts, scan = gateway.facts(body, endpoint, request.headers, team=team)
-    if gateway.budgets.applies(who):
+    if gateway.needs_budget_fact and gateway.budgets.applies(who):
         facts = dataclasses.replace(facts, budget_remaining=await gateway.budgets.remaining(who))
     limit_headers = await _rate_limit(gateway, who, facts)
     plan = gateway.plan(facts)
     request[ROUTE], request[RULE] = plan.route, plan.rule
     lookup = _cache_lookup(request, gateway, plan, endpoint, body, team)
-    if lookup is not None and lookup.read:
-        hit = await gateway.cache.get(lookup.key, plan.allowed)
-        if hit is not None:
-            headers = _answer_headers(plan, facts.sensitivity, hit.backend, []) | limit_headers
-            return await _serve_cached(request, hit, body, headers)
-    reservation = await gateway.budgets.reserve(who, max(plan.estimates.values(), default=0.0))
+    hit, reservation = await _lookup_and_reserve(gateway, who, plan, lookup)
+    if hit is not None:
+        headers = _answer_headers(plan, facts.sensitivity, hit.backend, []) | limit_headers
+        return await _serve_cached(request, hit, body, headers)
     try:
         return await _dispatch(request, gateway, endpoint, body, facts, scan, plan, reservation, limit_headers,
                                lookup)
     except BaseException:
         await gateway.budgets.release(reservation)  # failed attempts are never billed
         raise
+
+
+async def _lookup_and_reserve(gateway: Gateway, who: Principal | None, plan: Plan, lookup: _Lookup | None
+                              ) -> tuple[CachedAnswer | None, Reservation | None]:
+    """The cache lookup and the budget reservation are independent: one round trip of time for
+    both. A hit releases its reservation (a hit costs nothing)."""
+    reserve = gateway.budgets.reserve(who, max(plan.estimates.values(), default=0.0))
+    if lookup is None or not lookup.read:
+        return None, await reserve
+    hit_result, reserve_result = await asyncio.gather(gateway.cache.get(lookup.key, plan.allowed), reserve,
+                                                      return_exceptions=True)
+    reservation = None if isinstance(reserve_result, BaseException) else reserve_result
+    if isinstance(hit_result, CachedAnswer):  # a hit is free: served even when the budget is spent
+        await gateway.budgets.release(reservation)
+        return hit_result, None
+    if isinstance(reserve_result, BaseException):
+        raise reserve_result
+    if isinstance(hit_result, BaseException):
+        await gateway.budgets.release(reservation)
+        raise hit_result
+    return None, reservation
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

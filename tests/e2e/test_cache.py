@@ -152,3 +152,19 @@ async def test_a_hit_through_one_replica_is_served_by_another(gateway, fake_open
     await client(a).chat.completions.create(model="chat", messages=messages)
     raw = await client(b).chat.completions.with_raw_response.create(model="chat", messages=messages)
     assert raw.headers["x-switchyard-cache"] == "hit" and len(fake_openai.calls(CHAT)) == 1
+
+
+async def test_a_hit_is_served_even_when_the_budget_is_spent(gateway, fake_openai):
+    policy = cache_policy(fake_openai).replace(
+        "gpu: {kind: vllm, base_url: '" + fake_openai.base_url + "', model: m}",
+        "gpu: {kind: vllm, base_url: '" + fake_openai.base_url + "', model: m, "
+        "price: {input_per_mtok_usd: 1000, output_per_mtok_usd: 1000}}").replace(
+        'a: {keys: ["${KEY_A}"]}', 'a: {keys: ["${KEY_A}"], budget: {daily_usd: 0.015}}')
+    url = await gateway(policy, env=ENV)
+    messages = fresh()
+    await client(url).chat.completions.create(model="chat", messages=messages, max_tokens=5)
+    with pytest.raises(openai.APIStatusError) as info:  # a new question: the budget is spent
+        await client(url).chat.completions.create(model="chat", messages=fresh(), max_tokens=5)
+    assert info.value.body["type"] == "budget_exceeded"
+    raw = await client(url).chat.completions.with_raw_response.create(model="chat", messages=messages, max_tokens=5)
+    assert raw.headers["x-switchyard-cache"] == "hit"  # the same question again costs nothing
