@@ -34,7 +34,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeGuard
 
@@ -66,6 +66,7 @@ class Scan:
 
     level: str
     findings: tuple[Finding, ...]
+    chars: int = field(default=0, compare=False)  # characters scanned (callers estimate tokens from it)
 
     @property
     def detectors(self) -> frozenset[str]:
@@ -731,19 +732,22 @@ class Scanner:
                 raise ValueError(f"unknown sensitivity level {floor!r} (known: {', '.join(LEVELS)})")
             rank = max(rank, level_rank(floor))
         findings: list[Finding] = []
+        chars = 0
         for path, text in _walk(endpoint, body):
             if text:
+                chars += len(text)
                 rank = max(rank, self._scan_one(text, path, findings))
-        return Scan(LEVELS[rank], tuple(findings))
+        return Scan(LEVELS[rank], tuple(findings), chars)
 
     def scan_texts(self, texts: Iterable[tuple[str, str]]) -> Scan:
         """Scan ``(location, text)`` pairs; the level is the highest finding or the default."""
         findings: list[Finding] = []
-        rank = level_rank(self._default)
+        rank, chars = level_rank(self._default), 0
         for location, text in texts:
             if text:
+                chars += len(text)
                 rank = max(rank, self._scan_one(text, location, findings))
-        return Scan(LEVELS[rank], tuple(findings))
+        return Scan(LEVELS[rank], tuple(findings), chars)
 
     def _scan_one(self, text: str, where: str | Path, out: list[Finding]) -> int:
         """Append ``text``'s findings to ``out`` in text order; return their highest rank.

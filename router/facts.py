@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from backends import Endpoint
 from policies import LEVELS, RequestFacts, Settings
-from policies.sensitivity import Scan, Scanner, iter_texts
+from policies.sensitivity import Scan, Scanner
 from router.body import ParsedBody
 from router.errors import InvalidRequest
 
@@ -31,7 +31,7 @@ def build_facts(body: ParsedBody, endpoint: Endpoint, headers: Mapping[str, str]
     metadata = data.get("metadata")
     facts = RequestFacts(
         model=alias, endpoint=endpoint, stream=body.stream, team=team, sensitivity=scan.level,
-        detectors=scan.detectors, input_tokens=_estimate_tokens(endpoint, data),
+        detectors=scan.detectors, input_tokens=scan.chars // _CHARS_PER_TOKEN + 1,
         max_tokens=max_tokens if isinstance(max_tokens, int) else None,
         tools=bool(data.get("tools")), tags=_tags(headers),
         metadata={k: v for k, v in metadata.items() if isinstance(v, str)} if isinstance(metadata, dict) else {},
@@ -66,6 +66,3 @@ def _tags(headers: Mapping[str, str]) -> frozenset[str]:
     value = headers.get("x-switchyard-tags")
     return frozenset(t.strip() for t in value.split(",") if t.strip()) if value else frozenset()
 
-
-def _estimate_tokens(endpoint: Endpoint, data: Mapping[str, object]) -> int:
-    return sum(len(text) for _, text in iter_texts(endpoint, data)) // _CHARS_PER_TOKEN + 1

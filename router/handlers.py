@@ -22,7 +22,7 @@ from router.middlewares import PRINCIPAL, REQUEST_ID, ROUTE, RULE
 from router.reload import SERVING
 from router.state.budgets import Reservation
 from router.state.cache import CachedAnswer, replay_sse
-from router.state.keys import Principal, hash_key
+from router.state.keys import Principal, create_key, find_key
 from router.state.store import StoreUnavailable
 from router.streaming import relay
 
@@ -125,7 +125,7 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
                     limit_headers: dict[str, str], lookup: _Lookup | None) -> web.StreamResponse:
     breq = BackendRequest(endpoint, body.data, body.stream, request[REQUEST_ID], request.headers.get("traceparent"))
     engine, prices = gateway.engine, gateway.runtime.planner.prices
-    if body.stream and lookup is not None:
+    if lookup is not None:
         limit_headers = limit_headers | {"x-switchyard-cache": lookup.state}
     if body.stream:
         answer = await engine.open_stream(plan, breq, scan)
@@ -141,8 +141,6 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
             await gateway.budgets.settle(reservation, usage_cost(usage, prices[outcome.backend]))
         return response
     if lookup is not None:
-        limit_headers = limit_headers | {"x-switchyard-cache": lookup.state}
-    if lookup is not None and not body.stream:
         produced: list[Answer] = []
         shared, was_shared = await gateway.cache.coalesce(
             lookup.key, lambda: _complete_and_store(gateway, plan, breq, scan, lookup, produced))
@@ -274,7 +272,7 @@ async def admin_reload(request: web.Request) -> web.Response:
                         content_type="application/json")
 
 
-async def create_key(request: web.Request) -> web.Response:
+async def admin_create_key(request: web.Request) -> web.Response:
     """``POST /admin/keys {"team", "name"?, "expires_in_s"?}`` → the new key, shown once."""
     try:
         data = orjson.loads(await request.read())
@@ -290,8 +288,8 @@ async def create_key(request: web.Request) -> web.Response:
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or value <= 0):
             raise InvalidRequest(f"'{name}' must be a positive number", param=name)
     expires_at = time.time() + expires_in if expires_in else None
-    key, record = await gateway.keys.create(team, str(data.get("name") or ""), expires_at,
-                                            float(budget) if budget else None)
+    key, record = await create_key(request.app[SERVING].store, team, str(data.get("name") or ""), expires_at,
+                                   float(budget) if budget else None)
     gateway.auth_required = True
     body = {"key": key, "id": record.key_hash[:12], "team": team, "name": record.name,
             "expires_at": record.expires_at, "budget_monthly_usd": record.budget_monthly_usd}
@@ -309,12 +307,11 @@ async def revoke_key(request: web.Request) -> web.Response:
     """``DELETE /admin/keys/{id}``: ``id`` is the key's id (12 hex) or the plain key itself."""
     ident = request.match_info["id"]
     store = request.app[SERVING].store
-    digest = hash_key(ident) if ident.startswith("sk-") else None
-    matches = [r for r in await store.list_keys() if digest == r.key_hash or r.key_hash.startswith(ident)]
-    if len(matches) != 1:
+    record = await find_key(store, ident)
+    if record is None:
         raise InvalidRequest(f"no single key matches {ident[:12]!r}", param="id")
-    await store.revoke_key(matches[0].key_hash)
-    return web.Response(body=orjson.dumps({"id": matches[0].key_hash[:12], "revoked": True}),
+    await store.revoke_key(record.key_hash)
+    return web.Response(body=orjson.dumps({"id": record.key_hash[:12], "revoked": True}),
                         content_type="application/json")
 
 
@@ -344,7 +341,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/admin/backends", admin_backends),
         web.get("/admin/policy", admin_policy),
         web.post("/admin/policy/reload", admin_reload),
-        web.post("/admin/keys", create_key),
+        web.post("/admin/keys", admin_create_key),
         web.get("/admin/spend", admin_spend),
         web.get("/admin/keys", list_keys),
         web.delete("/admin/keys/{id}", revoke_key),

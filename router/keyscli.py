@@ -11,8 +11,8 @@ import sys
 import time
 from collections.abc import Mapping
 
-from router.state.keys import hash_key, new_key
-from router.state.store import KeyRecord, StoreUnavailable
+from router.state.keys import create_key, find_key
+from router.state.store import StoreUnavailable
 
 __all__ = ["parse_duration", "run_keys"]
 
@@ -45,11 +45,9 @@ async def _run(args: argparse.Namespace, url: str) -> int:
     try:
         if args.keys_command == "create":
             expires = time.time() + parse_duration(args.expires) if args.expires else None
-            key = new_key()
-            await store.put_key(KeyRecord(hash_key(key), args.team, args.name, time.time(), expires,
-                                          budget_monthly_usd=args.budget_usd))
+            key, record = await create_key(store, args.team, args.name, expires, args.budget_usd)
             print(key)
-            print(f"id {hash_key(key)[:12]} team {args.team} — store this key now: it is not shown again",
+            print(f"id {record.key_hash[:12]} team {args.team} — store this key now: it is not shown again",
                   file=sys.stderr)
             return 0
         if args.keys_command == "list":
@@ -57,13 +55,12 @@ async def _run(args: argparse.Namespace, url: str) -> int:
                 state = "revoked" if r.revoked else ("expired" if r.expires_at and r.expires_at < time.time() else "ok")
                 print(f"{r.key_hash[:12]}  {r.team:16s} {state:8s} {r.name}")
             return 0
-        matches = [r for r in await store.list_keys()
-                   if r.key_hash == hash_key(args.id) or r.key_hash.startswith(args.id)]
-        if len(matches) != 1:
+        record = await find_key(store, args.id)
+        if record is None:
             print(f"switchyard: no single key matches {args.id[:12]!r}", file=sys.stderr)
             return 1
-        await store.revoke_key(matches[0].key_hash)
-        print(f"revoked {matches[0].key_hash[:12]}")
+        await store.revoke_key(record.key_hash)
+        print(f"revoked {record.key_hash[:12]}")
         return 0
     finally:
         await store.close()

@@ -19,7 +19,7 @@ from aiohttp.typedefs import Handler
 from router.errors import AllBackendsFailed, KeyStoreUnavailable, RateLimited, Unauthorized, error_info, error_json
 from router.reload import SERVING
 from router.settings import SETTINGS
-from router.state.keys import AuthError, Principal
+from router.state.keys import AuthError, Principal, bearer_token
 
 __all__ = ["PRINCIPAL", "REQUEST_ID", "ROUTE", "RULE", "authenticate", "errors_and_ids", "stamp_headers"]
 
@@ -90,8 +90,7 @@ def _check_admin(request: web.Request) -> None:
         if request.path.startswith("/admin/keys"):
             raise Unauthorized("key management needs an admin key: set SWITCHYARD_ADMIN_KEY", "admin_key_not_set")
         return
-    given = request.headers.get("Authorization", "")
-    token = given[7:].strip() if given[:7].lower() == "bearer " else ""
+    token = bearer_token(request.headers) or ""
     if not hmac.compare_digest(token.encode(), admin.encode()):
         raise Unauthorized("this endpoint needs the admin key (Authorization: Bearer <SWITCHYARD_ADMIN_KEY>)",
                            "invalid_admin_key")

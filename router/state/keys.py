@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from policies import Policy
 from router.state.store import KeyRecord, Store, StoreUnavailable
 
-__all__ = ["AuthError", "KeyRing", "Principal", "hash_key", "new_key"]
+__all__ = ["AuthError", "KeyRing", "Principal", "bearer_token", "create_key", "find_key", "hash_key", "new_key"]
 
 log = logging.getLogger("switchyard.keys")
 _PREFIX = "sk-sy-"
@@ -60,7 +60,7 @@ class KeyRing:
         return bool(self._policy_keys)
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        key = _bearer(headers)
+        key = bearer_token(headers)
         if not key:
             raise AuthError("missing API key: send Authorization: Bearer <virtual key>")
         digest = hash_key(key)
@@ -80,18 +80,28 @@ class KeyRing:
             raise AuthError("this API key has expired", code="key_expired")
         return Principal(record.team, digest[:12], record.budget_monthly_usd)
 
-    async def create(self, team: str, name: str = "", expires_at: float | None = None,
+
+
+async def create_key(store: Store, team: str, name: str = "", expires_at: float | None = None,
                      budget_monthly_usd: float | None = None) -> tuple[str, KeyRecord]:
-        """A new key for ``team``: returns the plain key (shown once) and what was stored."""
-        key = new_key()
-        record = KeyRecord(hash_key(key), team, name, time.time(), expires_at, budget_monthly_usd=budget_monthly_usd)
-        await self._store.put_key(record)
-        log.info("created key %s for team %s", record.key_hash[:12], team)
-        return key, record
+    """A new key for ``team``: returns the plain key (shown once) and what was stored."""
+    key = new_key()
+    record = KeyRecord(hash_key(key), team, name, time.time(), expires_at, budget_monthly_usd=budget_monthly_usd)
+    await store.put_key(record)
+    log.info("created key %s for team %s", record.key_hash[:12], team)
+    return key, record
 
 
-def _bearer(headers: Mapping[str, str]) -> str | None:
-    value = headers.get("Authorization") or headers.get("authorization")
+async def find_key(store: Store, ident: str) -> KeyRecord | None:
+    """The one stored key matching ``ident``: its id (a prefix of its sha256) or the key itself."""
+    digest = hash_key(ident)
+    matches = [r for r in await store.list_keys() if r.key_hash == digest or r.key_hash.startswith(ident)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """``Authorization: Bearer <token>`` (the OpenAI SDKs), else ``x-api-key``."""
+    value = headers.get("Authorization")
     if value and value[:7].lower() == "bearer ":
         return value[7:].strip() or None
     return headers.get("x-api-key") or None
