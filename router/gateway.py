@@ -26,6 +26,7 @@ from router.facts import build_facts
 from router.health import Circuits
 from router.load import LoadMonitor
 from router.runtime import Runtime, build_runtime
+from router.state.admission import Gatekeeper
 from router.state.budgets import Budgets
 from router.state.cache import ResponseCache
 from router.state.keys import KeyRing
@@ -45,6 +46,7 @@ class Gateway:
     limits: RateLimiter
     budgets: Budgets
     cache: ResponseCache
+    gatekeeper: Gatekeeper
     auth_required: bool = False
     #: some rule reads ``budget_remaining``: only then is it fetched (one store round trip)
     needs_budget_fact: bool = False
@@ -91,9 +93,10 @@ async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession, sto
     settings = loaded.policy.settings
     load = LoadMonitor(runtime.backends, interval_s=settings.load_scrape_interval_s,
                        stale_after_s=settings.load_stale_after_s)
-    keys = KeyRing(loaded.policy, store)
-    gateway = Gateway(runtime, Engine(runtime, circuits, load), load, keys, RateLimiter(loaded.policy, store),
-                      Budgets(loaded.policy, store), ResponseCache(loaded.policy.cache, store),
+    keys, limits = KeyRing(loaded.policy, store), RateLimiter(loaded.policy, store)
+    budgets, cache = Budgets(loaded.policy, store), ResponseCache(loaded.policy.cache, store)
+    gateway = Gateway(runtime, Engine(runtime, circuits, load), load, keys, limits, budgets, cache,
+                      Gatekeeper(store, limits, budgets, cache),
                       auth_required=keys.has_policy_keys or await _store_has_keys(store),
                       needs_budget_fact=any("budget_remaining" in r.condition.facts for r in loaded.rules))
     if not gateway.auth_required:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 
@@ -15,14 +14,14 @@ from policies.sensitivity import Scan
 from router.body import ParsedBody, parse_body
 from router.costs import answer_cost, format_usd, usage_cost
 from router.engine import Answer
-from router.errors import InvalidRequest, RateLimited
+from router.errors import InvalidRequest
 from router.explain import explain_json
 from router.gateway import Gateway
 from router.middlewares import PRINCIPAL, REQUEST_ID, ROUTE, RULE
 from router.reload import SERVING
 from router.state.budgets import Reservation
 from router.state.cache import CachedAnswer, replay_sse
-from router.state.keys import Principal, create_key, find_key
+from router.state.keys import create_key, find_key
 from router.state.store import StoreUnavailable
 from router.streaming import relay
 
@@ -46,41 +45,23 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     facts, scan = gateway.facts(body, endpoint, request.headers, team=team)
     if gateway.needs_budget_fact and gateway.budgets.applies(who):
         facts = dataclasses.replace(facts, budget_remaining=await gateway.budgets.remaining(who))
-    limit_headers = await _rate_limit(gateway, who, facts)
     plan = gateway.plan(facts)
     request[ROUTE], request[RULE] = plan.route, plan.rule
     lookup = _cache_lookup(request, gateway, plan, endpoint, body, team)
-    hit, reservation = await _lookup_and_reserve(gateway, who, plan, lookup)
-    if hit is not None:
-        headers = _answer_headers(plan, facts.sensitivity, hit.backend, []) | limit_headers
-        return await _serve_cached(request, hit, body, headers)
+    tokens = facts.input_tokens + (facts.max_tokens or gateway.runtime.loaded.policy.settings.estimate_max_tokens)
+    admitted = await gateway.gatekeeper.admit(who, tokens, max(plan.estimates.values(), default=0.0),
+                                              lookup.key if lookup is not None and lookup.read else None,
+                                              plan.allowed)
+    if admitted.hit is not None:
+        headers = _answer_headers(plan, facts.sensitivity, admitted.hit.backend, []) | admitted.headers
+        return await _serve_cached(request, admitted.hit, body, headers)
+    reservation = admitted.reservation
     try:
-        return await _dispatch(request, gateway, endpoint, body, facts, scan, plan, reservation, limit_headers,
+        return await _dispatch(request, gateway, endpoint, body, facts, scan, plan, reservation, admitted.headers,
                                lookup)
     except BaseException:
         await gateway.budgets.release(reservation)  # failed attempts are never billed
         raise
-
-
-async def _lookup_and_reserve(gateway: Gateway, who: Principal | None, plan: Plan, lookup: _Lookup | None
-                              ) -> tuple[CachedAnswer | None, Reservation | None]:
-    """The cache lookup and the budget reservation are independent: one round trip of time for
-    both. A hit releases its reservation (a hit costs nothing)."""
-    reserve = gateway.budgets.reserve(who, max(plan.estimates.values(), default=0.0))
-    if lookup is None or not lookup.read:
-        return None, await reserve
-    hit_result, reserve_result = await asyncio.gather(gateway.cache.get(lookup.key, plan.allowed), reserve,
-                                                      return_exceptions=True)
-    reservation = None if isinstance(reserve_result, BaseException) else reserve_result
-    if isinstance(hit_result, CachedAnswer):  # a hit is free: served even when the budget is spent
-        await gateway.budgets.release(reservation)
-        return hit_result, None
-    if isinstance(reserve_result, BaseException):
-        raise reserve_result
-    if isinstance(hit_result, BaseException):
-        await gateway.budgets.release(reservation)
-        raise hit_result
-    return None, reservation
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -140,49 +121,35 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
             usage = outcome.usage or {"prompt_tokens": facts.input_tokens, "completion_tokens": outcome.content_events}
             await gateway.budgets.settle(reservation, usage_cost(usage, prices[outcome.backend]))
         return response
+    fresh: CachedAnswer | None = None
     if lookup is not None:
         produced: list[Answer] = []
         shared, was_shared = await gateway.cache.coalesce(
-            lookup.key, lambda: _complete_and_store(gateway, plan, breq, scan, lookup, produced))
+            lookup.key, lambda: _complete_cacheable(gateway, plan, breq, scan, produced))
         if was_shared and shared is not None:  # an identical request in flight answered for us
             await gateway.budgets.release(reservation)
             headers = _answer_headers(plan, facts.sensitivity, shared.backend, []) | limit_headers
             return await _serve_cached(request, shared, body, headers)
         result = produced[0] if produced else await engine.complete(plan, breq, scan)
+        fresh = shared if lookup.write and not was_shared else None
     else:
         result = await engine.complete(plan, breq, scan)
     headers = _answer_headers(plan, facts.sensitivity, result.backend, result.failures) | limit_headers
     spent = answer_cost(result.response.body, prices[result.backend])
-    await gateway.budgets.settle(reservation, spent)
+    await gateway.gatekeeper.finish(reservation, spent, lookup.key if lookup else None, fresh)
     if spent is not None:
         headers["x-switchyard-cost-usd"] = format_usd(spent)
     return web.Response(body=result.response.body, status=result.response.status,
                         content_type="application/json", headers=headers)
 
 
-async def _complete_and_store(gateway: Gateway, plan: Plan, breq: BackendRequest, scan: Scan, lookup: _Lookup,
+async def _complete_cacheable(gateway: Gateway, plan: Plan, breq: BackendRequest, scan: Scan,
                               produced: list[Answer]) -> CachedAnswer | None:
+    """The upstream answer, and what identical waiting requests are served (``None``: not
+    a cacheable answer — they go upstream themselves)."""
     result = await gateway.engine.complete(plan, breq, scan)
     produced.append(result)
-    if result.response.status != 200:
-        return None
-    answer = CachedAnswer(result.backend, result.response.body)
-    if lookup.write:
-        await gateway.cache.put(lookup.key, answer)
-    return answer
-
-
-async def _rate_limit(gateway: Gateway, who: Principal | None, facts: RequestFacts) -> dict[str, str]:
-    """Count the request against its team's and key's limits; raise ``RateLimited`` when over."""
-    if who is None:
-        return {}
-    tokens = facts.input_tokens + (facts.max_tokens or gateway.runtime.loaded.policy.settings.estimate_max_tokens)
-    decision = await gateway.limits.check(who, tokens)
-    if decision is None:
-        return {}
-    if not decision.allowed:
-        raise RateLimited(decision.message, decision.retry_after_s, decision.headers)
-    return decision.headers
+    return CachedAnswer(result.backend, result.response.body) if result.response.status == 200 else None
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -68,18 +68,32 @@ class Budgets:
         return max(0.0, min(1 - s / w.limit for s, w in zip(spent, windows, strict=True)))
 
     async def reserve(self, who: Principal | None, usd: float, now: datetime | None = None) -> Reservation | None:
-        windows = self._windows(who, now or datetime.now(UTC), max(0, round(usd * NANO))) if who else []
+        windows = self.windows(who, usd, now) if who is not None else []
         if who is None or not windows:
             return None
         try:
             ok, values = await self._store.reserve(windows)
         except StoreUnavailable as exc:
-            if self._fail_open:
-                log.warning("budget store unavailable (%s): serving team %s unmetered (on_store_error: fail_open)",
-                            exc, who.team)
-                return None
-            raise BudgetStoreUnavailable(f"cannot check the budget of team {who.team!r} now ({exc}); "
-                                         "on_store_error: fail_closed") from None
+            self.unavailable(who, exc)  # raises unless fail_open
+            return None
+        return self.outcome(who, windows, ok, values)
+
+    def windows(self, who: Principal, usd: float, now: datetime | None = None) -> list[Budget]:
+        """The counters a request of at most ``usd`` reserves in (``[]``: no budget applies)."""
+        return self._windows(who, now or datetime.now(UTC), max(0, round(usd * NANO)))
+
+    def unavailable(self, who: Principal, exc: StoreUnavailable) -> None:
+        """The store did not answer a reservation: ``fail_open`` serves unmetered, else refuse."""
+        if self._fail_open:
+            log.warning("budget store unavailable (%s): serving team %s unmetered (on_store_error: fail_open)",
+                        exc, who.team)
+            return
+        raise BudgetStoreUnavailable(f"cannot check the budget of team {who.team!r} now ({exc}); "
+                                     "on_store_error: fail_closed") from None
+
+    @staticmethod
+    def outcome(who: Principal, windows: list[Budget], ok: bool, values: list[int]) -> Reservation:
+        """The reservation made, or ``BudgetExceeded`` naming the window that is full."""
         if not ok:
             window = next(w for w, v in zip(windows, values, strict=True) if v + w.amount > w.limit)
             scope, period = _describe(window.key, who)
@@ -87,16 +101,24 @@ class Budgets:
                                  f"({_usd(values[windows.index(window)])} spent or reserved)")
         return Reservation(who.team, tuple(windows))
 
-    async def settle(self, reservation: Reservation | None, actual_usd: float | None) -> None:
-        """Correct the reservation to the actual cost (``None``: keep the reserved amount)."""
-        if reservation is None or actual_usd is None:
+    async def settle(self, reservation: Reservation | None, actual_usd: float | None,
+                     blob: tuple[str, bytes, int] | None = None) -> None:
+        """Correct the reservation to the actual cost (``None``: keep the reserved amount). With
+        ``blob`` (a cache entry in the team's slot), store it in the same round trip."""
+        delta = 0 if reservation is None or actual_usd is None else round(actual_usd * NANO) - reservation.amount
+        counters = [Budget(c.key, delta, c.limit, c.ttl_s) for c in reservation.counters] if reservation else []
+        counters = counters if delta else []
+        if not counters and blob is None:
             return
-        delta = round(actual_usd * NANO) - reservation.amount
-        await self._adjust(reservation, delta)
+        try:
+            await self._store.adjust(counters, blob)
+        except StoreUnavailable as exc:
+            log.error("budget settle for team %s lost (%s): %+d nano-USD not recorded%s",
+                      reservation.team if reservation else "-", exc, delta, " (nor the cache entry)" if blob else "")
 
     async def release(self, reservation: Reservation | None) -> None:
         if reservation is not None:
-            await self._adjust(reservation, -reservation.amount)
+            await self.settle(reservation, 0.0)
 
     async def spent(self, team: str, period: str, now: datetime | None = None) -> tuple[float, float | None]:
         """(USD the team spent in the current ``period`` — day or month —, its limit)."""
@@ -105,14 +127,6 @@ class Budgets:
         key = _key(f"{{{team}}}:budget", period, now or datetime.now(UTC))
         value = (await self._store.read([key]))[0]
         return value / NANO, limit
-
-    async def _adjust(self, reservation: Reservation, delta: int) -> None:
-        if delta == 0:
-            return
-        try:
-            await self._store.adjust([Budget(c.key, delta, c.limit, c.ttl_s) for c in reservation.counters])
-        except StoreUnavailable as exc:
-            log.error("budget settle for team %s lost (%s): %+d nano-USD not recorded", reservation.team, exc, delta)
 
 
 def _set(spec: BudgetSpec) -> bool:

@@ -62,10 +62,18 @@ class ResponseCache:
         return self.spec.mode == "exact"
 
     def key(self, alias: str, endpoint: str, body: Mapping[str, object], team: str | None) -> str:
-        scope = "global" if self.spec.scope == "global" else f"team:{team or '-'}"
+        """``{team}:<sha256>`` (``{global}:…`` with ``scope: global``): a team-scoped entry shares
+        the team's Redis Cluster slot, so the admission script can read it with the team's limits."""
+        tag = "global" if self.spec.scope == "global" else (team or "-")
         material = {k: v for k, v in body.items() if k not in _IGNORED}
-        digest = hashlib.sha256(orjson.dumps([scope, endpoint, alias, material], option=orjson.OPT_SORT_KEYS))
-        return f"{{{scope}}}:{digest.hexdigest()}"
+        digest = hashlib.sha256(orjson.dumps([self.spec.scope, tag, endpoint, alias, material],
+                                             option=orjson.OPT_SORT_KEYS))
+        return f"{{{tag}}}:{digest.hexdigest()}"
+
+    def accept(self, raw: bytes | None, allowed: frozenset[str]) -> CachedAnswer | None:
+        """A stored entry as an answer for this request: only if its backend is allowed to see it."""
+        answer = CachedAnswer.decode(raw) if raw else None
+        return answer if answer is not None and answer.backend in allowed else None
 
     async def get(self, key: str, allowed: frozenset[str]) -> CachedAnswer | None:
         try:
@@ -73,14 +81,20 @@ class ResponseCache:
         except StoreUnavailable as exc:
             log.warning("cache lookup skipped: %s", exc)
             return None
-        answer = CachedAnswer.decode(raw) if raw else None
-        return answer if answer is not None and answer.backend in allowed else None
+        return self.accept(raw, allowed)
+
+    def entry(self, key: str, answer: CachedAnswer) -> tuple[str, bytes, int] | None:
+        """What ``put`` stores, as (key, value, ttl_s) — ``None`` when over ``max_entry_kb``."""
+        if len(answer.body) > self.spec.max_entry_kb * 1024:
+            return None
+        return key, answer.encode(), self.spec.ttl_s
 
     async def put(self, key: str, answer: CachedAnswer) -> None:
-        if len(answer.body) > self.spec.max_entry_kb * 1024:
+        entry = self.entry(key, answer)
+        if entry is None:
             return
         try:
-            await self._store.set_blob(key, answer.encode(), self.spec.ttl_s)
+            await self._store.set_blob(*entry)
         except StoreUnavailable as exc:
             log.warning("cache store skipped: %s", exc)
 

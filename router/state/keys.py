@@ -2,8 +2,9 @@
 keys and from keys created through the admin API / CLI (kept, hashed, in the store).
 
 Keys are never stored or logged in plain text: only their sha256. Comparison is
-constant-time (``hmac.compare_digest``). A key revoked or expired in the store is refused
-on the next request on every replica (the store is asked every time).
+constant-time (``hmac.compare_digest``). A key revoked in the store is refused on every
+replica as soon as the change announcement reaches it (``RedisStore`` caches key records
+only while subscribed to those announcements); expiry is checked on every request.
 """
 
 from __future__ import annotations

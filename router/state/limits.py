@@ -41,20 +41,29 @@ class RateLimiter:
 
     async def check(self, who: Principal, tokens: int) -> RateDecision | None:
         """Count this request; ``None`` when the team has no limits at all."""
-        windows = self._windows(who, tokens)
+        windows = self.windows(who, tokens)
         if not windows:
             return None
-        degraded = False
         try:
             results = await self._store.hit([w for w, _ in windows], WINDOW_S, time.time())
-            self._recovered()
         except StoreUnavailable as exc:
-            degraded = True
-            self._degraded(exc)
-            results = await self._fallback.hit([w for w, _ in windows], WINDOW_S, time.time())
-        return _decision(who, windows, results, degraded)
+            return await self.fallback(who, windows, exc)
+        return self.decide(who, windows, results)
 
-    def _windows(self, who: Principal, tokens: int) -> list[tuple[Window, str]]:
+    async def fallback(self, who: Principal, windows: list[tuple[Window, str]],
+                       exc: StoreUnavailable) -> RateDecision:
+        """The shared store did not answer: count in this process instead."""
+        self._degraded(exc)
+        results = await self._fallback.hit([w for w, _ in windows], WINDOW_S, time.time())
+        return _decision(who, windows, results, True)
+
+    def decide(self, who: Principal, windows: list[tuple[Window, str]], results: list[WindowResult]) -> RateDecision:
+        """The decision for windows the shared store counted (it answered: not degraded)."""
+        self._recovered()
+        return _decision(who, windows, results, False)
+
+    def windows(self, who: Principal, tokens: int) -> list[tuple[Window, str]]:
+        """The team's and the key's windows for a request of ``tokens``, with their labels."""
         spec = self._teams.get(who.team)
         if spec is None:
             return []

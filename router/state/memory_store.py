@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from router.state.store import Budget, KeyRecord, Window, WindowResult
+from router.state.store import Admission, Budget, KeyRecord, Window, WindowResult
 
 __all__ = ["MemoryStore", "sliding_position", "window_fits", "window_results"]
 
@@ -138,6 +138,17 @@ class MemoryStore:
                 return
             self._counters.popitem(last=False)
 
+    async def admit(self, windows: Sequence[Window], window_s: float, now: float, budgets: Sequence[Budget],
+                    blob_key: str | None) -> Admission:
+        results = await self.hit(windows, window_s, now) if windows else []
+        if not all(r.allowed for r in results):
+            return Admission(results, None, [], None)
+        blob = await self.get_blob(blob_key) if blob_key is not None else None
+        if blob is not None or not budgets:
+            return Admission(results, None, [], blob)
+        reserved, values = await self.reserve(budgets)
+        return Admission(results, reserved, values, None)
+
     async def reserve(self, budgets: Sequence[Budget]) -> tuple[bool, list[int]]:
         current = [self._spend.get(b.key, 0) for b in budgets]
         if any(c + b.amount > b.limit for c, b in zip(current, budgets, strict=True)):
@@ -145,9 +156,11 @@ class MemoryStore:
         await self.adjust(budgets)
         return True, [self._spend[b.key] for b in budgets]
 
-    async def adjust(self, budgets: Sequence[Budget]) -> None:
+    async def adjust(self, budgets: Sequence[Budget], blob: tuple[str, bytes, int] | None = None) -> None:
         for b in budgets:
             self._spend[b.key] = self._spend.get(b.key, 0) + b.amount
+        if blob is not None:
+            await self.set_blob(*blob)
 
     async def read(self, keys: Sequence[str]) -> list[int]:
         return [self._spend.get(k, 0) for k in keys]

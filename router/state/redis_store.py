@@ -17,6 +17,10 @@ Key layout (``prefix`` defaults to ``switchyard``; it must not contain ``{`` or 
   ``window.key`` carries the caller's Cluster hash tag (``{team}``), so all the buckets one
   ``hit`` touches share a slot and the Lua script is Cluster-safe — provided the caller
   puts one tag in every window of a call (``RateLimiter`` does).
+- ``{prefix}:cache:{tag}:{sha256}`` — cached answers (``tag`` is the team, or ``global``).
+- ``{prefix}:spend:{team}:…`` — budget counters (integer nano-USD).
+- ``{prefix}:keys:changed`` — the pub/sub channel announcing key creations and revocations
+  (``get_key`` caches records while subscribed; see ``_listen``).
 - ``{prefix}:key:{key_hash}`` — a virtual key record (hash: team, name, created_at,
   expires_at ("" for none), revoked ("0"/"1")); looked up by hash alone.
 - ``{prefix}:team-keys:{team}`` — set of the key hashes of a team, for listing.
@@ -37,6 +41,8 @@ counts; used values and ``retry_after_s`` are computed here from the counts it r
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -44,6 +50,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -53,71 +60,93 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from router.state.memory_store import sliding_position, window_results
-from router.state.store import Budget, KeyRecord, StoreUnavailable, Window, WindowResult
+from router.state.store import Admission, Budget, KeyRecord, StoreUnavailable, Window, WindowResult
 
 __all__ = ["RedisStore"]
 
 _HEALTH_CHECK_INTERVAL_S = 30  # PING a pooled connection idle this long before using it
 _LIST_LIMIT = 10_000  # list_keys() returns at most this many records
 _SCAN_COUNT = 500
+_EXACT = 2**53  # a limit above this (9 million USD in nano-USD) is "no limit": cjson's doubles stay exact
+_KEY_CACHE_MAX = 100_000  # key records cached per process (emptied when full)
+_LISTEN_POLL_S = 5.0
+_RESUBSCRIBE_S = 1.0
+log = logging.getLogger("switchyard.store")
 
-# KEYS: per window, its current then previous bucket. ARGV: f, then (cost, limit) per window,
-# then the bucket ttl in ms. Returns {all_fit, then per window: fits, cur, prev} with the
-# counts *before* this hit. The test is memory_store.window_fits, operation for operation.
-_HIT_LUA = """
-local n = #KEYS / 2
-local keep = 1 - tonumber(ARGV[1])
-local out = {1}
-for i = 1, n do
+# The one admission script (``hit``, ``reserve`` and ``admit`` all run it).
+# KEYS: per window its current then previous bucket; then the budget counters; then the blob
+# key, if any. ARGV[1]: one JSON array (one argument to encode instead of dozens: the client's
+# cost is per argument): n_windows, n_budgets, has_blob (0/1), f, (cost, limit) per window,
+# the bucket ttl in ms, then (amount, limit, ttl_s) per budget. Counts and nano-USD amounts
+# stay below 2^53, exact in cjson's doubles.
+# Returns {all_fit, reserved (-1 not tried, 0 refused, 1 done), blob ('' if none or not read),
+# then per window: fits, cur, prev (counts *before* this hit), then per budget its value}.
+# The window test is memory_store.window_fits, operation for operation.
+_ADMIT_LUA = """
+local a = cjson.decode(ARGV[1])
+local nw, nb, has_blob, keep = a[1], a[2], a[3] == 1, 1 - a[4]
+local out = {1, -1, ''}
+for i = 1, nw do
   local cur = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
   local prev = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
   local fits = 0
-  if prev * keep + cur + tonumber(ARGV[2 * i]) <= tonumber(ARGV[2 * i + 1]) then fits = 1 end
+  if prev * keep + cur + a[3 + 2 * i] <= a[4 + 2 * i] then fits = 1 end
   if fits == 0 then out[1] = 0 end
   out[#out + 1] = fits
   out[#out + 1] = cur
   out[#out + 1] = prev
 end
-if out[1] == 1 then
-  local ttl = ARGV[2 * n + 2]
-  for i = 1, n do
-    redis.call('INCRBY', KEYS[2 * i - 1], ARGV[2 * i])
-    redis.call('PEXPIRE', KEYS[2 * i - 1], ttl)
-  end
+if out[1] == 0 then return out end
+local ttl_ms = a[5 + 2 * nw]
+for i = 1, nw do
+  redis.call('INCRBY', KEYS[2 * i - 1], a[3 + 2 * i])
+  redis.call('PEXPIRE', KEYS[2 * i - 1], ttl_ms)
 end
-return out
-"""
-
-# KEYS[1]: a key record. Sets revoked=1 only if the record exists (never creates a stub).
-#: All-or-nothing reservation: KEYS = counters; ARGV = (amount, limit, ttl_s) per key.
-_RESERVE_LUA = """
-local n = #KEYS
-local cur = {}
-for i = 1, n do
-  cur[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if cur[i] + tonumber(ARGV[3 * i - 2]) > tonumber(ARGV[3 * i - 1]) then
-    local out = {0}
-    for j = 1, n do out[j + 1] = tonumber(redis.call('GET', KEYS[j]) or '0') end
+if has_blob then
+  local blob = redis.call('GET', KEYS[2 * nw + nb + 1])
+  if blob then
+    out[3] = blob
     return out
   end
 end
-local out = {1}
-for i = 1, n do
-  out[i + 1] = redis.call('INCRBY', KEYS[i], ARGV[3 * i - 2])
-  redis.call('EXPIRE', KEYS[i], ARGV[3 * i])
+if nb == 0 then return out end
+local b = 5 + 2 * nw
+local ok = 1
+for i = 1, nb do
+  local cur = tonumber(redis.call('GET', KEYS[2 * nw + i]) or '0')
+  if cur + a[b + 3 * i - 2] > a[b + 3 * i - 1] then ok = 0 end
+end
+out[2] = ok
+for i = 1, nb do
+  local key = KEYS[2 * nw + i]
+  if ok == 1 then
+    out[#out + 1] = redis.call('INCRBY', key, a[b + 3 * i - 2])
+    redis.call('EXPIRE', key, a[b + 3 * i])
+  else
+    out[#out + 1] = tonumber(redis.call('GET', key) or '0')
+  end
 end
 return out
 """
 
 #: Unconditional adjustment (settle / release): ARGV = (delta, ttl_s) per key.
+#: KEYS: the counters, then the blob key if any; ARGV[1]: JSON [(delta, ttl_s) per counter,
+#: then the blob's ttl_s]; ARGV[2]: the blob's value.
 _ADJUST_LUA = """
-for i = 1, #KEYS do
-  redis.call('INCRBY', KEYS[i], ARGV[2 * i - 1])
-  redis.call('EXPIRE', KEYS[i], ARGV[2 * i])
+local a = cjson.decode(ARGV[1])
+local n = #KEYS
+if ARGV[2] then n = n - 1 end
+for i = 1, n do
+  redis.call('INCRBY', KEYS[i], a[2 * i - 1])
+  redis.call('EXPIRE', KEYS[i], a[2 * i])
+end
+if ARGV[2] then
+  redis.call('SET', KEYS[n + 1], ARGV[2], 'EX', a[2 * n + 1])
 end
 return 1
 """
 
+#: KEYS[1]: a key record. Sets revoked=1 only if the record exists (never creates a stub).
 _REVOKE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'revoked', '1')
@@ -138,9 +167,15 @@ class RedisStore:
         client, helpers = _client(url, timeout_s)
         self._redis: Any = client  # Redis or RedisCluster: the same commands
         self._helpers: list[Any] = helpers  # closed with it
-        self._hit_script = self._redis.register_script(_HIT_LUA)
+        self._admit_script = self._redis.register_script(_ADMIT_LUA)
+        self._keys_channel = f"{prefix}:keys:changed"
+        self._key_cache: dict[str, KeyRecord] = {}
+        self._key_cache_live = False  # True while subscribed to key changes
+        self._key_generation = 0  # bumped by every change announced (and every (un)subscribe)
+        self._listener: asyncio.Task[None] | None = None
+        self._subscription: Any = None  # the listener's PubSub
+        self._pubsub_ok = not isinstance(client, RedisCluster)  # no pub/sub client for Cluster here
         self._revoke_script = self._redis.register_script(_REVOKE_LUA)
-        self._reserve_script = self._redis.register_script(_RESERVE_LUA)
         self._adjust_script = self._redis.register_script(_ADJUST_LUA)
 
     @asynccontextmanager
@@ -159,15 +194,32 @@ class RedisStore:
     async def hit(self, windows: Sequence[Window], window_s: float, now: float) -> list[WindowResult]:
         if not windows:
             return []
+        return (await self._admit(windows, window_s, now, (), None, "rate-limit hit")).windows
+
+    async def admit(self, windows: Sequence[Window], window_s: float, now: float, budgets: Sequence[Budget],
+                    blob_key: str | None) -> Admission:
+        return await self._admit(windows, window_s, now, budgets, blob_key, "admit")
+
+    async def _admit(self, windows: Sequence[Window], window_s: float, now: float, budgets: Sequence[Budget],
+                     blob_key: str | None, what: str) -> Admission:
         b, f = sliding_position(now, window_s)
         keys = [k for w in windows for k in (self._bucket(w.key, b), self._bucket(w.key, b - 1))]
-        args = [repr(f), *(v for w in windows for v in (w.cost, w.limit)), math.ceil(2000 * window_s)]
-        async with self._guard("rate-limit hit"):
-            reply = await self._hit_script(keys=keys, args=args)
-        per_window = [reply[i:i + 3] for i in range(1, len(reply), 3)]
+        keys += [self._spend(x.key) for x in budgets]
+        if blob_key is not None:
+            keys.append(self._blob(blob_key))
+        args = [len(windows), len(budgets), int(blob_key is not None), f,
+                *(v for w in windows for v in (w.cost, w.limit)), math.ceil(2000 * window_s),
+                *(v for x in budgets for v in (x.amount, min(x.limit, _EXACT), x.ttl_s))]
+        async with self._guard(what):
+            reply = await self._admit_script(keys=keys, args=[orjson.dumps(args)])
+        end = 3 + 3 * len(windows)
+        per_window = [reply[i:i + 3] for i in range(3, end, 3)]
         fits = [bool(ok) for ok, _, _ in per_window]
         counts = [(int(cur), int(prev)) for _, cur, prev in per_window]
-        return window_results(windows, counts, fits, f, window_s)
+        reserved = None if int(reply[1]) < 0 else bool(reply[1])
+        blob = reply[2].encode() if reply[2] else None
+        return Admission(window_results(windows, counts, fits, f, window_s), reserved,
+                         [int(v) for v in reply[end:]], blob)
 
     def _bucket(self, window_key: str, b: int) -> str:
         return f"{self._prefix}:rl:{window_key}:{b}"
@@ -182,23 +234,31 @@ class RedisStore:
 
     # -- budgets ---------------------------------------------------------------------------
 
+    def _blob(self, key: str) -> str:
+        return f"{self._prefix}:cache:{key}"
+
     def _spend(self, key: str) -> str:
         return f"{self._prefix}:spend:{key}"
 
     async def reserve(self, budgets: Sequence[Budget]) -> tuple[bool, list[int]]:
         if not budgets:
             return True, []
-        args = [v for b in budgets for v in (b.amount, b.limit, b.ttl_s)]
-        async with self._guard("budget reserve"):
-            reply = await self._reserve_script(keys=[self._spend(b.key) for b in budgets], args=args)
-        return bool(reply[0]), [int(v) for v in reply[1:]]
+        admission = await self._admit((), 60.0, 0.0, budgets, None, "budget reserve")
+        return bool(admission.reserved), admission.values
 
-    async def adjust(self, budgets: Sequence[Budget]) -> None:
-        if not budgets:
+    async def adjust(self, budgets: Sequence[Budget], blob: tuple[str, bytes, int] | None = None) -> None:
+        if not budgets and blob is None:
             return
-        args = [v for b in budgets for v in (b.amount, b.ttl_s)]
+        keys = [self._spend(b.key) for b in budgets]
+        numbers: list[int] = [v for b in budgets for v in (b.amount, b.ttl_s)]
+        args: list[bytes] = []
+        if blob is not None:
+            keys.append(self._blob(blob[0]))
+            numbers.append(blob[2])
+            args.append(blob[1])
+        args.insert(0, orjson.dumps(numbers))
         async with self._guard("budget settle"):
-            await self._adjust_script(keys=[self._spend(b.key) for b in budgets], args=args)
+            await self._adjust_script(keys=keys, args=args)
 
     async def read(self, keys: Sequence[str]) -> list[int]:
         if not keys:
@@ -217,24 +277,73 @@ class RedisStore:
             await self._redis.sadd(self._team_key(record.team), record.key_hash)
             if old_team is not None and old_team != record.team:
                 await self._redis.srem(self._team_key(old_team), record.key_hash)
+            await self._redis.publish(self._keys_channel, record.key_hash)
 
     async def get_key(self, key_hash: str) -> KeyRecord | None:
+        """From this process's key cache while it is kept fresh (see ``_listen``), else Redis."""
+        if self._key_cache_live:
+            cached = self._key_cache.get(key_hash)
+            if cached is not None:
+                return cached
+        elif self._listener is None and self._pubsub_ok:
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+        generation = self._key_generation
         async with self._guard("get key"):
             fields = await self._redis.hgetall(self._record_key(key_hash))
-        return _record(key_hash, fields) if fields else None
+        record = _record(key_hash, fields) if fields else None
+        if record is not None and self._key_cache_live and generation == self._key_generation:
+            if len(self._key_cache) >= _KEY_CACHE_MAX:
+                self._key_cache.clear()
+            self._key_cache[key_hash] = record  # no change was announced while it was read
+        return record
+
+    async def _listen(self) -> None:
+        """Keep the key cache fresh: every ``put_key`` / ``revoke_key`` (on any replica)
+        publishes the key's hash on ``{prefix}:keys:changed``; this process drops that entry
+        when the message arrives. The cache is used only while subscribed: it is emptied
+        and switched off when the subscription breaks, and emptied again on (re)connect,
+        since announcements may have been missed in between. Reconnects every second."""
+        while True:
+            pubsub = self._subscription = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._keys_channel)
+                pubsub.connection.register_connect_callback(self._resubscribed)
+                self._forget_keys(live=True)
+                while True:
+                    message = await pubsub.get_message(timeout=_LISTEN_POLL_S)
+                    if message is not None and message.get("type") == "message":
+                        self._key_generation += 1
+                        self._key_cache.pop(str(message["data"]), None)
+            except (RedisError, OSError) as exc:
+                log.info("key cache off until the key-change subscription is back: %s", _short(exc))
+            finally:
+                self._forget_keys(live=False)
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            await asyncio.sleep(_RESUBSCRIBE_S)
+
+    async def _resubscribed(self, connection: object) -> None:
+        self._forget_keys(live=True)  # the client reconnected by itself: announcements may be lost
+
+    def _forget_keys(self, live: bool) -> None:
+        self._key_generation += 1
+        self._key_cache.clear()
+        self._key_cache_live = live
 
     async def get_blob(self, key: str) -> bytes | None:
         async with self._guard("cache get"):
-            value = await self._redis.get(f"{self._prefix}:cache:{key}")
+            value = await self._redis.get(self._blob(key))
         return value if isinstance(value, bytes) else (value.encode() if isinstance(value, str) else None)
 
     async def set_blob(self, key: str, value: bytes, ttl_s: int) -> None:
         async with self._guard("cache set"):
-            await self._redis.set(f"{self._prefix}:cache:{key}", value, ex=ttl_s)
+            await self._redis.set(self._blob(key), value, ex=ttl_s)
 
     async def revoke_key(self, key_hash: str) -> bool:
         async with self._guard("revoke key"):
-            return bool(await self._revoke_script(keys=[self._record_key(key_hash)]))
+            revoked = bool(await self._revoke_script(keys=[self._record_key(key_hash)]))
+            await self._redis.publish(self._keys_channel, key_hash)
+        return revoked
 
     async def list_keys(self, team: str | None = None) -> list[KeyRecord]:
         """Records of ``team`` (from its set) or of every team (``SCAN``; an admin call, at most
@@ -283,7 +392,15 @@ class RedisStore:
             await self._redis.ping()
 
     async def close(self) -> None:
-        """Close the connection pool (idempotent; errors while closing are ignored)."""
+        """Stop the key-change listener and close the connection pool (idempotent; errors
+        while closing are ignored)."""
+        listener, self._listener, self._pubsub_ok = self._listener, None, False
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await listener
+        self._forget_keys(live=False)
         for client in (self._redis, *self._helpers):
             try:
                 await client.aclose()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Budget", "KeyRecord", "Store", "StoreUnavailable", "Window", "WindowResult"]
+__all__ = ["Admission", "Budget", "KeyRecord", "Store", "StoreUnavailable", "Window", "WindowResult"]
 
 
 class StoreUnavailable(Exception):
@@ -65,6 +65,16 @@ class KeyRecord:
     budget_monthly_usd: float | None = None  # this key's own budget per UTC month
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What ``Store.admit`` did, in one atomic step."""
+
+    windows: list[WindowResult]  # as ``hit`` returns them (counted iff all allowed)
+    reserved: bool | None  # the budgets were reserved; False: one would pass its limit; None: not tried
+    values: list[int]  # the budget counters after the reservation (or as they are, if refused); [] if not tried
+    blob: bytes | None  # the value at ``blob_key`` (read only when the windows fit)
+
+
 class Store(Protocol):
     kind: str
 
@@ -78,8 +88,19 @@ class Store(Protocol):
         nothing). Returns (reserved, the counters' values after — or as they are, if not)."""
         ...
 
-    async def adjust(self, budgets: Sequence[Budget]) -> None:
-        """Add each ``amount`` (may be negative: settle to actual cost, or release) unconditionally."""
+    async def admit(self, windows: Sequence[Window], window_s: float, now: float, budgets: Sequence[Budget],
+                    blob_key: str | None) -> Admission:
+        """A request's whole admission in one atomic step (one round trip in Redis): count the
+        rate-limit ``windows`` as ``hit`` does; if they fit, read ``blob_key`` (a cached answer);
+        if there is none, reserve ``budgets`` as ``reserve`` does. Nothing is reserved when the
+        windows are full or a blob is found. In Redis every key of one call must share one
+        Cluster slot (the callers tag them all with ``{team}``)."""
+        ...
+
+    async def adjust(self, budgets: Sequence[Budget], blob: tuple[str, bytes, int] | None = None) -> None:
+        """Add each ``amount`` (may be negative: settle to actual cost, or release) unconditionally;
+        with ``blob`` = (key, value, ttl_s), also store it (``set_blob``) in the same round trip
+        (in Redis it must share the counters' Cluster slot)."""
         ...
 
     async def read(self, keys: Sequence[str]) -> list[int]:
