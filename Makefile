@@ -36,6 +36,7 @@ lint: install
 ## test: install everything, then lint and run the whole suite (real llama.cpp server, real Redis)
 test: install local-model lint
 	bash deploy/redis/ensure-redis.sh
+	bash tests/tools/ensure-debian-tools.sh
 	$(PY) -m pytest
 
 ## bench: gateway overhead against a direct call to a fast mock upstream

@@ -31,6 +31,7 @@ from policies.models import (
     Settings,
     Spillover,
     TeamSpec,
+    TelemetrySpec,
     Timeouts,
     level_rank,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "BackendSpec",
     "BudgetSpec",
     "CacheSpec",
+    "TelemetrySpec",
     "Candidate",
     "CircuitSpec",
     "CompiledRule",

@@ -27,7 +27,7 @@ __all__ = ["LoadedPolicy", "load_policy", "load_policy_text"]
 
 Loc = tuple[str | int, ...]
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_RESERVED = {"telemetry"}
+_RESERVED: set[str] = set()  # top-level keys kept for a later version (none now)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -199,6 +199,12 @@ def _references(data: dict[str, object], lines: dict[Loc, int], file: str) -> li
                     loc: Loc = ("models", alias, "targets", i)
                     issues.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc),
                                               f"unknown backend {target!r} (backends: {known})"))
+    telemetry = data.get("telemetry")
+    reference = telemetry.get("reference_backend") if isinstance(telemetry, dict) else None
+    if isinstance(reference, str) and isinstance(backends, dict) and reference not in backends:
+        loc = ("telemetry", "reference_backend")
+        issues.append(PolicyIssue(file, _line_of(lines, loc), dotted(loc),
+                                  f"unknown backend {reference!r} (backends: {', '.join(sorted(backends))})"))
     default = settings.get("default_alias") if isinstance(settings, dict) else None
     if isinstance(default, str) and not (isinstance(models, dict) and default in models):
         loc = ("settings", "default_alias")

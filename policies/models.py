@@ -249,6 +249,16 @@ class CacheSpec(_Frozen):
     max_entry_kb: Annotated[int, Field(ge=1)] = 256
 
 
+class TelemetrySpec(_Frozen):
+    """What the gateway reports about itself (traces, metrics, the dashboard)."""
+
+    #: The closed backend whose price the savings are measured against ("what these tokens
+    #: would have cost on X"). Default: the first closed backend of the policy with a price.
+    reference_backend: str | None = None
+    #: Record prompt and completion text in trace spans (off: never recorded).
+    record_content: bool = False
+
+
 class Price(_Frozen):
     """Price of a backend. Closed models: per million tokens (overrides the price table).
     Self-hosted: the GPU's hourly cost and its throughput, amortised over tokens."""
@@ -363,16 +373,15 @@ class Policy(_Frozen):
     rules: list[Rule] = []
     teams: dict[str, TeamSpec] = {}
     cache: CacheSpec = CacheSpec()
-    # Reserved for later work; accepted only when absent (or null) so that files written
-    # for a newer gateway fail loudly instead of being half-applied.
-    telemetry: None = None
+    telemetry: TelemetrySpec = TelemetrySpec()
 
-    @field_validator("rules", "sensitivity", "settings", "teams", "cache", mode="before")
+    @field_validator("rules", "sensitivity", "settings", "teams", "cache", "telemetry", mode="before")
     @classmethod
     def _empty_is_default(cls, value: object, info: object) -> object:
         """``rules:`` with nothing under it (YAML null) means the default, not an error."""
         if value is None:
-            defaults: dict[str, object] = {"rules": [], "sensitivity": {}, "settings": {}, "teams": {}, "cache": {}}
+            defaults: dict[str, object] = {"rules": [], "sensitivity": {}, "settings": {}, "teams": {}, "cache": {},
+                                           "telemetry": {}}
             return defaults[info.field_name]  # type: ignore[attr-defined]
         return value
 

@@ -15,25 +15,33 @@ import aiohttp
 from aiohttp import web
 
 from policies import LoadedPolicy
+from router.dashboard import routes as dashboard_routes
 from router.gateway import open_gateway
 from router.handlers import routes
-from router.middlewares import authenticate, errors_and_ids, stamp_headers
+from router.middlewares import authenticate, errors_and_ids, observe, stamp_headers
 from router.reload import SERVING, Serving
 from router.settings import SETTINGS, Settings
+from router.state.stats import Stats
 from router.state.store import Store
+from router.telemetry import Telemetry
 
-__all__ = ["create_app", "open_store"]
+__all__ = ["TELEMETRY", "create_app", "open_store"]
 log = logging.getLogger("switchyard")
+TELEMETRY = web.AppKey("telemetry", Telemetry)
 
 
-def create_app(settings: Settings, loaded: LoadedPolicy, policy_path: Path | None = None) -> web.Application:
-    """``policy_path``: the file to reload on SIGHUP / change (``None``: no reloads)."""
+def create_app(settings: Settings, loaded: LoadedPolicy, policy_path: Path | None = None,
+               telemetry: Telemetry | None = None) -> web.Application:
+    """``policy_path``: the file to reload on SIGHUP / change (``None``: no reloads).
+    ``telemetry``: given by tests (an in-memory span exporter); else built from ``settings``."""
     max_body = int(loaded.policy.settings.max_body_mb * 1024 * 1024)
-    app = web.Application(client_max_size=max_body, middlewares=[errors_and_ids, authenticate])
+    app = web.Application(client_max_size=max_body, middlewares=[errors_and_ids, observe, authenticate])
     app[SETTINGS] = settings
+    if telemetry is not None:
+        app[TELEMETRY] = telemetry
     app.cleanup_ctx.append(_serving_ctx(loaded, policy_path))
     app.on_response_prepare.append(stamp_headers)
-    app.add_routes(routes())
+    app.add_routes(routes() + dashboard_routes())
     return app
 
 
@@ -45,16 +53,22 @@ def _serving_ctx(loaded: LoadedPolicy, path: Path | None
                                          keepalive_timeout=30)
         session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         store = open_store(settings)
+        telemetry = app.get(TELEMETRY) or Telemetry(enabled=settings.telemetry)
+        stats = Stats(store)
         try:
-            serving = Serving(await open_gateway(loaded, session, store), path, session, store)
+            gateway = await open_gateway(loaded, session, store, telemetry=telemetry, stats=stats)
+            serving = Serving(gateway, path, session, store)
             app[SERVING] = serving
             _announce(loaded)
             serving.start(watch=path is not None and loaded.policy.settings.watch)
+            stats.start()
             yield
             await serving.stop()
         finally:
+            await stats.stop()
             await session.close()
             await store.close()
+            telemetry.shutdown()
 
     return ctx
 

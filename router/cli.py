@@ -2,6 +2,7 @@
 
     switchyard serve [--policy FILE] [--host H] [--port P] [--workers N]
     switchyard policy check FILE…
+    switchyard report [--since 24h] [--json] [--redis-url URL | --url URL --key K]
     switchyard --version
 
 ``serve`` reads ``SWITCHYARD_POLICY``, ``SWITCHYARD_HOST``, ``SWITCHYARD_PORT`` and
@@ -64,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--team")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id (12 hex) or the key itself")
     revoke.add_argument("id")
+    report = sub.add_parser("report", help="spend, tokens, savings and top rules for a time window")
+    report.add_argument("--since", default="24h", help="the window, e.g. 90m, 24h, 30d (default 24h)")
+    report.add_argument("--json", action="store_true", help="the raw counters as JSON")
+    report.add_argument("--redis-url", help="read every replica's counters from Redis (env SWITCHYARD_REDIS_URL)")
+    report.add_argument("--url", help="ask a running gateway instead (default http://127.0.0.1:4000)")
+    report.add_argument("--key", help="its dashboard or admin key (env SWITCHYARD_DASHBOARD_KEY / _ADMIN_KEY)")
     policy = sub.add_parser("policy", help="work with policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     check = policy_sub.add_parser("check", help="validate policy files; exit 1 on any error")
@@ -87,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         from router.keyscli import run_keys
 
         return run_keys(args, os.environ)
+    if args.command == "report":
+        from router.reportcli import run_report
+
+        return run_report(args, os.environ)
     try:
         settings = Settings.from_env(os.environ, policy=args.policy, host=args.host, port=args.port,
                                      workers=args.workers, log_level=args.log_level, redis_url=args.redis_url,

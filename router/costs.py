@@ -10,16 +10,29 @@ import orjson
 
 from policies import TokenPrice, cost
 
-__all__ = ["answer_cost", "format_usd"]
+__all__ = ["answer_cost", "format_usd", "parse_answer", "tokens", "usage_cost"]
 
 
-def answer_cost(body: bytes, price: TokenPrice) -> float | None:
-    """USD for a complete JSON answer, or ``None`` when it carries no usable usage."""
+def parse_answer(body: bytes) -> Mapping[str, object]:
+    """A complete JSON answer as a mapping (``{}`` when it is not one)."""
     try:
-        usage = orjson.loads(body).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, Mapping) else {}
+
+
+def answer_cost(answer: Mapping[str, object], price: TokenPrice) -> float | None:
+    """USD for a parsed answer, or ``None`` when it carries no usable usage."""
+    usage = answer.get("usage")
     return usage_cost(usage, price) if isinstance(usage, Mapping) else None
+
+
+def tokens(usage: object) -> tuple[int | None, int | None]:
+    """(input, output) tokens of a usage object."""
+    if not isinstance(usage, Mapping):
+        return None, None
+    return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
 
 
 def usage_cost(usage: Mapping[str, object], price: TokenPrice) -> float:

@@ -16,6 +16,7 @@ partial answer as a prefill.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -28,8 +29,10 @@ from router.chunks import ChunkTracker
 from router.errors import AllBackendsFailed, NoBackendAvailable, PolicyDenied
 from router.health import Circuits
 from router.load import LoadMonitor
+from router.record import RequestRecord
 from router.retry import retry_same_backend
 from router.runtime import Runtime
+from router.telemetry import Telemetry
 
 __all__ = ["Answer", "Engine", "StreamAnswer"]
 
@@ -42,6 +45,7 @@ class Answer:
     backend: str
     response: BackendResponse
     failures: Failures = field(default_factory=list)
+    upstream_s: float = 0.0  # time spent in attempts (retries and failovers included)
 
 
 @dataclass(slots=True)
@@ -51,38 +55,44 @@ class StreamAnswer:
     events: AsyncIterator[bytes]
     first: bytes
     failures: Failures = field(default_factory=list)
+    upstream_s: float = 0.0  # time spent in attempts, up to and including the first event
 
 
 class Engine:
-    def __init__(self, runtime: Runtime, circuits: Circuits, load: LoadMonitor) -> None:
+    def __init__(self, runtime: Runtime, circuits: Circuits, load: LoadMonitor,
+                 telemetry: Telemetry | None = None) -> None:
         self.runtime = runtime
         self.circuits = circuits
         self.load = load
+        self.telemetry = telemetry or Telemetry(enabled=False)
 
     def spec(self, name: str) -> BackendSpec:
         return self.runtime.loaded.policy.backends[name]
 
-    async def complete(self, plan: Plan, request: BackendRequest, scan: Scan | None = None) -> Answer:
-        run = _Run(self, plan, request, scan)
+    async def complete(self, plan: Plan, request: BackendRequest, scan: Scan | None = None,
+                       record: RequestRecord | None = None) -> Answer:
+        run = _Run(self, plan, request, scan, record)
         for name, backend in run.candidates():
-            req = run.request_for(name)
             try:
-                response = await run.attempt(name, lambda b=backend, r=req: b.complete(r))
+                response = await run.attempt(name, run.request_for(name), lambda r, b=backend: b.complete(r))
             except BackendError as exc:
                 run.after_failure(name, exc)
                 continue
-            return Answer(name, response, run.failures)
+            return Answer(name, response, run.failures, run.upstream_s)
         raise run.exhausted()
 
-    async def open_stream(self, plan: Plan, request: BackendRequest, scan: Scan | None = None) -> StreamAnswer:
-        run = _Run(self, plan, request, scan)
+    async def open_stream(self, plan: Plan, request: BackendRequest, scan: Scan | None = None,
+                          record: RequestRecord | None = None) -> StreamAnswer:
+        run = _Run(self, plan, request, scan, record)
         for name, backend in run.candidates():
-            req = run.request_for(name)
             try:
-                return await run.attempt(name, lambda n=name, b=backend, r=req: _first_event(n, b, r, run),
-                                         stream=True)
+                answer = await run.attempt(name, run.request_for(name),
+                                           lambda r, n=name, b=backend: _first_event(n, b, r, run), stream=True)
             except BackendError as exc:
                 run.after_failure(name, exc)
+                continue
+            answer.upstream_s = run.upstream_s
+            return answer
         raise run.exhausted()
 
     async def recover(self, plan: Plan, request: BackendRequest, tracker: ChunkTracker,
@@ -164,7 +174,8 @@ def _continuation_request(request: BackendRequest, partial: str, tokens_so_far: 
 class _Run:
     """The bookkeeping of one request's attempts."""
 
-    def __init__(self, engine: Engine, plan: Plan, request: BackendRequest, scan: Scan | None) -> None:
+    def __init__(self, engine: Engine, plan: Plan, request: BackendRequest, scan: Scan | None,
+                 record: RequestRecord | None = None) -> None:
         if plan.denied is not None:
             raise PolicyDenied(f"denied by rule {plan.rule!r}: {plan.denied}")
         if plan.unavailable is not None:
@@ -177,6 +188,9 @@ class _Run:
         self.failures: Failures = []
         self.skipped: list[tuple[str, str]] = list(plan.skipped)
         self.context_floor: int | None = None
+        self.record = record
+        self.upstream_s = 0.0
+        self.attempts = 0
 
     def request_for(self, name: str) -> BackendRequest:
         """The request as ``name`` may see it: redacted for closed targets when the rule says so."""
@@ -199,15 +213,27 @@ class _Run:
                 continue
             yield name, self.engine.runtime.backends[name]
 
-    async def attempt(self, name: str, call: Callable[[], Awaitable[T]], stream: bool = False) -> T:
-        """One target, with its retries. A stream that opens stays counted as in flight until
-        the relay ends it (``LoadMonitor.exit``)."""
-        circuit, load = self.engine.circuits[name], self.engine.load
+    async def attempt(self, name: str, request: BackendRequest, call: Callable[[BackendRequest], Awaitable[T]],
+                      stream: bool = False) -> T:
+        """One target, with its retries (each try is an attempt span, and counts in
+        ``upstream_s``). A stream that opens stays counted as in flight until the relay ends
+        it (``LoadMonitor.exit``)."""
+        engine = self.engine
+        circuit, load, spec = engine.circuits[name], engine.load, engine.spec(name)
+        loop = asyncio.get_running_loop()
 
         async def once() -> T:
+            self.attempts += 1
+            started = loop.time()
             load.enter(name)
             try:
-                result = await call()
+                if self.record is None or not engine.telemetry.tracing:
+                    result = await call(request)
+                else:
+                    with engine.telemetry.attempt_span(self.record, name, spec, self.attempts) as traceparent:
+                        sent = request if traceparent is None or not spec.direct else \
+                            dataclasses.replace(request, traceparent=traceparent)
+                        result = await call(sent)
             except BackendError as exc:
                 load.exit(name)
                 circuit.failure(exc)
@@ -217,12 +243,14 @@ class _Run:
                 load.exit(name)
                 circuit.release()
                 raise
+            finally:
+                self.upstream_s += loop.time() - started
             if not stream:
                 load.exit(name)
             circuit.success()
             return result
 
-        return await retry_same_backend(once, self.engine.spec(name).retry, circuit)
+        return await retry_same_backend(once, spec.retry, circuit)
 
     def after_failure(self, name: str, exc: BackendError) -> None:
         """Decide whether failing over can help; re-raise ``exc`` when it cannot."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from backends import Endpoint
-from policies import LoadedPolicy, Plan, RequestFacts, UnknownAlias
+from policies import LoadedPolicy, Plan, Policy, RequestFacts, TokenPrice, UnknownAlias
 from policies.sensitivity import Scan
 from router.body import ParsedBody
 from router.engine import Engine
@@ -31,7 +31,9 @@ from router.state.budgets import Budgets
 from router.state.cache import ResponseCache
 from router.state.keys import KeyRing
 from router.state.limits import RateLimiter
+from router.state.stats import Stats
 from router.state.store import Store, StoreUnavailable
+from router.telemetry import Telemetry
 
 __all__ = ["Gateway", "open_gateway"]
 
@@ -47,6 +49,10 @@ class Gateway:
     budgets: Budgets
     cache: ResponseCache
     gatekeeper: Gatekeeper
+    telemetry: Telemetry
+    stats: Stats
+    #: the price savings are measured against (``telemetry.reference_backend``; None: no savings)
+    reference_price: TokenPrice | None = None
     auth_required: bool = False
     #: some rule reads ``budget_remaining``: only then is it fetched (one store round trip)
     needs_budget_fact: bool = False
@@ -84,9 +90,13 @@ class Gateway:
 
 
 async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession, store: Store,
-                       previous: Gateway | None = None) -> Gateway:
+                       previous: Gateway | None = None, telemetry: Telemetry | None = None,
+                       stats: Stats | None = None) -> Gateway:
     """Build and start the serving state for ``loaded``. Circuit state carries over from
-    ``previous`` for backends whose name and circuit settings did not change."""
+    ``previous`` for backends whose name and circuit settings did not change; so do its
+    telemetry and counters (one per process)."""
+    telemetry = telemetry or (previous.telemetry if previous else Telemetry(enabled=False))
+    stats = stats or (previous.stats if previous else Stats(store))
     runtime = build_runtime(loaded, session)
     specs = {name: loaded.policy.backends[name].circuit for name in runtime.backends}
     circuits = Circuits(specs, carry=previous.engine.circuits if previous else None)
@@ -95,8 +105,10 @@ async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession, sto
                        stale_after_s=settings.load_stale_after_s)
     keys, limits = KeyRing(loaded.policy, store), RateLimiter(loaded.policy, store)
     budgets, cache = Budgets(loaded.policy, store), ResponseCache(loaded.policy.cache, store)
-    gateway = Gateway(runtime, Engine(runtime, circuits, load), load, keys, limits, budgets, cache,
-                      Gatekeeper(store, limits, budgets, cache),
+    telemetry.record_content = loaded.policy.telemetry.record_content
+    gateway = Gateway(runtime, Engine(runtime, circuits, load, telemetry), load, keys, limits, budgets, cache,
+                      Gatekeeper(store, limits, budgets, cache), telemetry, stats,
+                      reference_price(loaded.policy, runtime.planner.prices),
                       auth_required=keys.has_policy_keys or await _store_has_keys(store),
                       needs_budget_fact=any("budget_remaining" in r.condition.facts for r in loaded.rules))
     if not gateway.auth_required:
@@ -104,6 +116,16 @@ async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession, sto
                     "Add teams.<team>.keys to the policy or create keys with `switchyard keys create`.")
     gateway.start()
     return gateway
+
+
+def reference_price(policy: Policy, prices: dict[str, TokenPrice]) -> TokenPrice | None:
+    """``telemetry.reference_backend``'s price, else the first closed backend's with a known price."""
+    name = policy.telemetry.reference_backend
+    if name is None:
+        name = next((n for n, spec in policy.backends.items()
+                     if not spec.is_self_hosted and prices[n].source != "unknown"), None)
+    price = prices.get(name) if name is not None else None
+    return price if price is not None and price.source != "unknown" else None
 
 
 async def _store_has_keys(store: Store) -> bool:

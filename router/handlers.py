@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 
 import orjson
 from aiohttp import web
@@ -12,18 +13,20 @@ from backends import BackendRequest, Endpoint
 from policies import Plan, RequestFacts
 from policies.sensitivity import Scan
 from router.body import ParsedBody, parse_body
-from router.costs import answer_cost, format_usd, usage_cost
+from router.costs import answer_cost, format_usd, parse_answer, tokens, usage_cost
 from router.engine import Answer
 from router.errors import InvalidRequest
 from router.explain import explain_json
 from router.gateway import Gateway
-from router.middlewares import PRINCIPAL, REQUEST_ID, ROUTE, RULE
+from router.middlewares import PRINCIPAL, RECORD, REQUEST_ID, ROUTE, RULE, STARTED
+from router.record import RequestRecord
 from router.reload import SERVING
 from router.state.budgets import Reservation
 from router.state.cache import CachedAnswer, replay_sse
 from router.state.keys import create_key, find_key
 from router.state.store import StoreUnavailable
 from router.streaming import relay
+from router.telemetry import provider_name
 
 __all__ = ["routes"]
 
@@ -39,22 +42,29 @@ def _answer_headers(plan: Plan, sensitivity: str, backend: str,
 
 async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     gateway = request.app[SERVING].gateway
+    rec = request[RECORD]
     body = parse_body(await request.read(), endpoint)
     who = request.get(PRINCIPAL)
     team = who.team if who else None
+    rec.team, rec.stream = team, body.stream
     facts, scan = gateway.facts(body, endpoint, request.headers, team=team)
     if gateway.needs_budget_fact and gateway.budgets.applies(who):
         facts = dataclasses.replace(facts, budget_remaining=await gateway.budgets.remaining(who))
+    rec.sensitivity, rec.max_tokens = facts.sensitivity, facts.max_tokens
+    temperature = body.data.get("temperature")
+    rec.temperature = float(temperature) if isinstance(temperature, int | float) else None
     plan = gateway.plan(facts)
     request[ROUTE], request[RULE] = plan.route, plan.rule
+    rec.alias, rec.rule, rec.spillover = plan.alias, plan.rule, bool(plan.spilling)
     lookup = _cache_lookup(request, gateway, plan, endpoint, body, team)
-    tokens = facts.input_tokens + (facts.max_tokens or gateway.runtime.loaded.policy.settings.estimate_max_tokens)
-    admitted = await gateway.gatekeeper.admit(who, tokens, max(plan.estimates.values(), default=0.0),
+    at_most = facts.input_tokens + (facts.max_tokens or gateway.runtime.loaded.policy.settings.estimate_max_tokens)
+    admitted = await gateway.gatekeeper.admit(who, at_most, max(plan.estimates.values(), default=0.0),
                                               lookup.key if lookup is not None and lookup.read else None,
                                               plan.allowed)
     if admitted.hit is not None:
         headers = _answer_headers(plan, facts.sensitivity, admitted.hit.backend, []) | admitted.headers
-        return await _serve_cached(request, admitted.hit, body, headers)
+        return await _serve_cached(request, gateway, admitted.hit, body, headers)
+    rec.cache = lookup.state if lookup is not None else None
     reservation = admitted.reservation
     try:
         return await _dispatch(request, gateway, endpoint, body, facts, scan, plan, reservation, admitted.headers,
@@ -85,10 +95,24 @@ def _cache_lookup(request: web.Request, gateway: Gateway, plan: Plan, endpoint: 
                    read=not (no_store or "no-cache" in control), write=not no_store)
 
 
-async def _serve_cached(request: web.Request, hit: CachedAnswer, body: ParsedBody,
+def _answered(gateway: Gateway, rec: RequestRecord, backend: str, usage: object, cost_usd: float | None) -> None:
+    """What the record says about the answer: who answered, its tokens, cost and savings."""
+    spec = gateway.engine.spec(backend)
+    rec.backend, rec.provider, rec.model = backend, provider_name(spec), spec.model
+    rec.self_hosted = spec.is_self_hosted
+    rec.input_tokens, rec.output_tokens = tokens(usage)
+    rec.cost_usd = cost_usd
+    if gateway.reference_price is not None and isinstance(usage, Mapping) and cost_usd is not None:
+        rec.savings_usd = max(0.0, usage_cost(usage, gateway.reference_price) - cost_usd)  # never negative
+
+
+async def _serve_cached(request: web.Request, gateway: Gateway, hit: CachedAnswer, body: ParsedBody,
                         headers: dict[str, str]) -> web.StreamResponse:
     """A cache hit costs nothing; a streamed request gets the answer replayed as SSE."""
     headers |= {"x-switchyard-cache": "hit", "x-switchyard-cost-usd": format_usd(0.0)}
+    rec = request[RECORD]
+    rec.cache = "hit"
+    _answered(gateway, rec, hit.backend, None, 0.0)
     if not body.stream:
         return web.Response(body=hit.body, content_type="application/json", headers=headers)
     response = web.StreamResponse(headers=headers)
@@ -105,49 +129,74 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
                     facts: RequestFacts, scan: Scan, plan: Plan, reservation: Reservation | None,
                     limit_headers: dict[str, str], lookup: _Lookup | None) -> web.StreamResponse:
     breq = BackendRequest(endpoint, body.data, body.stream, request[REQUEST_ID], request.headers.get("traceparent"))
-    engine, prices = gateway.engine, gateway.runtime.planner.prices
+    engine, prices, rec = gateway.engine, gateway.runtime.planner.prices, request[RECORD]
     if lookup is not None:
         limit_headers = limit_headers | {"x-switchyard-cache": lookup.state}
     if body.stream:
-        answer = await engine.open_stream(plan, breq, scan)
+        answer = await engine.open_stream(plan, breq, scan, rec)
+        rec.fallback = bool(answer.failures)
         headers = _answer_headers(plan, facts.sensitivity, answer.backend, answer.failures) | limit_headers
         estimate = plan.estimates.get(answer.backend)
         if estimate is not None:
             headers["x-switchyard-cost-estimate-usd"] = format_usd(estimate)
+        rec.ttft_s = time.perf_counter() - request[STARTED]
+        relay_started = time.perf_counter()
         response, outcome = await relay(request, engine, plan, breq, answer, headers)
+        rec.upstream_s = answer.upstream_s + (time.perf_counter() - relay_started)
+        rec.recovered = outcome.recovered
         if outcome.backend is None:
             await gateway.budgets.release(reservation)
+            _answered(gateway, rec, answer.backend, None, None)
+            rec.error_type = "stream_interrupted"
         else:
             usage = outcome.usage or {"prompt_tokens": facts.input_tokens, "completion_tokens": outcome.content_events}
-            await gateway.budgets.settle(reservation, usage_cost(usage, prices[outcome.backend]))
+            spent = usage_cost(usage, prices[outcome.backend])
+            _answered(gateway, rec, outcome.backend, usage, spent)
+            await gateway.budgets.settle(reservation, spent)
         return response
     fresh: CachedAnswer | None = None
     if lookup is not None:
         produced: list[Answer] = []
         shared, was_shared = await gateway.cache.coalesce(
-            lookup.key, lambda: _complete_cacheable(gateway, plan, breq, scan, produced))
+            lookup.key, lambda: _complete_cacheable(gateway, plan, breq, scan, produced, rec))
         if was_shared and shared is not None:  # an identical request in flight answered for us
             await gateway.budgets.release(reservation)
             headers = _answer_headers(plan, facts.sensitivity, shared.backend, []) | limit_headers
-            return await _serve_cached(request, shared, body, headers)
-        result = produced[0] if produced else await engine.complete(plan, breq, scan)
+            return await _serve_cached(request, gateway, shared, body, headers)
+        result = produced[0] if produced else await engine.complete(plan, breq, scan, rec)
         fresh = shared if lookup.write and not was_shared else None
     else:
-        result = await engine.complete(plan, breq, scan)
+        result = await engine.complete(plan, breq, scan, rec)
+    rec.fallback, rec.upstream_s = bool(result.failures), result.upstream_s
     headers = _answer_headers(plan, facts.sensitivity, result.backend, result.failures) | limit_headers
-    spent = answer_cost(result.response.body, prices[result.backend])
-    await gateway.gatekeeper.finish(reservation, spent, lookup.key if lookup else None, fresh)
+    data = parse_answer(result.response.body)
+    spent = answer_cost(data, prices[result.backend])
     if spent is not None:
         headers["x-switchyard-cost-usd"] = format_usd(spent)
+        spent = float(headers["x-switchyard-cost-usd"])  # what the client sees is what is counted
+    await gateway.gatekeeper.finish(reservation, spent, lookup.key if lookup else None, fresh)
+    _answered(gateway, rec, result.backend, data.get("usage"), spent)
+    if gateway.telemetry.tracing:
+        _describe_answer(rec, data)
+        gateway.telemetry.add_content(body.data.get("messages", body.data.get("prompt")), data.get("choices"))
     return web.Response(body=result.response.body, status=result.response.status,
                         content_type="application/json", headers=headers)
 
 
+def _describe_answer(rec: RequestRecord, data: Mapping[str, object]) -> None:
+    """The response model and finish reasons, for the request span."""
+    model, choices = data.get("model"), data.get("choices")
+    rec.response_model = model if isinstance(model, str) else None
+    if isinstance(choices, list):
+        rec.finish_reasons = tuple(str(c["finish_reason"]) for c in choices
+                                   if isinstance(c, Mapping) and c.get("finish_reason") is not None)
+
+
 async def _complete_cacheable(gateway: Gateway, plan: Plan, breq: BackendRequest, scan: Scan,
-                              produced: list[Answer]) -> CachedAnswer | None:
+                              produced: list[Answer], rec: RequestRecord) -> CachedAnswer | None:
     """The upstream answer, and what identical waiting requests are served (``None``: not
     a cacheable answer — they go upstream themselves)."""
-    result = await gateway.engine.complete(plan, breq, scan)
+    result = await gateway.engine.complete(plan, breq, scan, rec)
     produced.append(result)
     return CachedAnswer(result.backend, result.response.body) if result.response.status == 200 else None
 

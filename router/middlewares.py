@@ -12,16 +12,19 @@ import hmac
 import logging
 import math
 import os
+import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from router.errors import AllBackendsFailed, KeyStoreUnavailable, RateLimited, Unauthorized, error_info, error_json
+from router.record import RequestRecord
 from router.reload import SERVING
 from router.settings import SETTINGS
 from router.state.keys import AuthError, Principal, bearer_token
 
-__all__ = ["PRINCIPAL", "REQUEST_ID", "ROUTE", "RULE", "authenticate", "errors_and_ids", "stamp_headers"]
+__all__ = ["PRINCIPAL", "RECORD", "REQUEST_ID", "ROUTE", "RULE", "STARTED", "authenticate", "errors_and_ids", "observe",
+           "stamp_headers"]
 
 log = logging.getLogger("switchyard.http")
 
@@ -29,6 +32,9 @@ REQUEST_ID = web.RequestKey("request_id", str)
 ROUTE = web.RequestKey("route", str)
 RULE = web.RequestKey("rule", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
+RECORD = web.RequestKey("record", RequestRecord)
+STARTED = web.RequestKey("started", float)  # time.perf_counter() at arrival
+_OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"}
 
 
 def _request_id(request: web.Request) -> str:
@@ -63,6 +69,34 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
     if isinstance(exc, RateLimited):
         response.headers.update(exc.headers)
     return response
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Generation requests: a ``RequestRecord`` filled in along the way, the request's trace
+    span, and — when it is over (a stream: when its last byte is sent) — its metrics and
+    dashboard counters. Errors are recorded as what the client gets (``error_info``)."""
+    operation = _OPERATIONS.get(request.path)
+    if operation is None or request.method != "POST":
+        return await handler(request)
+    request[STARTED] = time.perf_counter()
+    rec = request[RECORD] = RequestRecord(operation)
+    serving = request.app[SERVING]
+    telemetry = serving.gateway.telemetry
+    with telemetry.request_span(rec, request.headers):
+        try:
+            return await handler(request)
+        except asyncio.CancelledError:
+            rec.error_type, rec.status = "client_closed", 499
+            raise
+        except Exception as exc:
+            info = error_info(exc)
+            rec.error_type, rec.status = info.code or info.error_type, info.status
+            raise
+        finally:
+            rec.duration_s = time.perf_counter() - request[STARTED]
+            telemetry.record(rec)
+            serving.gateway.stats.record(rec)
 
 
 @web.middleware

@@ -26,6 +26,8 @@ class Settings:
     upstream_connections: int = 1000
     redis_url: str | None = None  # shared state; None: in-memory (one process)
     admin_key: str | None = field(default=None, repr=False)  # required on /admin/* when set
+    dashboard_key: str | None = field(default=None, repr=False)  # read-only: /dashboard and /metrics
+    telemetry: bool = True  # metrics (and traces, when an OTLP endpoint is set); off: neither
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
@@ -45,6 +47,13 @@ class Settings:
             values["redis_url"] = env["SWITCHYARD_REDIS_URL"]
         if env.get("SWITCHYARD_ADMIN_KEY"):
             values["admin_key"] = env["SWITCHYARD_ADMIN_KEY"]
+        if env.get("SWITCHYARD_DASHBOARD_KEY"):
+            values["dashboard_key"] = env["SWITCHYARD_DASHBOARD_KEY"]
+        if "SWITCHYARD_TELEMETRY" in env:
+            flag = env["SWITCHYARD_TELEMETRY"].strip().lower()
+            if flag not in ("on", "off", "1", "0", "true", "false"):
+                raise ValueError(f"SWITCHYARD_TELEMETRY must be on or off, got {flag!r}")
+            values["telemetry"] = flag in ("on", "1", "true")
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values.get("policy"), str):
             values["policy"] = Path(str(values["policy"]))

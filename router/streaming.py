@@ -45,6 +45,7 @@ class StreamOutcome:
     backend: str | None
     usage: Mapping[str, object] | None
     content_events: int
+    recovered: bool = False  # it broke and was continued on another backend
 
 
 async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendRequest,
@@ -80,7 +81,7 @@ async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendR
         if current is not None:
             engine.load.exit(current.backend)
             await current.stream.aclose()
-    return response, StreamOutcome(finished, tracker.usage, tracker.content_events)
+    return response, StreamOutcome(finished, tracker.usage, tracker.content_events, bool(tracker.recoveries))
 
 
 async def _drain(current: StreamAnswer, grace_s: float = 0.5) -> None:

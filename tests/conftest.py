@@ -19,6 +19,7 @@ from aiohttp import web
 from policies import load_policy_text
 from router.app import create_app
 from router.settings import Settings
+from router.telemetry import Telemetry
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 
@@ -31,11 +32,11 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def running_gateway(policy_yaml: str, env: dict[str, str] | None = None,
-                          settings: Settings | None = None) -> AsyncIterator[str]:
+                          settings: Settings | None = None, telemetry: Telemetry | None = None) -> AsyncIterator[str]:
     """Run the gateway app for ``policy_yaml``; yield ``http://127.0.0.1:PORT``."""
     loaded = load_policy_text(policy_yaml, env or {}, file="test-policy.yaml")
-    runner = web.AppRunner(create_app(settings or Settings(access_log=False), loaded), handler_cancellation=True,
-                           access_log=None)
+    app = create_app(settings or Settings(access_log=False), loaded, telemetry=telemetry)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -56,8 +57,9 @@ async def stack() -> AsyncIterator[AsyncExitStack]:
 def gateway(stack: AsyncExitStack) -> Callable[..., object]:
     """``url = await gateway(policy_yaml, env=None)``: a gateway stopped after the test."""
 
-    async def start(policy_yaml: str, env: dict[str, str] | None = None, settings: Settings | None = None) -> str:
-        return await stack.enter_async_context(running_gateway(policy_yaml, env, settings))
+    async def start(policy_yaml: str, env: dict[str, str] | None = None, settings: Settings | None = None,
+                    telemetry: Telemetry | None = None) -> str:
+        return await stack.enter_async_context(running_gateway(policy_yaml, env, settings, telemetry))
 
     return start
 

@@ -24,7 +24,7 @@ import dataclasses
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from router.state.store import Admission, Budget, KeyRecord, Window, WindowResult
@@ -87,6 +87,7 @@ class _Counter:
     expires_at: float  # in the caller's ``now`` time: last write + 2 × window_s
 
 
+_MAX_STATS = 5_000  # stats buckets held before expired ones are swept (minute + hour buckets)
 _MAX_BLOBS = 10_000  # cached responses kept by one process (least recently used go first)
 
 
@@ -100,6 +101,7 @@ class MemoryStore:
         self._keys: dict[str, KeyRecord] = {}
         self._spend: dict[str, int] = {}  # budget counters (no expiry needed in one process's life)
         self._blobs: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # cached responses, LRU
+        self._stats: dict[str, tuple[dict[str, float], float]] = {}  # stats buckets: (fields, expires at)
 
     @property
     def tracked_windows(self) -> int:
@@ -164,6 +166,28 @@ class MemoryStore:
 
     async def read(self, keys: Sequence[str]) -> list[int]:
         return [self._spend.get(k, 0) for k in keys]
+
+    async def add_stats(self, entries: Sequence[tuple[str, Mapping[str, float], int]]) -> None:
+        now = time.monotonic()
+        for key, fields, ttl_s in entries:
+            held = self._stats.get(key)
+            if held is None or held[1] <= now:
+                held = self._stats[key] = ({}, 0.0)
+            values = held[0]
+            for name, amount in fields.items():
+                values[name] = values.get(name, 0.0) + amount
+            self._stats[key] = (values, now + ttl_s)
+        if len(self._stats) > _MAX_STATS:  # expired buckets go first
+            for key in [k for k, (_, until) in self._stats.items() if until <= now]:
+                del self._stats[key]
+
+    async def read_stats(self, keys: Sequence[str]) -> list[dict[str, float]]:
+        now = time.monotonic()
+        out = []
+        for key in keys:
+            held = self._stats.get(key)
+            out.append(dict(held[0]) if held is not None and held[1] > now else {})
+        return out
 
     async def put_key(self, record: KeyRecord) -> None:
         self._keys[record.key_hash] = record

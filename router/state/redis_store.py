@@ -19,6 +19,8 @@ Key layout (``prefix`` defaults to ``switchyard``; it must not contain ``{`` or 
   puts one tag in every window of a call (``RateLimiter`` does).
 - ``{prefix}:cache:{tag}:{sha256}`` — cached answers (``tag`` is the team, or ``global``).
 - ``{prefix}:spend:{team}:…`` — budget counters (integer nano-USD).
+- ``{prefix}:stats:{m|h}:{epoch bucket}`` — the dashboard's counters per minute / hour (hashes
+  of floats, ``HINCRBYFLOAT``; kept 2 days / 90 days).
 - ``{prefix}:keys:changed`` — the pub/sub channel announcing key creations and revocations
   (``get_key`` caches records while subscribed; see ``_listen``).
 - ``{prefix}:key:{key_hash}`` — a virtual key record (hash: team, name, created_at,
@@ -45,7 +47,7 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -338,6 +340,32 @@ class RedisStore:
     async def set_blob(self, key: str, value: bytes, ttl_s: int) -> None:
         async with self._guard("cache set"):
             await self._redis.set(self._blob(key), value, ex=ttl_s)
+
+    def _stats(self, key: str) -> str:
+        return f"{self._prefix}:stats:{key}"
+
+    async def add_stats(self, entries: Sequence[tuple[str, Mapping[str, float], int]]) -> None:
+        """One pipeline (not a transaction: the buckets may sit in different Cluster slots)."""
+        if not entries:
+            return
+        async with self._guard("stats add"):
+            pipe = self._redis.pipeline(transaction=False)
+            for key, fields, ttl_s in entries:
+                name = self._stats(key)
+                for field, amount in fields.items():
+                    pipe.hincrbyfloat(name, field, amount)
+                pipe.expire(name, ttl_s)
+            await pipe.execute()
+
+    async def read_stats(self, keys: Sequence[str]) -> list[dict[str, float]]:
+        if not keys:
+            return []
+        async with self._guard("stats read"):
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(self._stats(key))
+            replies = await pipe.execute()
+        return [{k: float(v) for k, v in reply.items()} for reply in replies]
 
     async def revoke_key(self, key_hash: str) -> bool:
         async with self._guard("revoke key"):

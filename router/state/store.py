@@ -8,7 +8,7 @@ callers degrade as documented (rate limits fall back to per-process limits).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -112,6 +112,15 @@ class Store(Protocol):
         ...
 
     async def set_blob(self, key: str, value: bytes, ttl_s: int) -> None: ...
+
+    async def add_stats(self, entries: Sequence[tuple[str, Mapping[str, float], int]]) -> None:
+        """For each (hash key, {field: amount}, ttl_s): add every amount to its field (creating
+        it at 0) and keep the hash ``ttl_s`` more seconds. Not atomic across entries."""
+        ...
+
+    async def read_stats(self, keys: Sequence[str]) -> list[dict[str, float]]:
+        """The fields of each hash (``{}`` when absent)."""
+        ...
 
     async def put_key(self, record: KeyRecord) -> None: ...
 

@@ -503,19 +503,15 @@ def test_backend_level_error_points_at_backend_name():
     assert only_issue(text).line == line_of(text, "  a:")
 
 
-@pytest.mark.parametrize("key", ["telemetry"])
-def test_reserved_keys_rejected(key: str):
-    text = BASE + f"{key}:\n  anything: true\n"
+def test_telemetry_reference_must_be_a_backend():
+    text = BASE + "telemetry:\n  reference_backend: nope\n"
     issue = only_issue(text)
-    assert issue.path == key
-    assert issue.line in (line_of(text, f"{key}:"), line_of(text, "anything"))
-    assert issue.message == f"'{key}' is reserved for a later Switchyard version and is not supported yet"
+    assert (issue.path, issue.line) == ("telemetry.reference_backend", line_of(text, "reference_backend"))
+    assert "unknown backend 'nope'" in issue.message
 
 
-@pytest.mark.parametrize("key", ["telemetry"])
-def test_reserved_keys_accepted_when_null(key: str):
-    loaded = load(BASE + f"{key}:\n")
-    assert getattr(loaded.policy, key) is None
+def test_telemetry_accepted_when_null():
+    assert load(BASE + "telemetry:\n").policy.telemetry.record_content is False
 
 
 def test_empty_rules_and_sensitivity_mean_the_defaults():

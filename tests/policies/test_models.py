@@ -17,6 +17,7 @@ from policies import (
     RequestFacts,
     SensitivitySpec,
     Settings,
+    TelemetrySpec,
     Timeouts,
     UnknownAlias,
     load_policy_text,
@@ -246,15 +247,20 @@ def _policy(**kw: object) -> Policy:
 def test_policy_minimal():
     p = _policy()
     assert p.version == 1 and p.settings == Settings()
-    assert (p.teams, p.cache.mode, p.telemetry) == ({}, "off", None)
+    assert (p.teams, p.cache.mode, p.telemetry) == ({}, "off", TelemetrySpec())
     assert p.rules == [] and p.sensitivity == SensitivitySpec()
 
 
-@pytest.mark.parametrize("key", ["telemetry"])
-@pytest.mark.parametrize("value", [{"x": 1}, [1], "on", True])
-def test_policy_reserved_keys_must_be_absent(key: str, value: object):
+@pytest.mark.parametrize("value", [{"x": 1}, [1], "on", True, {"record_content": "maybe"}])
+def test_policy_telemetry_is_validated(value: object):
     with pytest.raises(ValidationError):
-        _policy(**{key: value})
+        _policy(telemetry=value)
+
+
+def test_policy_telemetry_settings():
+    p = _policy(telemetry={"reference_backend": "a", "record_content": True})
+    assert p.telemetry == TelemetrySpec(reference_backend="a", record_content=True)
+    assert _policy(telemetry=None).telemetry == TelemetrySpec()
 
 
 def test_policy_version_must_be_1():

@@ -1,0 +1,134 @@
+"""What the gateway shows about itself: ``GET /metrics`` (Prometheus text), the built-in
+dashboard (``GET /dashboard``, its assets, and ``GET /dashboard/data``).
+
+Access: when an admin key is configured, ``/metrics`` and ``/dashboard/data`` need it or the
+read-only dashboard key (``SWITCHYARD_DASHBOARD_KEY``) as ``Authorization: Bearer …``; the
+page and its assets hold no data and are public (the page asks for the key). Without an
+admin key, everything here is open, like ``/admin/*``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from router.errors import InvalidRequest, Unauthorized
+from router.gateway import Gateway
+from router.reload import SERVING
+from router.settings import SETTINGS
+from router.state.keys import bearer_token
+from router.state.store import StoreUnavailable
+
+__all__ = ["routes"]
+
+ASSETS = Path(__file__).resolve().parent / "static" / "dashboard"
+_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
+_MAX_MINUTES = 90 * 1440
+
+
+def check_reader(request: web.Request) -> None:
+    """The admin key or the dashboard key, when an admin key is configured."""
+    settings = request.app[SETTINGS]
+    if settings.admin_key is None:
+        return
+    token = (bearer_token(request.headers) or "").encode()
+    for key in (settings.admin_key, settings.dashboard_key):
+        if key is not None and hmac.compare_digest(token, key.encode()):
+            return
+    raise Unauthorized("this endpoint needs the dashboard key or the admin key (Authorization: Bearer …)",
+                       "invalid_dashboard_key")
+
+
+async def refresh_gauges(gateway: Gateway) -> None:
+    """Point-in-time gauges, read when scraped: backend load and circuits, budget left per
+    team and window, and whether the shared store answers."""
+    telemetry = gateway.telemetry
+    load, circuits = gateway.load.snapshot(), gateway.engine.circuits.snapshot()
+    for name in gateway.runtime.backends:
+        sample = load.get(name)
+        telemetry.backend_state(name, sample.queue if sample else None, sample.in_flight if sample else 0,
+                                str(circuits.get(name, {}).get("state", "closed")))
+    try:
+        async with asyncio.timeout(1.0):
+            for team in gateway.runtime.loaded.policy.teams:
+                for window in ("day", "month"):
+                    spent, limit = await gateway.budgets.spent(team, window)
+                    if limit is not None:
+                        telemetry.budget_remaining(team, window, max(0.0, limit - spent))
+        telemetry.store_degraded("store", False)
+    except (StoreUnavailable, TimeoutError):
+        telemetry.store_degraded("store", True)
+    telemetry.store_degraded("rate_limits", gateway.limits.degraded_since is not None)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    check_reader(request)
+    gateway = request.app[SERVING].gateway
+    if not gateway.telemetry.enabled:
+        raise web.HTTPNotFound(text="telemetry is off (SWITCHYARD_TELEMETRY=off)")
+    await refresh_gauges(gateway)
+    return web.Response(body=gateway.telemetry.metrics_text(),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(ASSETS / "index.html", headers={**_HEADERS, "Content-Type": "text/html; charset=utf-8"})
+
+
+async def asset(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    path = ASSETS / name
+    if name not in ("app.js", "app.css") or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path, headers={**_HEADERS, "Content-Type": f"{_TYPES[path.suffix]}; charset=utf-8"})
+
+
+async def data(request: web.Request) -> web.Response:
+    """``?minutes=60``: the counters of every replica (Redis) or this process (memory)."""
+    check_reader(request)
+    try:
+        minutes = int(request.query.get("minutes", "60"))
+    except ValueError:
+        raise InvalidRequest("minutes must be an integer", param="minutes") from None
+    if not 1 <= minutes <= _MAX_MINUTES:
+        raise InvalidRequest(f"minutes must be between 1 and {_MAX_MINUTES}", param="minutes")
+    body = await dashboard_json(request.app[SERVING].gateway, request.app[SERVING].store.kind, minutes)
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def dashboard_json(gateway: Gateway, source: str, minutes: int) -> dict[str, Any]:
+    await gateway.stats.flush()  # this process's own counts are exact
+    try:
+        body = await gateway.stats.read(minutes)
+    except StoreUnavailable as exc:
+        raise web.HTTPServiceUnavailable(text=f"dashboard counters unavailable: {exc}") from None
+    body["source"] = source
+    teams: dict[str, Any] = body["teams"]
+    for team in gateway.runtime.loaded.policy.teams:
+        entry = teams.setdefault(team, {"spend_usd": 0.0, "input_tokens": 0, "output_tokens": 0,
+                                        "budget_remaining_usd": None})
+        try:
+            spent, limit = await gateway.budgets.spent(team, "day")
+            if limit is None:
+                spent, limit = await gateway.budgets.spent(team, "month")
+        except StoreUnavailable:
+            continue
+        entry["budget_remaining_usd"] = None if limit is None else round(max(0.0, limit - spent), 9)
+    return body
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/metrics", metrics),
+        web.get("/dashboard", page),
+        web.get("/dashboard/", page),
+        web.get("/dashboard/assets/{name}", asset),
+        web.get("/dashboard/data", data),
+    ]

@@ -1,0 +1,278 @@
+"""OpenTelemetry traces and metrics. The only module that imports the OpenTelemetry SDK.
+
+Traces (on when an OTLP endpoint is configured — ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` — or a span exporter is given; off by default): one
+SERVER span per request and one CLIENT span per backend attempt, following the GenAI
+semantic conventions (span name ``{gen_ai.operation.name} {gen_ai.request.model}``), plus
+``switchyard.*`` attributes. A client's W3C ``traceparent`` is the parent of the server
+span; each attempt on a self-hosted backend carries the attempt span's ``traceparent``.
+Prompt and completion text are recorded only with the policy's ``telemetry.record_content``.
+
+Metrics (always on unless the gateway runs with telemetry off): the OTel metrics API,
+exported at ``GET /metrics`` in Prometheus text format (OTel Prometheus exporter, this
+gateway's own registry) and over OTLP/HTTP when an endpoint is configured. Labels are
+bounded by the policy (teams, aliases, rules, backends): no user, key or request ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import CollectorRegistry, generate_latest
+
+from policies import BackendSpec
+from router.record import RequestRecord
+
+__all__ = ["Telemetry", "provider_name"]
+
+log = logging.getLogger("switchyard.telemetry")
+
+#: gen_ai.provider.name for litellm-backed kinds (the semantic conventions' well-known values);
+#: a self-hosted backend reports its server kind (vllm, tgi, llamacpp, ollama).
+_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "vertex_ai": "gcp.vertex_ai",
+              "bedrock": "aws.bedrock", "azure": "azure.ai.openai", "mistral": "mistral_ai", "cohere": "cohere",
+              "groq": "groq", "deepseek": "deepseek", "xai": "x_ai", "perplexity": "perplexity"}
+_SECONDS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
+_TTFC = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+_TOKENS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
+_OVERHEAD = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def provider_name(spec: BackendSpec) -> str:
+    if spec.is_self_hosted:
+        return spec.kind
+    return _PROVIDERS.get(spec.kind, spec.kind)
+
+
+def tracing_endpoint(env: Mapping[str, str]) -> str | None:
+    return env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
+
+
+class Telemetry:
+    """One per process. ``enabled=False``: no metrics, no spans (``/metrics`` says so)."""
+
+    def __init__(self, *, enabled: bool = True, span_exporter: SpanExporter | None = None,
+                 env: Mapping[str, str] | None = None, service_name: str | None = None) -> None:
+        env = os.environ if env is None else env
+        self.enabled = enabled
+        self.record_content = False  # the policy's telemetry.record_content (set per gateway)
+        self.registry = CollectorRegistry(auto_describe=True)
+        resource = Resource.create({"service.name": service_name or env.get("OTEL_SERVICE_NAME") or "switchyard"})
+        endpoint = tracing_endpoint(env)
+        readers: list[MetricReader] = [PrometheusMetricReader(disable_target_info=True, scope_info_enabled=False,
+                                                              registry=self.registry)]
+        metrics_endpoint = env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        if enabled and metrics_endpoint:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        self._meters = MeterProvider(metric_readers=readers, resource=resource)
+        self._tracers: TracerProvider | None = None
+        self.tracing = enabled and (span_exporter is not None or endpoint is not None)
+        if self.tracing:
+            self._tracers = TracerProvider(resource=resource)
+            if span_exporter is not None:
+                self._tracers.add_span_processor(SimpleSpanProcessor(span_exporter))
+            else:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+                self._tracers.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            self._tracer = self._tracers.get_tracer("switchyard")
+        meter = self._meters.get_meter("switchyard")
+        self._tokens = meter.create_histogram("gen_ai.client.token.usage", unit="{token}",
+                                              description="Tokens used per request, by token type",
+                                              explicit_bucket_boundaries_advisory=_TOKENS)
+        self._duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s",
+                                                description="Duration of a request, from arrival to its last byte",
+                                                explicit_bucket_boundaries_advisory=_SECONDS)
+        self._ttfc = meter.create_histogram("gen_ai.client.operation.time_to_first_chunk", unit="s",
+                                            description="Time to the first chunk of a streamed answer",
+                                            explicit_bucket_boundaries_advisory=_TTFC)
+        self._cost = meter.create_counter("switchyard.cost", unit="USD", description="Cost of answered requests")
+        self._savings = meter.create_counter("switchyard.savings", unit="USD",
+                                             description="The same tokens at the reference closed model, minus "
+                                                         "the actual cost")
+        self._requests = meter.create_counter("switchyard.requests", unit="{request}",
+                                              description="Requests by outcome")
+        self._overhead = meter.create_histogram("switchyard.gateway.overhead", unit="s",
+                                                description="Time spent in the gateway (upstream time excluded)",
+                                                explicit_bucket_boundaries_advisory=_OVERHEAD)
+        self._queue = meter.create_gauge("switchyard.backend.queue_depth", unit="{request}",
+                                         description="Requests waiting at a self-hosted backend (its /metrics)")
+        self._in_flight = meter.create_gauge("switchyard.backend.in_flight", unit="{request}",
+                                             description="Requests this gateway has open at a backend")
+        self._circuit = meter.create_gauge("switchyard.backend.circuit_state",
+                                           description="0 closed, 1 half-open, 2 open")
+        self._budget = meter.create_gauge("switchyard.budget.remaining", unit="USD",
+                                          description="Budget left in the current UTC window")
+        self._degraded = meter.create_gauge("switchyard.store.degraded",
+                                            description="1 while the shared store (Redis) does not answer")
+
+    # -- traces ------------------------------------------------------------------------------
+
+    @contextmanager
+    def request_span(self, record: RequestRecord, headers: Mapping[str, str]) -> Iterator[Span | None]:
+        """The request's SERVER span, current for the attempts made inside it."""
+        if not self.tracing:
+            yield None
+            return
+        parent = _PROPAGATOR.extract(headers) if "traceparent" in headers else None
+        span = self._tracer.start_span(record.operation, context=parent, kind=SpanKind.SERVER)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield span
+        finally:
+            otel_context.detach(token)
+            _finish_request_span(span, record)
+            span.end()
+
+    @contextmanager
+    def attempt_span(self, record: RequestRecord, backend: str, spec: BackendSpec,
+                     attempt: int) -> Iterator[str | None]:
+        """One backend attempt's CLIENT span; yields the ``traceparent`` to send upstream."""
+        if not self.tracing:
+            yield None
+            return
+        span = self._tracer.start_span(f"{record.operation} {spec.model}", kind=SpanKind.CLIENT, attributes={
+            "gen_ai.operation.name": record.operation, "gen_ai.provider.name": provider_name(spec),
+            "gen_ai.request.model": spec.model, "switchyard.backend": backend, "switchyard.attempt": attempt,
+            "switchyard.self_hosted": spec.is_self_hosted})
+        _request_params(span, record)
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+        try:
+            yield carrier.get("traceparent")
+        except BaseException as exc:
+            span.set_attribute("error.type", _error_type(exc))
+            span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+            raise
+        finally:
+            span.end()
+
+    def add_content(self, prompt: object, completion: object) -> None:
+        """Prompt and completion on the current request span — only with the policy's
+        ``telemetry.record_content`` (never by default)."""
+        if self.tracing and self.record_content:
+            span = trace.get_current_span()
+            span.set_attribute("gen_ai.input.messages", _text(prompt))
+            span.set_attribute("gen_ai.output.messages", _text(completion))
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def record(self, r: RequestRecord) -> None:
+        if not self.enabled:
+            return
+        base = {"gen_ai.operation.name": r.operation, "gen_ai.request.model": r.alias or "-",
+                "gen_ai.provider.name": r.provider or "-", "switchyard.backend": r.backend or "-"}
+        if r.error_type is not None:
+            base["error.type"] = r.error_type
+        self._duration.record(r.duration_s, base)
+        if r.ttft_s is not None:
+            self._ttfc.record(r.ttft_s, base)
+        team = r.team or "-"
+        if r.input_tokens or r.output_tokens:
+            tokens = {**base, "switchyard.team": team}
+            tokens.pop("error.type", None)
+            if r.input_tokens:
+                self._tokens.record(r.input_tokens, {**tokens, "gen_ai.token.type": "input"})
+            if r.output_tokens:
+                self._tokens.record(r.output_tokens, {**tokens, "gen_ai.token.type": "output"})
+        outcome = {"switchyard.outcome": r.outcome, "switchyard.team": team, "switchyard.alias": r.alias or "-",
+                   "switchyard.rule": r.rule or "-"}
+        if r.error_type is not None:
+            outcome["error.type"] = r.error_type
+        self._requests.add(1, outcome)
+        if r.backend is not None and r.error_type is None:
+            where = {"switchyard.team": team, "switchyard.alias": r.alias or "-", "switchyard.backend": r.backend}
+            self._cost.add(r.cost_usd or 0.0, {**where, "gen_ai.provider.name": r.provider or "-",
+                                               "switchyard.self_hosted": "true" if r.self_hosted else "false",
+                                               "switchyard.rule": r.rule or "-"})
+            if r.savings_usd is not None:
+                self._savings.add(r.savings_usd, where)
+        self._overhead.record(r.overhead_s, {"switchyard.stream": "true" if r.stream else "false"})
+
+    def backend_state(self, backend: str, queue_depth: float | None, in_flight: int, circuit: str) -> None:
+        if not self.enabled:
+            return
+        where = {"switchyard.backend": backend}
+        if queue_depth is not None:
+            self._queue.set(queue_depth, where)
+        self._in_flight.set(in_flight, where)
+        self._circuit.set(CIRCUIT_STATES.get(circuit, 2), where)
+
+    def budget_remaining(self, team: str, window: str, usd: float) -> None:
+        if self.enabled:
+            self._budget.set(usd, {"switchyard.team": team, "switchyard.window": window})
+
+    def store_degraded(self, component: str, degraded: bool) -> None:
+        if self.enabled:
+            self._degraded.set(1 if degraded else 0, {"switchyard.component": component})
+
+    def metrics_text(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def shutdown(self) -> None:
+        for provider in (self._meters, self._tracers):
+            if provider is not None:
+                try:
+                    provider.shutdown()
+                except Exception as exc:  # noqa: BLE001 - exporters may fail on the way out
+                    log.warning("telemetry shutdown: %s", exc)
+
+
+def _request_params(span: Span, r: RequestRecord) -> None:
+    if r.max_tokens is not None:
+        span.set_attribute("gen_ai.request.max_tokens", r.max_tokens)
+    if r.temperature is not None:
+        span.set_attribute("gen_ai.request.temperature", r.temperature)
+
+
+def _finish_request_span(span: Span, r: RequestRecord) -> None:
+    span.update_name(f"{r.operation} {r.alias or '-'}")
+    attributes: dict[str, Any] = {"gen_ai.operation.name": r.operation, "gen_ai.request.model": r.alias or "-",
+                                  "switchyard.outcome": r.outcome, "switchyard.stream": r.stream,
+                                  "http.response.status_code": r.status}
+    optional = {"gen_ai.provider.name": r.provider, "gen_ai.response.model": r.response_model,
+                "gen_ai.usage.input_tokens": r.input_tokens, "gen_ai.usage.output_tokens": r.output_tokens,
+                "switchyard.rule": r.rule, "switchyard.team": r.team, "switchyard.sensitivity": r.sensitivity,
+                "switchyard.cache": r.cache, "switchyard.backend": r.backend, "switchyard.cost_usd": r.cost_usd,
+                "switchyard.savings_usd": r.savings_usd, "error.type": r.error_type}
+    attributes.update({k: v for k, v in optional.items() if v is not None})
+    if r.finish_reasons:
+        attributes["gen_ai.response.finish_reasons"] = list(r.finish_reasons)
+    for reason, on in (("fallback", r.fallback), ("spillover", r.spillover), ("recovery", r.recovered)):
+        if on:
+            attributes[f"switchyard.{reason}"] = True
+    span.set_attributes(attributes)
+    _request_params(span, r)
+    if r.error_type is not None:
+        span.set_status(Status(StatusCode.ERROR, r.error_type))
+
+
+def _error_type(exc: BaseException) -> str:
+    return getattr(exc, "error_type", None) or type(exc).__name__
+
+
+def _text(value: object) -> str:
+    import orjson
+
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return str(value)
