@@ -118,9 +118,10 @@ def cpu_plan() -> CorePlan:
     return {cpus[-1]}, {cpus[0]}
 
 
-def spawn(name: str, argv: list[str], cores: set[int] | None, log: Path) -> Proc:
-    """Start ``argv`` in its own session; it inherits ``cores`` as its CPU affinity from
-    birth (so every thread it ever starts is pinned too)."""
+def spawn(name: str, argv: list[str], cores: set[int] | None, log: Path,
+          env: dict[str, str] | None = None) -> Proc:
+    """Start ``argv`` in its own session (``env``: extra variables); it inherits ``cores`` as
+    its CPU affinity from birth (so every thread it ever starts is pinned too)."""
     mine = os.sched_getaffinity(0)
     with log.open("wb") as out:
         if cores:
@@ -128,7 +129,7 @@ def spawn(name: str, argv: list[str], cores: set[int] | None, log: Path) -> Proc
         try:
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                      cwd=ROOT, start_new_session=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         finally:
             os.sched_setaffinity(0, mine)
     return Proc(name, popen, log)

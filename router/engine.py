@@ -227,7 +227,7 @@ class _Run:
             started = loop.time()
             load.enter(name)
             try:
-                if self.record is None or not engine.telemetry.tracing:
+                if self.record is None or not self.record.traced:
                     result = await call(request)
                 else:
                     with engine.telemetry.attempt_span(self.record, name, spec, self.attempts) as traceparent:

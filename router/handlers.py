@@ -176,7 +176,7 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
         spent = float(headers["x-switchyard-cost-usd"])  # what the client sees is what is counted
     await gateway.gatekeeper.finish(reservation, spent, lookup.key if lookup else None, fresh)
     _answered(gateway, rec, result.backend, data.get("usage"), spent)
-    if gateway.telemetry.tracing:
+    if rec.traced:
         _describe_answer(rec, data)
         gateway.telemetry.add_content(body.data.get("messages", body.data.get("prompt")), data.get("choices"))
     return web.Response(body=result.response.body, status=result.response.status,

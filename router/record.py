@@ -40,6 +40,7 @@ class RequestRecord:
     duration_s: float = 0.0
     ttft_s: float | None = None
     upstream_s: float = 0.0  # time waiting on backends (attempts; a stream's relay)
+    traced: bool = False  # this request has spans (tracing on and sampled)
 
     @property
     def outcome(self) -> str:

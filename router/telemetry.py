@@ -10,7 +10,9 @@ Prompt and completion text are recorded only with the policy's ``telemetry.recor
 
 Metrics (always on unless the gateway runs with telemetry off): the OTel metrics API,
 exported at ``GET /metrics`` in Prometheus text format (OTel Prometheus exporter, this
-gateway's own registry) and over OTLP/HTTP when an endpoint is configured. Labels are
+gateway's own registry) and pushed over OTLP/HTTP with ``OTEL_METRICS_EXPORTER=otlp``.
+Traces are sampled: 1 % of new traces by default (``SWITCHYARD_TRACE_RATIO``), every trace
+a client's sampled ``traceparent`` started; ``OTEL_TRACES_SAMPLER`` hands the choice to the SDK. Labels are
 bounded by the policy (teams, aliases, rules, backends): no user, key or request ids.
 """
 
@@ -18,18 +20,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, generate_latest
@@ -60,6 +65,24 @@ def provider_name(spec: BackendSpec) -> str:
     return _PROVIDERS.get(spec.kind, spec.kind)
 
 
+#: Share of new traces recorded when ``OTEL_TRACES_SAMPLER`` is not set: a span costs ~0.1 ms
+#: of CPU in the OTel Python SDK (bench/telemetry.py), so every request traced would double
+#: the gateway's CPU. Requests whose client sent a sampled ``traceparent`` are always traced.
+DEFAULT_TRACE_RATIO = 0.01
+
+
+def _ratio(env: Mapping[str, str]) -> float | None:
+    """The share of new traces to record (``SWITCHYARD_TRACE_RATIO``, default
+    ``DEFAULT_TRACE_RATIO``); ``None`` when ``OTEL_TRACES_SAMPLER`` is set: then the SDK's
+    own sampler decides, from the standard variables, and every request gets span objects."""
+    if env.get("OTEL_TRACES_SAMPLER"):
+        return None
+    ratio = float(env.get("SWITCHYARD_TRACE_RATIO", DEFAULT_TRACE_RATIO))
+    if not 0 <= ratio <= 1:
+        raise ValueError(f"SWITCHYARD_TRACE_RATIO must be between 0 and 1, got {ratio}")
+    return ratio
+
+
 def tracing_endpoint(env: Mapping[str, str]) -> str | None:
     return env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
 
@@ -77,17 +100,24 @@ class Telemetry:
         endpoint = tracing_endpoint(env)
         readers: list[MetricReader] = [PrometheusMetricReader(disable_target_info=True, scope_info_enabled=False,
                                                               registry=self.registry)]
-        metrics_endpoint = env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        if enabled and metrics_endpoint:
+        # pushing metrics over OTLP is opt-in (OTEL_METRICS_EXPORTER=otlp): a second reader
+        # aggregates every measurement a second time; a Collector can scrape /metrics instead
+        if enabled and "otlp" in env.get("OTEL_METRICS_EXPORTER", "").split(","):
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
             readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-        self._meters = MeterProvider(metric_readers=readers, resource=resource)
+        self._meters = MeterProvider(metric_readers=readers, resource=resource,
+                                     exemplar_filter=AlwaysOffExemplarFilter())  # the Prometheus text has none
         self._tracers: TracerProvider | None = None
+        self._ratio: float | None = None
         self.tracing = enabled and (span_exporter is not None or endpoint is not None)
         if self.tracing:
-            self._tracers = TracerProvider(resource=resource)
-            if span_exporter is not None:
+            self._ratio = _ratio(env)
+            # the decision is made up front (``request_span``): an unsampled request creates no span at all
+            self._tracers = TracerProvider(resource=resource, sampler=None if self._ratio is None else ALWAYS_ON)
+            if span_exporter is not None:  # tests: every span, exported at once
+                self._ratio = 1.0
+                self._tracers = TracerProvider(resource=resource, sampler=ALWAYS_ON)
                 self._tracers.add_span_processor(SimpleSpanProcessor(span_exporter))
             else:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -104,12 +134,17 @@ class Telemetry:
         self._ttfc = meter.create_histogram("gen_ai.client.operation.time_to_first_chunk", unit="s",
                                             description="Time to the first chunk of a streamed answer",
                                             explicit_bucket_boundaries_advisory=_TTFC)
-        self._cost = meter.create_counter("switchyard.cost", unit="USD", description="Cost of answered requests")
-        self._savings = meter.create_counter("switchyard.savings", unit="USD",
-                                             description="The same tokens at the reference closed model, minus "
-                                                         "the actual cost")
-        self._requests = meter.create_counter("switchyard.requests", unit="{request}",
-                                              description="Requests by outcome")
+        # The three per-request counters are summed here (a dict increment per request) and
+        # reported as observable counters when a reader collects: the SDK's synchronous
+        # ``add`` costs ~7 µs per call in attribute processing alone (bench/telemetry.py).
+        self._sums: dict[str, dict[tuple[tuple[str, str], ...], float]] = {"cost": {}, "savings": {}, "requests": {}}
+        meter.create_observable_counter("switchyard.cost", [self._observe("cost")], unit="USD",
+                                        description="Cost of answered requests")
+        meter.create_observable_counter("switchyard.savings", [self._observe("savings")], unit="USD",
+                                        description="The same tokens at the reference closed model, minus the "
+                                                    "actual cost (never negative per request)")
+        meter.create_observable_counter("switchyard.requests", [self._observe("requests")], unit="{request}",
+                                        description="Requests by outcome")
         self._overhead = meter.create_histogram("switchyard.gateway.overhead", unit="s",
                                                 description="Time spent in the gateway (upstream time excluded)",
                                                 explicit_bucket_boundaries_advisory=_OVERHEAD)
@@ -129,9 +164,10 @@ class Telemetry:
     @contextmanager
     def request_span(self, record: RequestRecord, headers: Mapping[str, str]) -> Iterator[Span | None]:
         """The request's SERVER span, current for the attempts made inside it."""
-        if not self.tracing:
+        if not self.tracing or not self._sampled(headers.get("traceparent")):
             yield None
             return
+        record.traced = True
         parent = _PROPAGATOR.extract(headers) if "traceparent" in headers else None
         span = self._tracer.start_span(record.operation, context=parent, kind=SpanKind.SERVER)
         token = otel_context.attach(trace.set_span_in_context(span))
@@ -139,28 +175,40 @@ class Telemetry:
             yield span
         finally:
             otel_context.detach(token)
-            _finish_request_span(span, record)
+            if span.is_recording():
+                _finish_request_span(span, record)
             span.end()
+
+    def _sampled(self, traceparent: str | None) -> bool:
+        """Parent-based, then ratio: a client's sampled trace is always continued."""
+        if self._ratio is None:
+            return True
+        if traceparent is not None and len(traceparent) == 55:
+            return traceparent.endswith("-01")
+        return self._ratio >= 1 or (self._ratio > 0 and random.random() < self._ratio)
 
     @contextmanager
     def attempt_span(self, record: RequestRecord, backend: str, spec: BackendSpec,
                      attempt: int) -> Iterator[str | None]:
         """One backend attempt's CLIENT span; yields the ``traceparent`` to send upstream."""
-        if not self.tracing:
+        if not record.traced:
             yield None
             return
-        span = self._tracer.start_span(f"{record.operation} {spec.model}", kind=SpanKind.CLIENT, attributes={
-            "gen_ai.operation.name": record.operation, "gen_ai.provider.name": provider_name(spec),
-            "gen_ai.request.model": spec.model, "switchyard.backend": backend, "switchyard.attempt": attempt,
-            "switchyard.self_hosted": spec.is_self_hosted})
-        _request_params(span, record)
+        span = self._tracer.start_span(f"{record.operation} {spec.model}", kind=SpanKind.CLIENT)
+        if span.is_recording():  # not sampled: no attributes to build
+            span.set_attributes({
+                "gen_ai.operation.name": record.operation, "gen_ai.provider.name": provider_name(spec),
+                "gen_ai.request.model": spec.model, "switchyard.backend": backend, "switchyard.attempt": attempt,
+                "switchyard.self_hosted": spec.is_self_hosted})
+            _request_params(span, record)
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
         try:
             yield carrier.get("traceparent")
         except BaseException as exc:
-            span.set_attribute("error.type", _error_type(exc))
-            span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+            if span.is_recording():
+                span.set_attribute("error.type", _error_type(exc))
+                span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
             raise
         finally:
             span.end()
@@ -168,7 +216,7 @@ class Telemetry:
     def add_content(self, prompt: object, completion: object) -> None:
         """Prompt and completion on the current request span — only with the policy's
         ``telemetry.record_content`` (never by default)."""
-        if self.tracing and self.record_content:
+        if self.record_content and trace.get_current_span().is_recording():
             span = trace.get_current_span()
             span.set_attribute("gen_ai.input.messages", _text(prompt))
             span.set_attribute("gen_ai.output.messages", _text(completion))
@@ -193,19 +241,29 @@ class Telemetry:
                 self._tokens.record(r.input_tokens, {**tokens, "gen_ai.token.type": "input"})
             if r.output_tokens:
                 self._tokens.record(r.output_tokens, {**tokens, "gen_ai.token.type": "output"})
-        outcome = {"switchyard.outcome": r.outcome, "switchyard.team": team, "switchyard.alias": r.alias or "-",
-                   "switchyard.rule": r.rule or "-"}
+        alias, rule = r.alias or "-", r.rule or "-"
+        outcome = (("switchyard.outcome", r.outcome), ("switchyard.team", team), ("switchyard.alias", alias),
+                   ("switchyard.rule", rule))
         if r.error_type is not None:
-            outcome["error.type"] = r.error_type
-        self._requests.add(1, outcome)
+            outcome += (("error.type", r.error_type),)
+        sums = self._sums
+        sums["requests"][outcome] = sums["requests"].get(outcome, 0) + 1
         if r.backend is not None and r.error_type is None:
-            where = {"switchyard.team": team, "switchyard.alias": r.alias or "-", "switchyard.backend": r.backend}
-            self._cost.add(r.cost_usd or 0.0, {**where, "gen_ai.provider.name": r.provider or "-",
-                                               "switchyard.self_hosted": "true" if r.self_hosted else "false",
-                                               "switchyard.rule": r.rule or "-"})
+            where = (("switchyard.team", team), ("switchyard.alias", alias), ("switchyard.backend", r.backend))
+            key = where + (("gen_ai.provider.name", r.provider or "-"),
+                           ("switchyard.self_hosted", "true" if r.self_hosted else "false"), ("switchyard.rule", rule))
+            sums["cost"][key] = sums["cost"].get(key, 0.0) + (r.cost_usd or 0.0)
             if r.savings_usd is not None:
-                self._savings.add(r.savings_usd, where)
+                sums["savings"][where] = sums["savings"].get(where, 0.0) + r.savings_usd
         self._overhead.record(r.overhead_s, {"switchyard.stream": "true" if r.stream else "false"})
+
+    def _observe(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        sums = self._sums[name]
+
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(value, dict(key)) for key, value in list(sums.items())]
+
+        return observe
 
     def backend_state(self, backend: str, queue_depth: float | None, in_flight: int, circuit: str) -> None:
         if not self.enabled:
