@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
-from backends import BackendRequest, Endpoint
+from backends import BackendError, BackendRequest, Endpoint
 from policies import Plan, RequestFacts
 from policies.sensitivity import Scan
 from router.body import ParsedBody, parse_body
@@ -56,6 +56,8 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     plan = gateway.plan(facts)
     request[ROUTE], request[RULE] = plan.route, plan.rule
     rec.alias, rec.rule, rec.spillover = plan.alias, plan.rule, bool(plan.spilling)
+    if plan.spilling:
+        rec.reason = "spilled over from " + ", ".join(sorted(plan.spilling)) + " (loaded)"
     lookup = _cache_lookup(request, gateway, plan, endpoint, body, team)
     at_most = facts.input_tokens + (facts.max_tokens or gateway.runtime.loaded.policy.settings.estimate_max_tokens)
     admitted = await gateway.gatekeeper.admit(who, at_most, max(plan.estimates.values(), default=0.0),
@@ -134,7 +136,7 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
         limit_headers = limit_headers | {"x-switchyard-cache": lookup.state}
     if body.stream:
         answer = await engine.open_stream(plan, breq, scan, rec)
-        rec.fallback = bool(answer.failures)
+        _fell_back(rec, answer.failures)
         headers = _answer_headers(plan, facts.sensitivity, answer.backend, answer.failures) | limit_headers
         estimate = plan.estimates.get(answer.backend)
         if estimate is not None:
@@ -144,6 +146,7 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
         response, outcome = await relay(request, engine, plan, breq, answer, headers)
         rec.upstream_s = answer.upstream_s + (time.perf_counter() - relay_started)
         rec.recovered = outcome.recovered
+        rec.reason = outcome.reason or rec.reason
         if outcome.backend is None:
             await gateway.budgets.release(reservation)
             _answered(gateway, rec, answer.backend, None, None)
@@ -167,7 +170,8 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
         fresh = shared if lookup.write and not was_shared else None
     else:
         result = await engine.complete(plan, breq, scan, rec)
-    rec.fallback, rec.upstream_s = bool(result.failures), result.upstream_s
+    rec.upstream_s = result.upstream_s
+    _fell_back(rec, result.failures)
     headers = _answer_headers(plan, facts.sensitivity, result.backend, result.failures) | limit_headers
     data = parse_answer(result.response.body)
     spent = answer_cost(data, prices[result.backend])
@@ -181,6 +185,13 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
         gateway.telemetry.add_content(body.data.get("messages", body.data.get("prompt")), data.get("choices"))
     return web.Response(body=result.response.body, status=result.response.status,
                         content_type="application/json", headers=headers)
+
+
+def _fell_back(rec: RequestRecord, failures: list[tuple[str, BackendError]]) -> None:
+    if failures:
+        rec.fallback = True
+        rec.reason = "; ".join(f"{name}: {exc.error_type}" + (f" {exc.status}" if exc.status else "")
+                               for name, exc in failures)
 
 
 def _describe_answer(rec: RequestRecord, data: Mapping[str, object]) -> None:

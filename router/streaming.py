@@ -46,6 +46,7 @@ class StreamOutcome:
     usage: Mapping[str, object] | None
     content_events: int
     recovered: bool = False  # it broke and was continued on another backend
+    reason: str | None = None  # why (each break: backend and error)
 
 
 async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendRequest,
@@ -81,7 +82,8 @@ async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendR
         if current is not None:
             engine.load.exit(current.backend)
             await current.stream.aclose()
-    return response, StreamOutcome(finished, tracker.usage, tracker.content_events, bool(tracker.recoveries))
+    reason = "; ".join(f"{r.broken}: {r.reason}" for r in tracker.recoveries) or None
+    return response, StreamOutcome(finished, tracker.usage, tracker.content_events, bool(tracker.recoveries), reason)
 
 
 async def _drain(current: StreamAnswer, grace_s: float = 0.5) -> None:

@@ -391,7 +391,7 @@ def _finish_request_span(span: Span, r: RequestRecord) -> None:
                 "gen_ai.usage.input_tokens": r.input_tokens, "gen_ai.usage.output_tokens": r.output_tokens,
                 "switchyard.rule": r.rule, "switchyard.team": r.team, "switchyard.sensitivity": r.sensitivity,
                 "switchyard.cache": r.cache, "switchyard.backend": r.backend, "switchyard.cost_usd": r.cost_usd,
-                "switchyard.savings_usd": r.savings_usd, "error.type": r.error_type}
+                "switchyard.savings_usd": r.savings_usd, "error.type": r.error_type, "switchyard.reason": r.reason}
     attributes.update({k: v for k, v in optional.items() if v is not None})
     if r.finish_reasons:
         attributes["gen_ai.response.finish_reasons"] = list(r.finish_reasons)

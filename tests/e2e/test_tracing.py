@@ -63,6 +63,7 @@ async def test_a_request_and_its_attempts_are_spans(gateway) -> None:
     assert attrs["gen_ai.request.max_tokens"] == 12 and attrs["gen_ai.request.temperature"] == 0.3
     assert attrs["switchyard.team"] == "search" and attrs["switchyard.rule"] == "default"
     assert attrs["switchyard.backend"] == "second" and attrs["switchyard.fallback"] is True
+    assert str(attrs["switchyard.reason"]).startswith("first: upstream_error")  # its 500, as a gateway 502
     assert attrs["switchyard.outcome"] == "fallback" and attrs["switchyard.sensitivity"] == "public"
     assert attrs["switchyard.cost_usd"] > 0  # type: ignore[operator]
     assert not any("message" in k or "content" in k for k in attrs)  # no text unless the policy opts in
