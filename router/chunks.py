@@ -52,6 +52,10 @@ class ChunkTracker:
     id: str | None = None
     text: dict[int, list[str]] = field(default_factory=dict)
     finished: set[int] = field(default_factory=set)
+    finish_reasons: dict[int, str] = field(default_factory=dict)
+    model: str | None = None
+    created: int | None = None
+    chat: bool = False  # chat.completion.chunk events (not text completions)
     usage: dict[str, int] | None = None
     tool_calls: bool = False
     content_events: int = 0
@@ -85,6 +89,10 @@ class ChunkTracker:
     def _observe(self, chunk: dict[str, object]) -> None:
         if self.id is None and isinstance(chunk.get("id"), str):
             self.id = chunk["id"]  # type: ignore[assignment]
+            model, created = chunk.get("model"), chunk.get("created")
+            self.model = model if isinstance(model, str) else None
+            self.created = created if isinstance(created, int) else None
+            self.chat = chunk.get("object") == "chat.completion.chunk"
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
@@ -101,11 +109,24 @@ class ChunkTracker:
                 self.content_events += 1
             if choice.get("finish_reason"):
                 self.finished.add(index)
+                self.finish_reasons[index] = str(choice["finish_reason"])
 
     @property
     def complete(self) -> bool:
         """Every choice finished and, if usage was asked of the upstream, it arrived."""
         return len(self.finished) >= self.n and (self.usage is not None or not self.expect_usage)
+
+    def as_answer(self) -> dict[str, object] | None:
+        """The stream as the ``chat.completion`` JSON it stands for — only for a clean chat
+        stream: every choice finished, usage reported, no tool calls, nothing recovered or
+        skipped (``None`` otherwise). What the response cache stores for a streamed request."""
+        if (not self.chat or not self.complete or self.usage is None or self.tool_calls or self.recoveries
+                or self.malformed or len(self.finish_reasons) < self.n):
+            return None
+        choices = [{"index": i, "message": {"role": "assistant", "content": "".join(self.text.get(i, ()))},
+                    "finish_reason": self.finish_reasons[i]} for i in range(self.n)]
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                "choices": choices, "usage": self.usage}
 
     def partial(self) -> str:
         return "".join(self.text.get(0, ()))

@@ -155,9 +155,11 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
             usage = outcome.usage or {"prompt_tokens": facts.input_tokens, "completion_tokens": outcome.content_events}
             spent = usage_cost(usage, prices[outcome.backend])
             _answered(gateway, rec, outcome.backend, usage, spent)
-            await gateway.budgets.settle(reservation, spent)
+            fresh = (CachedAnswer(outcome.backend, orjson.dumps(outcome.answer))
+                     if lookup is not None and lookup.write and outcome.answer is not None else None)
+            await gateway.gatekeeper.finish(reservation, spent, lookup.key if lookup else None, fresh)
         return response
-    fresh: CachedAnswer | None = None
+    fresh = None
     if lookup is not None:
         produced: list[Answer] = []
         shared, was_shared = await gateway.cache.coalesce(

@@ -47,6 +47,7 @@ class StreamOutcome:
     content_events: int
     recovered: bool = False  # it broke and was continued on another backend
     reason: str | None = None  # why (each break: backend and error)
+    answer: dict[str, object] | None = None  # a clean chat stream as its JSON answer (for the cache)
 
 
 async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendRequest,
@@ -83,7 +84,9 @@ async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendR
             engine.load.exit(current.backend)
             await current.stream.aclose()
     reason = "; ".join(f"{r.broken}: {r.reason}" for r in tracker.recoveries) or None
-    return response, StreamOutcome(finished, tracker.usage, tracker.content_events, bool(tracker.recoveries), reason)
+    whole = tracker.as_answer() if finished is not None else None
+    return response, StreamOutcome(finished, tracker.usage, tracker.content_events, bool(tracker.recoveries), reason,
+                                   whole)
 
 
 async def _drain(current: StreamAnswer, grace_s: float = 0.5) -> None:

@@ -4,8 +4,10 @@ sees the same entries).
 
 - Key: sha256 of the alias, every parameter that changes the output (the whole body except
   ``stream``, ``stream_options``, ``user`` and ``metadata``), and the scope.
-- Only complete, successful, non-recovered JSON answers are stored (a streamed request is
-  served from the cache as a replayed SSE stream, but does not fill it). Entries over
+- Only complete, successful, non-recovered answers are stored: JSON answers, and chat
+  streams that finished cleanly with usage (``stream_options.include_usage``), no tool calls
+  and no recovery — stored as the JSON answer they stand for (``ChunkTracker.as_answer``).
+  A streamed request is served from the cache as a replayed SSE stream. Entries over
   ``max_entry_kb`` are not stored.
 - A hit is served only if the backend that produced it is in this request's allowed set
   (the sensitivity invariant), and costs $0.

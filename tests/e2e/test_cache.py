@@ -81,6 +81,44 @@ async def test_a_stream_replays_a_cached_answer_with_usage(gateway, fake_openai)
     assert len(fake_openai.calls(CHAT)) == 1
 
 
+@pytest.mark.parametrize("redis", [False, True], ids=["memory", "redis"])
+async def test_a_clean_stream_fills_the_cache(gateway, fake_openai, redis):
+    """A streamed answer that finished cleanly, with usage, is stored as its JSON answer:
+    the next identical request — streamed or not — is a hit."""
+    settings = Settings(access_log=False, redis_url="redis://127.0.0.1:6379/0" if redis else None)
+    url = await gateway(cache_policy(fake_openai), env=ENV, settings=settings)
+    messages = fresh()
+    stream = await client(url).chat.completions.create(model="chat", messages=messages, stream=True,
+                                                       stream_options={"include_usage": True})
+    streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    raw = await client(url).chat.completions.with_raw_response.create(model="chat", messages=messages)
+    answer = raw.parse()
+    assert raw.headers["x-switchyard-cache"] == "hit" and raw.headers["x-switchyard-cost-usd"] == "0.00000000"
+    assert answer.choices[0].message.content == streamed == fake_openai.reply_text
+    assert answer.choices[0].finish_reason == "stop" and answer.usage is not None and answer.usage.total_tokens > 0
+    again = await client(url).chat.completions.create(model="chat", messages=messages, stream=True)
+    assert "".join([c.choices[0].delta.content or "" async for c in again if c.choices]) == streamed
+    assert len(fake_openai.calls(CHAT)) == 1
+
+
+async def test_streams_that_are_not_clean_do_not_fill_the_cache(gateway, fake_openai):
+    url = await gateway(cache_policy(fake_openai), env=ENV)
+    no_usage, broken = fresh(), fresh()
+    stream = await client(url).chat.completions.create(model="chat", messages=no_usage, stream=True)
+    [c async for c in stream]  # no usage asked: nothing to price a hit's replay from
+    fake_openai.faults.push(Fault(cut_after_chunks=2))
+    stream = await client(url).chat.completions.create(model="chat", messages=broken, stream=True,
+                                                       stream_options={"include_usage": True})
+    try:
+        [c async for c in stream]
+    except openai.APIError:
+        pass  # a truncated answer ends with an error event
+    for messages in (no_usage, broken):
+        raw = await client(url).chat.completions.with_raw_response.create(model="chat", messages=messages)
+        assert raw.headers["x-switchyard-cache"] == "miss"
+    assert len(fake_openai.calls(CHAT)) == 4
+
+
 async def test_cache_is_per_team_unless_global(gateway, fake_openai):
     url = await gateway(cache_policy(fake_openai), env=ENV)
     messages = fresh()
