@@ -247,6 +247,9 @@ class CacheSpec(_Frozen):
     ttl_s: Annotated[int, Field(ge=1)] = 3600
     scope: Literal["team", "global"] = "team"
     max_entry_kb: Annotated[int, Field(ge=1)] = 256
+    #: How long identical requests on other replicas wait for the first one's answer instead
+    #: of asking the upstream too (team scope, shared store); 0: they do not wait.
+    coalesce_s: Annotated[float, Field(ge=0, le=600)] = 30.0
 
 
 class TelemetrySpec(_Frozen):

@@ -60,12 +60,18 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
         rec.reason = "spilled over from " + ", ".join(sorted(plan.spilling)) + " (loaded)"
     lookup = _cache_lookup(request, gateway, plan, endpoint, body, team)
     at_most = facts.input_tokens + (facts.max_tokens or gateway.runtime.loaded.policy.settings.estimate_max_tokens)
+    coalesce = lookup is not None and lookup.read and lookup.write and not body.stream
     admitted = await gateway.gatekeeper.admit(who, at_most, max(plan.estimates.values(), default=0.0),
                                               lookup.key if lookup is not None and lookup.read else None,
-                                              plan.allowed)
-    if admitted.hit is not None:
-        headers = _answer_headers(plan, facts.sensitivity, admitted.hit.backend, []) | admitted.headers
-        return await _serve_cached(request, gateway, admitted.hit, body, headers)
+                                              plan.allowed, coalesce=coalesce)
+    hit = admitted.hit
+    if hit is None and admitted.leader is False and lookup is not None and not gateway.cache.in_flight(lookup.key):
+        hit = await gateway.cache.wait(lookup.key, plan.allowed)  # another replica is asking the upstream
+        if hit is not None:
+            await gateway.budgets.release(admitted.reservation)
+    if hit is not None:
+        headers = _answer_headers(plan, facts.sensitivity, hit.backend, []) | admitted.headers
+        return await _serve_cached(request, gateway, hit, body, headers)
     rec.cache = lookup.state if lookup is not None else None
     reservation = admitted.reservation
     try:
@@ -74,6 +80,9 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     except BaseException:
         await gateway.budgets.release(reservation)  # failed attempts are never billed
         raise
+    finally:
+        if admitted.leader and lookup is not None and not rec.cache_stored:
+            await gateway.cache.unlock(lookup.key)  # nothing stored: the waiters ask the upstream
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -180,7 +189,7 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
     if spent is not None:
         headers["x-switchyard-cost-usd"] = format_usd(spent)
         spent = float(headers["x-switchyard-cost-usd"])  # what the client sees is what is counted
-    await gateway.gatekeeper.finish(reservation, spent, lookup.key if lookup else None, fresh)
+    rec.cache_stored = await gateway.gatekeeper.finish(reservation, spent, lookup.key if lookup else None, fresh)
     _answered(gateway, rec, result.backend, data.get("usage"), spent)
     if rec.traced:
         _describe_answer(rec, data)

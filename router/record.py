@@ -41,6 +41,7 @@ class RequestRecord:
     ttft_s: float | None = None
     upstream_s: float = 0.0  # time waiting on backends (attempts; a stream's relay)
     traced: bool = False  # this request has spans (tracing on and sampled)
+    cache_stored: bool = False  # this request's answer was stored in the response cache
     reason: str | None = None  # why it fell back, spilled over or was recovered (for the span)
 
     @property

@@ -17,7 +17,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from router.errors import RateLimited
+from router.errors import BudgetExceeded, RateLimited
 from router.state.budgets import Budgets, Reservation
 from router.state.cache import CachedAnswer, ResponseCache
 from router.state.keys import Principal
@@ -32,6 +32,9 @@ class Admitted:
     headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-* for the answer
     reservation: Reservation | None = None
     hit: CachedAnswer | None = None  # served as is: costs nothing, reserves nothing
+    #: asked to coalesce: True — this request holds the entry's lock (it must store or unlock);
+    #: False — another request (maybe on another replica) is producing the entry
+    leader: bool | None = None
 
 
 _NOTHING = Admitted()
@@ -46,16 +49,27 @@ class Gatekeeper:
         self._store, self._limits, self._budgets, self._cache = store, limits, budgets, cache
 
     async def admit(self, who: Principal | None, tokens: int, max_usd: float, cache_key: str | None,
-                    allowed: frozenset[str]) -> Admitted:
-        """Raises ``RateLimited``, ``BudgetExceeded`` or ``BudgetStoreUnavailable``."""
+                    allowed: frozenset[str], coalesce: bool = False) -> Admitted:
+        """``coalesce``: on a miss, take the entry's lock (team scope only; see ``Admitted.leader``).
+        Raises ``RateLimited``, ``BudgetExceeded`` or ``BudgetStoreUnavailable``."""
         windows = self._limits.windows(who, tokens) if who is not None else []
         budgets = self._budgets.windows(who, max_usd) if who is not None else []
+        lock_ms = round(self._cache.spec.coalesce_s * 1000) if coalesce else 0
         if who is None or not (windows or budgets):
-            alone = await self._cache.get(cache_key, allowed) if cache_key is not None else None
+            if cache_key is None:
+                return _NOTHING
+            if lock_ms and self._cache.spec.scope == "team":
+                try:
+                    found = await self._store.admit([], WINDOW_S, time.time(), [], cache_key, lock_ms)
+                except StoreUnavailable:
+                    return _NOTHING
+                alone = self._cache.accept(found.blob, allowed)
+                return Admitted(hit=alone) if alone is not None else Admitted(leader=found.leader)
+            alone = await self._cache.get(cache_key, allowed)
             return Admitted(hit=alone) if alone is not None else _NOTHING
         together = cache_key is not None and cache_key.startswith(f"{{{who.team}}}:")
         step = self._store.admit([w for w, _ in windows], WINDOW_S, time.time(), budgets,
-                                 cache_key if together else None)
+                                 cache_key if together else None, lock_ms if together else 0)
         hit: CachedAnswer | None = None
         try:
             if cache_key is None or together:
@@ -73,22 +87,31 @@ class Gatekeeper:
             if admission.reserved:  # the global entry answered while the reservation was made
                 await self._budgets.release(Reservation(who.team, tuple(budgets)))
             return Admitted(headers, None, hit)
+        leader = admission.leader
         if not budgets:
-            return Admitted(headers)
+            return Admitted(headers, leader=leader)
         if admission.reserved is None:  # an entry was found that this request may not be served
             return Admitted(headers, await self._budgets.reserve(who, max_usd))
-        return Admitted(headers, self._budgets.outcome(who, budgets, admission.reserved, admission.values))
+        try:
+            return Admitted(headers, self._budgets.outcome(who, budgets, admission.reserved, admission.values),
+                            leader=leader)
+        except BudgetExceeded:
+            if leader:
+                await self._cache.unlock(cache_key)  # type: ignore[arg-type]
+            raise
 
     async def finish(self, reservation: Reservation | None, actual_usd: float | None, cache_key: str | None,
-                     answer: CachedAnswer | None) -> None:
+                     answer: CachedAnswer | None) -> bool:
         """After a fresh answer: settle the reservation and fill the cache — one round trip
-        when the entry shares the team's slot (``scope: team``), else two at once."""
+        when the entry shares the team's slot (``scope: team``), else two at once. Returns
+        whether an entry was written (storing it releases its coalescing lock)."""
         entry = self._cache.entry(cache_key, answer) if cache_key is not None and answer is not None else None
         if entry is None or reservation is None or not entry[0].startswith(f"{{{reservation.team}}}:"):
             put = self._cache.put(entry[0], answer) if entry is not None and answer is not None else _nothing()
             await asyncio.gather(self._budgets.settle(reservation, actual_usd), put)
         else:
             await self._budgets.settle(reservation, actual_usd, entry)
+        return entry is not None
 
     async def _degraded(self, who: Principal, windows: list[tuple[Window, str]], budgets: list[Budget],
                         failure: StoreUnavailable) -> Admitted:

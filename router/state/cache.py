@@ -12,8 +12,9 @@ sees the same entries).
 - A hit is served only if the backend that produced it is in this request's allowed set
   (the sensitivity invariant), and costs $0.
 - ``Cache-Control: no-cache`` skips the lookup (the answer is still stored); ``no-store``
-  skips both. Identical concurrent misses in one process are coalesced into one upstream
-  call.
+  skips both. Identical concurrent misses are coalesced into one upstream call: in one
+  process by a shared future (``coalesce``); across replicas (team scope) by a lock taken in
+  the admission script — the others ``wait`` for the entry, up to ``coalesce_s``.
 - The store being down means a miss, never an error.
 """
 
@@ -99,6 +100,35 @@ class ResponseCache:
             await self._store.set_blob(*entry)
         except StoreUnavailable as exc:
             log.warning("cache store skipped: %s", exc)
+
+    def in_flight(self, key: str) -> bool:
+        """An identical request is being answered by this process (``coalesce`` joins it)."""
+        return key in self._inflight
+
+    async def wait(self, key: str, allowed: frozenset[str]) -> CachedAnswer | None:
+        """Another replica holds this entry's lock (it is asking the upstream): wait for the
+        entry it stores, up to ``coalesce_s``. ``None`` — it failed, its answer may not be
+        cached, the lock expired or the store is down — means: ask the upstream yourself."""
+        deadline = asyncio.get_running_loop().time() + self.spec.coalesce_s
+        pause = 0.005
+        try:
+            while True:
+                raw, locked = await self._store.probe(key)
+                if raw is not None:
+                    return self.accept(raw, allowed)
+                if not locked or asyncio.get_running_loop().time() + pause > deadline:
+                    return None
+                await asyncio.sleep(pause)  # a bounded poll: the holder's answer is on its way
+                pause = min(pause * 2, 0.1)
+        except StoreUnavailable as exc:
+            log.warning("cache wait skipped: %s", exc)
+            return None
+
+    async def unlock(self, key: str) -> None:
+        try:
+            await self._store.unlock(key)
+        except StoreUnavailable as exc:
+            log.warning("cache unlock skipped (the lock expires by itself): %s", exc)
 
     async def coalesce(self, key: str, produce: Callable[[], Awaitable[CachedAnswer | None]]
                        ) -> tuple[CachedAnswer | None, bool]:

@@ -102,6 +102,7 @@ class MemoryStore:
         self._spend: dict[str, int] = {}  # budget counters (no expiry needed in one process's life)
         self._blobs: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # cached responses, LRU
         self._stats: dict[str, tuple[dict[str, float], float]] = {}  # stats buckets: (fields, expires at)
+        self._locks: dict[str, float] = {}  # blob locks: key -> held until (monotonic)
 
     @property
     def tracked_windows(self) -> int:
@@ -141,15 +142,35 @@ class MemoryStore:
             self._counters.popitem(last=False)
 
     async def admit(self, windows: Sequence[Window], window_s: float, now: float, budgets: Sequence[Budget],
-                    blob_key: str | None) -> Admission:
+                    blob_key: str | None, lock_ms: int = 0) -> Admission:
         results = await self.hit(windows, window_s, now) if windows else []
         if not all(r.allowed for r in results):
             return Admission(results, None, [], None)
         blob = await self.get_blob(blob_key) if blob_key is not None else None
+        leader = None
+        if blob is None and blob_key is not None and lock_ms > 0:
+            leader = self._lock(blob_key, lock_ms)
         if blob is not None or not budgets:
-            return Admission(results, None, [], blob)
+            return Admission(results, None, [], blob, leader)
         reserved, values = await self.reserve(budgets)
-        return Admission(results, reserved, values, None)
+        return Admission(results, reserved, values, None, leader)
+
+    def _lock(self, key: str, lock_ms: int) -> bool:
+        now = time.monotonic()
+        held = self._locks.get(key)
+        if held is not None and held > now:
+            return False
+        if len(self._locks) >= _MAX_BLOBS:  # locks are released when their request ends; sweep stale ones
+            self._locks = {k: until for k, until in self._locks.items() if until > now}
+        self._locks[key] = now + lock_ms / 1000
+        return True
+
+    async def probe(self, blob_key: str) -> tuple[bytes | None, bool]:
+        held = self._locks.get(blob_key)
+        return await self.get_blob(blob_key), held is not None and held > time.monotonic()
+
+    async def unlock(self, blob_key: str) -> None:
+        self._locks.pop(blob_key, None)
 
     async def reserve(self, budgets: Sequence[Budget]) -> tuple[bool, list[int]]:
         current = [self._spend.get(b.key, 0) for b in budgets]
@@ -163,7 +184,6 @@ class MemoryStore:
             self._spend[b.key] = self._spend.get(b.key, 0) + b.amount
         if blob is not None:
             await self.set_blob(*blob)
-
     async def read(self, keys: Sequence[str]) -> list[int]:
         return [self._spend.get(k, 0) for k in keys]
 
@@ -204,6 +224,7 @@ class MemoryStore:
         return entry[0]
 
     async def set_blob(self, key: str, value: bytes, ttl_s: int) -> None:
+        self._locks.pop(key, None)
         self._blobs[key] = (value, time.monotonic() + ttl_s)
         self._blobs.move_to_end(key)
         while len(self._blobs) > _MAX_BLOBS:

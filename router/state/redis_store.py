@@ -79,15 +79,18 @@ log = logging.getLogger("switchyard.store")
 # KEYS: per window its current then previous bucket; then the budget counters; then the blob
 # key, if any. ARGV[1]: one JSON array (one argument to encode instead of dozens: the client's
 # cost is per argument): n_windows, n_budgets, has_blob (0/1), f, (cost, limit) per window,
-# the bucket ttl in ms, then (amount, limit, ttl_s) per budget. Counts and nano-USD amounts
-# stay below 2^53, exact in cjson's doubles.
+# the bucket ttl in ms, then (amount, limit, ttl_s) per budget, then the lock's ttl in ms (0:
+# no lock; with a blob key, KEYS ends with the lock key). Counts and nano-USD amounts stay
+# below 2^53, exact in cjson's doubles.
 # Returns {all_fit, reserved (-1 not tried, 0 refused, 1 done), blob ('' if none or not read),
-# then per window: fits, cur, prev (counts *before* this hit), then per budget its value}.
+# leader (-1 no lock asked or a blob found, 0 another request holds the lock, 1 this one took
+# it), then per window: fits, cur, prev (counts *before* this hit), then per budget its value}.
 # The window test is memory_store.window_fits, operation for operation.
 _ADMIT_LUA = """
 local a = cjson.decode(ARGV[1])
 local nw, nb, has_blob, keep = a[1], a[2], a[3] == 1, 1 - a[4]
-local out = {1, -1, ''}
+local lock_ms = a[5 + 2 * nw + 3 * nb + 1] or 0
+local out = {1, -1, '', -1}
 for i = 1, nw do
   local cur = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
   local prev = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
@@ -109,6 +112,10 @@ if has_blob then
   if blob then
     out[3] = blob
     return out
+  end
+  if lock_ms > 0 then
+    out[4] = 0
+    if redis.call('SET', KEYS[2 * nw + nb + 2], '1', 'NX', 'PX', lock_ms) then out[4] = 1 end
   end
 end
 if nb == 0 then return out end
@@ -132,20 +139,27 @@ return out
 """
 
 #: Unconditional adjustment (settle / release): ARGV = (delta, ttl_s) per key.
-#: KEYS: the counters, then the blob key if any; ARGV[1]: JSON [(delta, ttl_s) per counter,
-#: then the blob's ttl_s]; ARGV[2]: the blob's value.
+#: KEYS: the counters, then (with a blob) the blob key and its lock key; ARGV[1]: JSON
+#: [(delta, ttl_s) per counter, then the blob's ttl_s]; ARGV[2]: the blob's value. Storing the
+#: blob releases its lock (identical requests waiting on other replicas then find the blob).
 _ADJUST_LUA = """
 local a = cjson.decode(ARGV[1])
 local n = #KEYS
-if ARGV[2] then n = n - 1 end
+if ARGV[2] then n = n - 2 end
 for i = 1, n do
   redis.call('INCRBY', KEYS[i], a[2 * i - 1])
   redis.call('EXPIRE', KEYS[i], a[2 * i])
 end
 if ARGV[2] then
   redis.call('SET', KEYS[n + 1], ARGV[2], 'EX', a[2 * n + 1])
+  redis.call('DEL', KEYS[n + 2])
 end
 return 1
+"""
+
+#: KEYS: a blob and its lock key → {the blob or '', 1 while the lock is held}.
+_PROBE_LUA = """
+return {redis.call('GET', KEYS[1]) or '', redis.call('EXISTS', KEYS[2])}
 """
 
 #: KEYS[1]: a key record. Sets revoked=1 only if the record exists (never creates a stub).
@@ -178,6 +192,7 @@ class RedisStore:
         self._subscription: Any = None  # the listener's PubSub
         self._pubsub_ok = not isinstance(client, RedisCluster)  # no pub/sub client for Cluster here
         self._revoke_script = self._redis.register_script(_REVOKE_LUA)
+        self._probe_script = self._redis.register_script(_PROBE_LUA)
         self._adjust_script = self._redis.register_script(_ADJUST_LUA)
 
     @asynccontextmanager
@@ -199,29 +214,31 @@ class RedisStore:
         return (await self._admit(windows, window_s, now, (), None, "rate-limit hit")).windows
 
     async def admit(self, windows: Sequence[Window], window_s: float, now: float, budgets: Sequence[Budget],
-                    blob_key: str | None) -> Admission:
-        return await self._admit(windows, window_s, now, budgets, blob_key, "admit")
+                    blob_key: str | None, lock_ms: int = 0) -> Admission:
+        return await self._admit(windows, window_s, now, budgets, blob_key, "admit", lock_ms)
 
     async def _admit(self, windows: Sequence[Window], window_s: float, now: float, budgets: Sequence[Budget],
-                     blob_key: str | None, what: str) -> Admission:
+                     blob_key: str | None, what: str, lock_ms: int = 0) -> Admission:
         b, f = sliding_position(now, window_s)
         keys = [k for w in windows for k in (self._bucket(w.key, b), self._bucket(w.key, b - 1))]
         keys += [self._spend(x.key) for x in budgets]
         if blob_key is not None:
-            keys.append(self._blob(blob_key))
+            keys += [self._blob(blob_key), self._lock(blob_key)]
         args = [len(windows), len(budgets), int(blob_key is not None), f,
                 *(v for w in windows for v in (w.cost, w.limit)), math.ceil(2000 * window_s),
-                *(v for x in budgets for v in (x.amount, min(x.limit, _EXACT), x.ttl_s))]
+                *(v for x in budgets for v in (x.amount, min(x.limit, _EXACT), x.ttl_s)),
+                lock_ms if blob_key is not None else 0]
         async with self._guard(what):
             reply = await self._admit_script(keys=keys, args=[orjson.dumps(args)])
-        end = 3 + 3 * len(windows)
-        per_window = [reply[i:i + 3] for i in range(3, end, 3)]
+        end = 4 + 3 * len(windows)
+        per_window = [reply[i:i + 3] for i in range(4, end, 3)]
         fits = [bool(ok) for ok, _, _ in per_window]
         counts = [(int(cur), int(prev)) for _, cur, prev in per_window]
         reserved = None if int(reply[1]) < 0 else bool(reply[1])
         blob = reply[2].encode() if reply[2] else None
+        leader = None if int(reply[3]) < 0 else bool(reply[3])
         return Admission(window_results(windows, counts, fits, f, window_s), reserved,
-                         [int(v) for v in reply[end:]], blob)
+                         [int(v) for v in reply[end:]], blob, leader)
 
     def _bucket(self, window_key: str, b: int) -> str:
         return f"{self._prefix}:rl:{window_key}:{b}"
@@ -239,6 +256,9 @@ class RedisStore:
     def _blob(self, key: str) -> str:
         return f"{self._prefix}:cache:{key}"
 
+    def _lock(self, key: str) -> str:
+        return f"{self._prefix}:cache:{key}:lock"
+
     def _spend(self, key: str) -> str:
         return f"{self._prefix}:spend:{key}"
 
@@ -255,7 +275,7 @@ class RedisStore:
         numbers: list[int] = [v for b in budgets for v in (b.amount, b.ttl_s)]
         args: list[bytes] = []
         if blob is not None:
-            keys.append(self._blob(blob[0]))
+            keys += [self._blob(blob[0]), self._lock(blob[0])]
             numbers.append(blob[2])
             args.append(blob[1])
         args.insert(0, orjson.dumps(numbers))
@@ -338,8 +358,17 @@ class RedisStore:
         return value if isinstance(value, bytes) else (value.encode() if isinstance(value, str) else None)
 
     async def set_blob(self, key: str, value: bytes, ttl_s: int) -> None:
-        async with self._guard("cache set"):
-            await self._redis.set(self._blob(key), value, ex=ttl_s)
+        """Store the blob (and release its lock: see ``admit``)."""
+        await self.adjust((), (key, value, ttl_s))
+
+    async def probe(self, key: str) -> tuple[bytes | None, bool]:
+        async with self._guard("cache probe"):
+            value, locked = await self._probe_script(keys=[self._blob(key), self._lock(key)])
+        return (value.encode() if value else None), bool(locked)
+
+    async def unlock(self, key: str) -> None:
+        async with self._guard("cache unlock"):
+            await self._redis.delete(self._lock(key))
 
     def _stats(self, key: str) -> str:
         return f"{self._prefix}:stats:{key}"

@@ -73,6 +73,9 @@ class Admission:
     reserved: bool | None  # the budgets were reserved; False: one would pass its limit; None: not tried
     values: list[int]  # the budget counters after the reservation (or as they are, if refused); [] if not tried
     blob: bytes | None  # the value at ``blob_key`` (read only when the windows fit)
+    #: with ``lock_ms`` and no blob: True when this request took the blob's lock (it produces
+    #: the value), False when another holds it (wait for the value: ``probe``); else None
+    leader: bool | None = None
 
 
 class Store(Protocol):
@@ -89,12 +92,23 @@ class Store(Protocol):
         ...
 
     async def admit(self, windows: Sequence[Window], window_s: float, now: float, budgets: Sequence[Budget],
-                    blob_key: str | None) -> Admission:
+                    blob_key: str | None, lock_ms: int = 0) -> Admission:
         """A request's whole admission in one atomic step (one round trip in Redis): count the
         rate-limit ``windows`` as ``hit`` does; if they fit, read ``blob_key`` (a cached answer);
-        if there is none, reserve ``budgets`` as ``reserve`` does. Nothing is reserved when the
-        windows are full or a blob is found. In Redis every key of one call must share one
-        Cluster slot (the callers tag them all with ``{team}``)."""
+        if there is none, take the blob's lock for ``lock_ms`` when asked (``leader``) and
+        reserve ``budgets`` as ``reserve`` does. Nothing is reserved when the windows are full
+        or a blob is found. In Redis every key of one call must share one Cluster slot (the
+        callers tag them all with ``{team}``)."""
+        ...
+
+    async def probe(self, blob_key: str) -> tuple[bytes | None, bool]:
+        """(the blob or ``None``, whether its lock is still held): for a request waiting on
+        another that holds the lock."""
+        ...
+
+    async def unlock(self, blob_key: str) -> None:
+        """Release a blob's lock without storing it (the request that held it has nothing to
+        store). Storing the blob (``set_blob``, ``adjust`` with a blob) releases it too."""
         ...
 
     async def adjust(self, budgets: Sequence[Budget], blob: tuple[str, bytes, int] | None = None) -> None:

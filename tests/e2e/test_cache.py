@@ -182,6 +182,35 @@ async def test_errors_and_oversized_answers_are_not_cached(gateway, fake_openai)
     assert raw.headers["x-switchyard-cache"] == "miss"
 
 
+async def test_identical_requests_on_two_replicas_make_one_upstream_call(gateway, fake_openai):
+    """Three identical requests on each of two replicas (one Redis) while the upstream takes
+    0.4 s: one upstream call, six identical answers (the first a miss, the rest hits)."""
+    redis = Settings(access_log=False, redis_url="redis://127.0.0.1:6379/0")
+    a = await gateway(cache_policy(fake_openai), env=ENV, settings=redis)
+    b = await gateway(cache_policy(fake_openai), env=ENV, settings=redis)
+    fake_openai.faults.always(Fault(delay_s=0.4))
+    messages = fresh()
+    raws = await asyncio.gather(*(client(url).chat.completions.with_raw_response.create(model="chat",
+                                                                                        messages=messages)
+                                  for url in (a, a, a, b, b, b)))
+    assert len(fake_openai.calls(CHAT)) == 1
+    assert len({raw.parse().choices[0].message.content for raw in raws}) == 1
+    assert sorted(raw.headers["x-switchyard-cache"] for raw in raws) == ["hit"] * 5 + ["miss"]
+
+
+async def test_waiters_do_not_hang_when_the_first_request_fails(gateway, fake_openai):
+    redis = Settings(access_log=False, redis_url="redis://127.0.0.1:6379/0")
+    a = await gateway(cache_policy(fake_openai), env=ENV, settings=redis)
+    b = await gateway(cache_policy(fake_openai), env=ENV, settings=redis)
+    fake_openai.faults.push(Fault(status=400, delay_s=0.3))  # the first call is refused: nothing to cache
+    messages = fresh()
+    results = await asyncio.gather(*(client(url).chat.completions.create(model="chat", messages=messages)
+                                     for url in (a, b)), return_exceptions=True)
+    assert sum(isinstance(r, openai.BadRequestError) for r in results) == 1
+    assert sum(not isinstance(r, BaseException) for r in results) == 1  # the waiter asked the upstream itself
+    assert len(fake_openai.calls(CHAT)) == 2
+
+
 async def test_a_hit_through_one_replica_is_served_by_another(gateway, fake_openai):
     redis = Settings(access_log=False, redis_url="redis://127.0.0.1:6379/0")
     a = await gateway(cache_policy(fake_openai), env=ENV, settings=redis)
