@@ -87,6 +87,18 @@ async def test_store_operations_on_a_cluster(cluster: str):
         assert len(await store.list_keys()) == 4 and len(await store.list_keys("beta")) == 1
         await store.set_blob("{global}:answer", b"cached", 30)
         assert await store.get_blob("{global}:answer") == b"cached"
+        # one admission step: windows, the team's cache entry and its lock, budgets — one slot
+        admitted = await store.admit([Window("{u}:team:rpm", 1, 5)], 60, now, [Budget("{u}:budget:day:d", 3, 10, 60)],
+                                     "{u}:entry", lock_ms=5000)
+        assert (admitted.reserved, admitted.leader, admitted.blob) == (True, True, None)
+        waiting = await store.admit([], 60, now, [], "{u}:entry", lock_ms=5000)
+        assert waiting.leader is False and await store.probe("{u}:entry") == (None, True)
+        await store.adjust([Budget("{u}:budget:day:d", -1, 10, 60)], ("{u}:entry", b"answer", 30))
+        assert await store.probe("{u}:entry") == (b"answer", False)  # stored: the lock is released
+        assert await store.read(["{u}:budget:day:d"]) == [2]
+        # dashboard counters: buckets in different slots, one pipeline
+        await store.add_stats([("m:60", {"n": 1, "c": 0.5}, 60), ("h:3600", {"n": 1}, 60)])
+        assert await store.read_stats(["m:60", "h:3600", "m:120"]) == [{"n": 1.0, "c": 0.5}, {"n": 1.0}, {}]
         await store.ping()
     finally:
         await store.close()
