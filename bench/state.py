@@ -145,7 +145,7 @@ class Target:
             await keys.authenticate(store_h)
 
         async def admit(who: Principal, key: str) -> Admitted:
-            admitted = await gate.admit(who, TOKENS, MAX_USD, key, ALLOWED)
+            admitted = await gate.admit(who, TOKENS, MAX_USD, key, ALLOWED, coalesce=True)
             if admitted.hit is None and admitted.reservation is None:
                 raise RuntimeError(f"{self.name}: nothing reserved: {admitted}")
             return admitted

@@ -102,7 +102,7 @@ class MemoryStore:
         self._spend: dict[str, int] = {}  # budget counters (no expiry needed in one process's life)
         self._blobs: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # cached responses, LRU
         self._stats: dict[str, tuple[dict[str, float], float]] = {}  # stats buckets: (fields, expires at)
-        self._locks: dict[str, float] = {}  # blob locks: key -> held until (monotonic)
+        self._locks: OrderedDict[str, float] = OrderedDict()  # blob locks: key -> held until, oldest first
 
     @property
     def tracked_windows(self) -> int:
@@ -160,8 +160,10 @@ class MemoryStore:
         held = self._locks.get(key)
         if held is not None and held > now:
             return False
-        if len(self._locks) >= _MAX_BLOBS:  # locks are released when their request ends; sweep stale ones
-            self._locks = {k: until for k, until in self._locks.items() if until > now}
+        # locks are released when their request ends; the oldest go first (expired, or over the cap)
+        while self._locks and (len(self._locks) >= _MAX_BLOBS or next(iter(self._locks.values())) <= now):
+            self._locks.popitem(last=False)
+        self._locks.pop(key, None)
         self._locks[key] = now + lock_ms / 1000
         return True
 
