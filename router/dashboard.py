@@ -57,11 +57,8 @@ async def refresh_gauges(gateway: Gateway) -> None:
                                 str(circuits.get(name, {}).get("state", "closed")))
     try:
         async with asyncio.timeout(1.0):
-            for team in gateway.runtime.loaded.policy.teams:
-                for window in ("day", "month"):
-                    spent, limit = await gateway.budgets.spent(team, window)
-                    if limit is not None:
-                        telemetry.budget_remaining(team, window, max(0.0, limit - spent))
+            for (team, window), usd in (await gateway.budgets.left()).items():
+                telemetry.budget_remaining(team, window, usd)
         telemetry.store_degraded("store", False)
     except (StoreUnavailable, TimeoutError):
         telemetry.store_degraded("store", True)
@@ -111,16 +108,15 @@ async def dashboard_json(gateway: Gateway, source: str, minutes: int) -> dict[st
         raise web.HTTPServiceUnavailable(text=f"dashboard counters unavailable: {exc}") from None
     body["source"] = source
     teams: dict[str, Any] = body["teams"]
+    try:
+        left = await gateway.budgets.left()
+    except StoreUnavailable:
+        left = {}
     for team in gateway.runtime.loaded.policy.teams:
         entry = teams.setdefault(team, {"spend_usd": 0.0, "input_tokens": 0, "output_tokens": 0,
                                         "budget_remaining_usd": None})
-        try:
-            spent, limit = await gateway.budgets.spent(team, "day")
-            if limit is None:
-                spent, limit = await gateway.budgets.spent(team, "month")
-        except StoreUnavailable:
-            continue
-        entry["budget_remaining_usd"] = None if limit is None else round(max(0.0, limit - spent), 9)
+        usd = left.get((team, "day"), left.get((team, "month")))  # the day's budget when there is one
+        entry["budget_remaining_usd"] = None if usd is None else round(usd, 9)
     return body
 
 

@@ -120,6 +120,15 @@ class Budgets:
         if reservation is not None:
             await self.settle(reservation, 0.0)
 
+    async def left(self, now: datetime | None = None) -> dict[tuple[str, str], float]:
+        """USD left in every team budget window now: {(team, day|month): usd} — one store read."""
+        now = now or datetime.now(UTC)
+        windows = [(team, period, usd) for team, spec in self._teams.items()
+                   for period, usd in (("day", spec.daily_usd), ("month", spec.monthly_usd)) if usd]
+        values = await self._store.read([_key(f"{{{team}}}:budget", period, now) for team, period, _ in windows])
+        return {(team, period): max(0.0, usd - v / NANO)
+                for (team, period, usd), v in zip(windows, values, strict=True)}
+
     async def spent(self, team: str, period: str, now: datetime | None = None) -> tuple[float, float | None]:
         """(USD the team spent in the current ``period`` — day or month —, its limit)."""
         spec = self._teams.get(team)

@@ -190,7 +190,8 @@ class RedisStore:
         self._key_generation = 0  # bumped by every change announced (and every (un)subscribe)
         self._listener: asyncio.Task[None] | None = None
         self._subscription: Any = None  # the listener's PubSub
-        self._pubsub_ok = not isinstance(client, RedisCluster)  # no pub/sub client for Cluster here
+        self._cluster = isinstance(client, RedisCluster)
+        self._pubsub_ok = not self._cluster  # no pub/sub client for Cluster here
         self._revoke_script = self._redis.register_script(_REVOKE_LUA)
         self._probe_script = self._redis.register_script(_PROBE_LUA)
         self._adjust_script = self._redis.register_script(_ADJUST_LUA)
@@ -285,8 +286,9 @@ class RedisStore:
     async def read(self, keys: Sequence[str]) -> list[int]:
         if not keys:
             return []
-        async with self._guard("budget read"):
-            values = await self._redis.mget([self._spend(k) for k in keys])
+        names = [self._spend(k) for k in keys]
+        async with self._guard("budget read"):  # keys of several teams span Cluster slots
+            values = await (self._redis.mget_nonatomic(names) if self._cluster else self._redis.mget(names))
         return [int(v) if v is not None else 0 for v in values]
 
     async def put_key(self, record: KeyRecord) -> None:

@@ -82,6 +82,7 @@ async def test_store_operations_on_a_cluster(cluster: str):
         assert (await store.reserve(budgets))[0] is True
         assert (await store.reserve(budgets))[0] is False  # all or nothing: the month was not touched
         assert await store.read(["{t}:budget:day:d", "{t}:kbudget:k1:month:m"]) == [6, 6]
+        assert await store.read(["{t}:budget:day:d", "{other}:budget:day:d"]) == [6, 0]  # two slots, one read
         for team in ("alpha", "beta", "gamma", "delta"):  # records spread over the three masters
             await store.put_key(KeyRecord(secrets.token_hex(32), team, "n", now))
         assert len(await store.list_keys()) == 4 and len(await store.list_keys("beta")) == 1
