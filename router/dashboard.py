@@ -17,12 +17,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from router.errors import InvalidRequest, Unauthorized
+from router.errors import InvalidRequest, StatsStoreUnavailable, TelemetryOff, Unauthorized
 from router.gateway import Gateway
 from router.reload import SERVING
 from router.settings import SETTINGS
 from router.state.keys import bearer_token
-from router.state.store import StoreUnavailable
+from router.state.store import Store, StoreUnavailable
 
 __all__ = ["routes"]
 
@@ -46,7 +46,7 @@ def check_reader(request: web.Request) -> None:
                        "invalid_dashboard_key")
 
 
-async def refresh_gauges(gateway: Gateway) -> None:
+async def refresh_gauges(gateway: Gateway, store: Store) -> None:
     """Point-in-time gauges, read when scraped: backend load and circuits, budget left per
     team and window, and whether the shared store answers."""
     telemetry = gateway.telemetry
@@ -57,6 +57,7 @@ async def refresh_gauges(gateway: Gateway) -> None:
                                 str(circuits.get(name, {}).get("state", "closed")))
     try:
         async with asyncio.timeout(1.0):
+            await store.ping()
             for (team, window), usd in (await gateway.budgets.left()).items():
                 telemetry.budget_remaining(team, window, usd)
         telemetry.store_degraded("store", False)
@@ -69,8 +70,8 @@ async def metrics(request: web.Request) -> web.Response:
     check_reader(request)
     gateway = request.app[SERVING].gateway
     if not gateway.telemetry.enabled:
-        raise web.HTTPNotFound(text="telemetry is off (SWITCHYARD_TELEMETRY=off)")
-    await refresh_gauges(gateway)
+        raise TelemetryOff("metrics are off on this gateway (SWITCHYARD_TELEMETRY=off)")
+    await refresh_gauges(gateway, request.app[SERVING].store)
     return web.Response(body=gateway.telemetry.metrics_text(),
                         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
@@ -105,7 +106,7 @@ async def dashboard_json(gateway: Gateway, source: str, minutes: int) -> dict[st
     try:
         body = await gateway.stats.read(minutes)
     except StoreUnavailable as exc:
-        raise web.HTTPServiceUnavailable(text=f"dashboard counters unavailable: {exc}") from None
+        raise StatsStoreUnavailable(f"the dashboard counters cannot be read now ({exc})") from None
     body["source"] = source
     teams: dict[str, Any] = body["teams"]
     try:

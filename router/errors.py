@@ -42,6 +42,8 @@ __all__ = [
     "Unauthorized",
     "error_info",
     "error_json",
+    "StatsStoreUnavailable",
+    "TelemetryOff",
 ]
 
 
@@ -97,6 +99,18 @@ class KeyStoreUnavailable(GatewayError):
     status = 503
     error_type = "service_unavailable"
     code = "key_store_unavailable"
+
+
+class StatsStoreUnavailable(GatewayError):
+    status = 503
+    error_type = "service_unavailable"
+    code = "stats_store_unavailable"
+
+
+class TelemetryOff(GatewayError):
+    status = 404
+    error_type = "not_found_error"
+    code = "telemetry_off"
 
 
 class ModelNotFound(GatewayError):
