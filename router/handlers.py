@@ -21,9 +21,10 @@ from router.gateway import Gateway
 from router.middlewares import PRINCIPAL, RECORD, REQUEST_ID, ROUTE, RULE, STARTED
 from router.record import RequestRecord
 from router.reload import SERVING
+from router.state.admission import Admitted
 from router.state.budgets import Reservation
 from router.state.cache import CachedAnswer, replay_sse
-from router.state.keys import create_key, find_key
+from router.state.keys import Principal, create_key, find_key
 from router.state.store import StoreUnavailable
 from router.streaming import relay
 from router.telemetry import provider_name
@@ -42,33 +43,17 @@ def _answer_headers(plan: Plan, sensitivity: str, backend: str,
 
 async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     gateway = request.app[SERVING].gateway
-    rec = request[RECORD]
     body = parse_body(await request.read(), endpoint)
     who = request.get(PRINCIPAL)
     team = who.team if who else None
-    rec.team, rec.stream = team, body.stream
     facts, scan = gateway.facts(body, endpoint, request.headers, team=team)
     if gateway.needs_budget_fact and gateway.budgets.applies(who):
         facts = dataclasses.replace(facts, budget_remaining=await gateway.budgets.remaining(who))
-    rec.sensitivity, rec.max_tokens = facts.sensitivity, facts.max_tokens
-    temperature = body.data.get("temperature")
-    rec.temperature = float(temperature) if isinstance(temperature, int | float) else None
     plan = gateway.plan(facts)
     request[ROUTE], request[RULE] = plan.route, plan.rule
-    rec.alias, rec.rule, rec.spillover = plan.alias, plan.rule, bool(plan.spilling)
-    if plan.spilling:
-        rec.reason = "spilled over from " + ", ".join(sorted(plan.spilling)) + " (loaded)"
+    rec = _planned(request[RECORD], body, facts, plan, team)
     lookup = _cache_lookup(request, gateway, plan, endpoint, body, team)
-    at_most = facts.input_tokens + (facts.max_tokens or gateway.runtime.loaded.policy.settings.estimate_max_tokens)
-    coalesce = lookup is not None and lookup.read and lookup.write and not body.stream
-    admitted = await gateway.gatekeeper.admit(who, at_most, max(plan.estimates.values(), default=0.0),
-                                              lookup.key if lookup is not None and lookup.read else None,
-                                              plan.allowed, coalesce=coalesce)
-    hit = admitted.hit
-    if hit is None and admitted.leader is False and lookup is not None and not gateway.cache.in_flight(lookup.key):
-        hit = await gateway.cache.wait(lookup.key, plan.allowed)  # another replica is asking the upstream
-        if hit is not None:
-            await gateway.budgets.release(admitted.reservation)
+    admitted, hit = await _admit(gateway, who, body, facts, plan, lookup)
     if hit is not None:
         headers = _answer_headers(plan, facts.sensitivity, hit.backend, []) | admitted.headers
         return await _serve_cached(request, gateway, hit, body, headers)
@@ -83,6 +68,36 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     finally:
         if admitted.leader and lookup is not None and not rec.cache_stored:
             await gateway.cache.unlock(lookup.key)  # nothing stored: the waiters ask the upstream
+
+
+def _planned(rec: RequestRecord, body: ParsedBody, facts: RequestFacts, plan: Plan, team: str | None
+             ) -> RequestRecord:
+    """What the record knows once the request is planned."""
+    rec.team, rec.stream, rec.sensitivity, rec.max_tokens = team, body.stream, facts.sensitivity, facts.max_tokens
+    temperature = body.data.get("temperature")
+    rec.temperature = float(temperature) if isinstance(temperature, int | float) else None
+    rec.alias, rec.rule, rec.spillover = plan.alias, plan.rule, bool(plan.spilling)
+    if plan.spilling:
+        rec.reason = "spilled over from " + ", ".join(sorted(plan.spilling)) + " (loaded)"
+    return rec
+
+
+async def _admit(gateway: Gateway, who: Principal | None, body: ParsedBody, facts: RequestFacts, plan: Plan,
+                 lookup: _Lookup | None) -> tuple[Admitted, CachedAnswer | None]:
+    """Rate limits, budget reservation and the cache lookup (one store round trip), then —
+    when an identical request on another replica is asking the upstream — waiting for its
+    answer. Returns the admission and the cached answer to serve, if any."""
+    at_most = facts.input_tokens + (facts.max_tokens or gateway.runtime.loaded.policy.settings.estimate_max_tokens)
+    coalesce = lookup is not None and lookup.read and lookup.write and not body.stream
+    admitted = await gateway.gatekeeper.admit(who, at_most, max(plan.estimates.values(), default=0.0),
+                                              lookup.key if lookup is not None and lookup.read else None,
+                                              plan.allowed, coalesce=coalesce)
+    hit = admitted.hit
+    if hit is None and admitted.leader is False and lookup is not None and not gateway.cache.in_flight(lookup.key):
+        hit = await gateway.cache.wait(lookup.key, plan.allowed)
+        if hit is not None:
+            await gateway.budgets.release(admitted.reservation)  # served from the cache: nothing to pay
+    return admitted, hit
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
