@@ -22,7 +22,7 @@ from router.middlewares import authenticate, errors_and_ids, observe, stamp_head
 from router.reload import SERVING, Serving
 from router.settings import SETTINGS, Settings
 from router.state.stats import Stats
-from router.state.store import Store
+from router.state.store import Store, StoreUnavailable
 from router.telemetry import Telemetry
 
 __all__ = ["TELEMETRY", "create_app", "open_store"]
@@ -53,6 +53,10 @@ def _serving_ctx(loaded: LoadedPolicy, path: Path | None
                                          keepalive_timeout=30)
         session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         store = open_store(settings)
+        try:
+            await store.warm()
+        except StoreUnavailable as exc:
+            log.warning("shared store not ready at start (%s): serving degraded until it answers", exc)
         telemetry = app.get(TELEMETRY) or Telemetry(enabled=settings.telemetry)
         stats = Stats(store)
         try:

@@ -246,5 +246,8 @@ class MemoryStore:
     async def ping(self) -> None:
         return None
 
+    async def warm(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None

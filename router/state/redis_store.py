@@ -450,6 +450,22 @@ class RedisStore:
         async with self._guard("ping"):
             await self._redis.ping()
 
+    async def warm(self, timeout_s: float = 2.0) -> None:
+        """Before serving: connect (a Cluster learns its slots), load the scripts on every
+        primary, subscribe to key changes — so first requests do not pay for it inside their
+        short deadline. Raises ``StoreUnavailable`` (the gateway starts anyway, degraded)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._redis.ping()
+                for script in (_ADMIT_LUA, _ADJUST_LUA, _PROBE_LUA, _REVOKE_LUA):
+                    await self._redis.script_load(script)
+        except TimeoutError:
+            raise StoreUnavailable(f"redis warm-up: no answer within {timeout_s:g} s") from None
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise StoreUnavailable(f"redis warm-up: {_short(exc)}") from None
+        if self._listener is None and self._pubsub_ok:
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+
     async def close(self) -> None:
         """Stop the key-change listener and close the connection pool (idempotent; errors
         while closing are ignored)."""
