@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -409,8 +410,6 @@ def _error_type(exc: BaseException) -> str:
 
 
 def _text(value: object) -> str:
-    import orjson
-
     try:
         return orjson.dumps(value).decode()
     except TypeError:

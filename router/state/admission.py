@@ -56,17 +56,7 @@ class Gatekeeper:
         budgets = self._budgets.windows(who, max_usd) if who is not None else []
         lock_ms = round(self._cache.spec.coalesce_s * 1000) if coalesce else 0
         if who is None or not (windows or budgets):
-            if cache_key is None:
-                return _NOTHING
-            if lock_ms and self._cache.spec.scope == "team":
-                try:
-                    found = await self._store.admit([], WINDOW_S, time.time(), [], cache_key, lock_ms)
-                except StoreUnavailable:
-                    return _NOTHING
-                alone = self._cache.accept(found.blob, allowed)
-                return Admitted(hit=alone) if alone is not None else Admitted(leader=found.leader)
-            alone = await self._cache.get(cache_key, allowed)
-            return Admitted(hit=alone) if alone is not None else _NOTHING
+            return await self._cache_only(cache_key, allowed, lock_ms)
         together = cache_key is not None and cache_key.startswith(f"{{{who.team}}}:")
         step = self._store.admit([w for w, _ in windows], WINDOW_S, time.time(), budgets,
                                  cache_key if together else None, lock_ms if together else 0)
@@ -99,6 +89,20 @@ class Gatekeeper:
             if leader:
                 await self._cache.unlock(cache_key)  # type: ignore[arg-type]
             raise
+
+    async def _cache_only(self, cache_key: str | None, allowed: frozenset[str], lock_ms: int) -> Admitted:
+        """No limits, no budget (or no caller): only the cache lookup, with the lock when asked."""
+        if cache_key is None:
+            return _NOTHING
+        if not lock_ms or self._cache.spec.scope != "team":
+            alone = await self._cache.get(cache_key, allowed)
+            return Admitted(hit=alone) if alone is not None else _NOTHING
+        try:
+            found = await self._store.admit([], WINDOW_S, time.time(), [], cache_key, lock_ms)
+        except StoreUnavailable:
+            return _NOTHING
+        alone = self._cache.accept(found.blob, allowed)
+        return Admitted(hit=alone) if alone is not None else Admitted(leader=found.leader)
 
     async def finish(self, reservation: Reservation | None, actual_usd: float | None, cache_key: str | None,
                      answer: CachedAnswer | None) -> bool:
