@@ -159,30 +159,7 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
     if lookup is not None:
         limit_headers = limit_headers | {"x-switchyard-cache": lookup.state}
     if body.stream:
-        answer = await engine.open_stream(plan, breq, scan, rec)
-        _fell_back(rec, answer.failures)
-        headers = _answer_headers(plan, facts.sensitivity, answer.backend, answer.failures) | limit_headers
-        estimate = plan.estimates.get(answer.backend)
-        if estimate is not None:
-            headers["x-switchyard-cost-estimate-usd"] = format_usd(estimate)
-        rec.ttft_s = time.perf_counter() - request[STARTED]
-        relay_started = time.perf_counter()
-        response, outcome = await relay(request, engine, plan, breq, answer, headers)
-        rec.upstream_s = answer.upstream_s + (time.perf_counter() - relay_started)
-        rec.recovered = outcome.recovered
-        rec.reason = outcome.reason or rec.reason
-        if outcome.backend is None:
-            await gateway.budgets.release(reservation)
-            _answered(gateway, rec, answer.backend, None, None)
-            rec.error_type = "stream_interrupted"
-        else:
-            usage = outcome.usage or {"prompt_tokens": facts.input_tokens, "completion_tokens": outcome.content_events}
-            spent = usage_cost(usage, prices[outcome.backend])
-            _answered(gateway, rec, outcome.backend, usage, spent)
-            fresh = (CachedAnswer(outcome.backend, orjson.dumps(outcome.answer))
-                     if lookup is not None and lookup.write and outcome.answer is not None else None)
-            await gateway.gatekeeper.finish(reservation, spent, lookup.key if lookup else None, fresh)
-        return response
+        return await _stream(request, gateway, breq, facts, scan, plan, reservation, limit_headers, lookup)
     fresh = None
     if lookup is not None:
         produced: list[Answer] = []
@@ -211,6 +188,38 @@ async def _dispatch(request: web.Request, gateway: Gateway, endpoint: Endpoint, 
         gateway.telemetry.add_content(body.data.get("messages", body.data.get("prompt")), data.get("choices"))
     return web.Response(body=result.response.body, status=result.response.status,
                         content_type="application/json", headers=headers)
+
+
+async def _stream(request: web.Request, gateway: Gateway, breq: BackendRequest, facts: RequestFacts, scan: Scan,
+                  plan: Plan, reservation: Reservation | None, limit_headers: dict[str, str],
+                  lookup: _Lookup | None) -> web.StreamResponse:
+    """Open the stream (failing over until the first event), relay it, then settle the cost
+    from its usage and, when it was clean, store it in the cache."""
+    engine, rec = gateway.engine, request[RECORD]
+    answer = await engine.open_stream(plan, breq, scan, rec)
+    _fell_back(rec, answer.failures)
+    headers = _answer_headers(plan, facts.sensitivity, answer.backend, answer.failures) | limit_headers
+    estimate = plan.estimates.get(answer.backend)
+    if estimate is not None:
+        headers["x-switchyard-cost-estimate-usd"] = format_usd(estimate)
+    rec.ttft_s = time.perf_counter() - request[STARTED]
+    relay_started = time.perf_counter()
+    response, outcome = await relay(request, engine, plan, breq, answer, headers)
+    rec.upstream_s = answer.upstream_s + (time.perf_counter() - relay_started)
+    rec.recovered = outcome.recovered
+    rec.reason = outcome.reason or rec.reason
+    if outcome.backend is None:
+        await gateway.budgets.release(reservation)
+        _answered(gateway, rec, answer.backend, None, None)
+        rec.error_type = "stream_interrupted"
+        return response
+    usage = outcome.usage or {"prompt_tokens": facts.input_tokens, "completion_tokens": outcome.content_events}
+    spent = usage_cost(usage, gateway.runtime.planner.prices[outcome.backend])
+    _answered(gateway, rec, outcome.backend, usage, spent)
+    fresh = (CachedAnswer(outcome.backend, orjson.dumps(outcome.answer))
+             if lookup is not None and lookup.write and outcome.answer is not None else None)
+    await gateway.gatekeeper.finish(reservation, spent, lookup.key if lookup else None, fresh)
+    return response
 
 
 def _fell_back(rec: RequestRecord, failures: list[tuple[str, BackendError]]) -> None:
