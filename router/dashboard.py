@@ -1,27 +1,24 @@
 """What the gateway shows about itself: ``GET /metrics`` (Prometheus text), the built-in
 dashboard (``GET /dashboard``, its assets, and ``GET /dashboard/data``).
 
-Access: when an admin key is configured, ``/metrics`` and ``/dashboard/data`` need it or the
-read-only dashboard key (``SWITCHYARD_DASHBOARD_KEY``) as ``Authorization: Bearer …``; the
-page and its assets hold no data and are public (the page asks for the key). Without an
-admin key, everything here is open, like ``/admin/*``.
+Access is checked by the ``authenticate`` middleware: when an admin key is configured,
+``/metrics`` and ``/dashboard/data`` need it or the read-only dashboard key
+(``SWITCHYARD_DASHBOARD_KEY``); the page and its assets hold no data and are public (the page
+asks for the key). Without an admin key, everything here is open, like ``/admin/*``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from router.errors import InvalidRequest, StatsStoreUnavailable, TelemetryOff, Unauthorized
+from router.errors import InvalidRequest, StatsStoreUnavailable, TelemetryOff
 from router.gateway import Gateway
 from router.reload import SERVING
-from router.settings import SETTINGS
-from router.state.keys import bearer_token
 from router.state.store import Store, StoreUnavailable
 
 __all__ = ["routes"]
@@ -31,19 +28,6 @@ _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 _HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
             "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
 _MAX_MINUTES = 90 * 1440
-
-
-def check_reader(request: web.Request) -> None:
-    """The admin key or the dashboard key, when an admin key is configured."""
-    settings = request.app[SETTINGS]
-    if settings.admin_key is None:
-        return
-    token = (bearer_token(request.headers) or "").encode()
-    for key in (settings.admin_key, settings.dashboard_key):
-        if key is not None and hmac.compare_digest(token, key.encode()):
-            return
-    raise Unauthorized("this endpoint needs the dashboard key or the admin key (Authorization: Bearer …)",
-                       "invalid_dashboard_key")
 
 
 async def refresh_gauges(gateway: Gateway, store: Store) -> None:
@@ -67,7 +51,6 @@ async def refresh_gauges(gateway: Gateway, store: Store) -> None:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    check_reader(request)
     gateway = request.app[SERVING].gateway
     if not gateway.telemetry.enabled:
         raise TelemetryOff("metrics are off on this gateway (SWITCHYARD_TELEMETRY=off)")
@@ -90,7 +73,6 @@ async def asset(request: web.Request) -> web.FileResponse:
 
 async def data(request: web.Request) -> web.Response:
     """``?minutes=60``: the counters of every replica (Redis) or this process (memory)."""
-    check_reader(request)
     try:
         minutes = int(request.query.get("minutes", "60"))
     except ValueError:

@@ -102,7 +102,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """``/v1/*``: a virtual key → its team (unless the gateway is open: no keys configured).
-    ``/admin/*``: the admin key, when one is configured."""
+    ``/admin/*``: the admin key; ``/metrics`` and ``/dashboard/data``: the admin key or the
+    read-only dashboard key — both only when an admin key is configured."""
     path = request.path
     if path.startswith("/v1/"):
         gateway = request.app[SERVING].gateway
@@ -115,19 +116,36 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
                 raise Unauthorized(exc.message, exc.code) from None
     elif path.startswith("/admin/"):
         _check_admin(request)
+    elif path in _READER_PATHS:
+        _check_reader(request)
     return await handler(request)
 
 
+_READER_PATHS = frozenset({"/metrics", "/dashboard/data"})  # the page and its assets hold no data
+
+
 def _check_admin(request: web.Request) -> None:
-    admin = request.app[SETTINGS].admin_key
-    if admin is None:
+    settings = request.app[SETTINGS]
+    if settings.admin_key is None:
         if request.path.startswith("/admin/keys"):
             raise Unauthorized("key management needs an admin key: set SWITCHYARD_ADMIN_KEY", "admin_key_not_set")
         return
-    token = bearer_token(request.headers) or ""
-    if not hmac.compare_digest(token.encode(), admin.encode()):
+    if not _bearer_is(request, settings.admin_key):
         raise Unauthorized("this endpoint needs the admin key (Authorization: Bearer <SWITCHYARD_ADMIN_KEY>)",
                            "invalid_admin_key")
+
+
+def _check_reader(request: web.Request) -> None:
+    settings = request.app[SETTINGS]
+    if settings.admin_key is not None and not _bearer_is(request, settings.admin_key, settings.dashboard_key):
+        raise Unauthorized("this endpoint needs the dashboard key or the admin key (Authorization: Bearer …)",
+                           "invalid_dashboard_key")
+
+
+def _bearer_is(request: web.Request, *keys: str | None) -> bool:
+    """The request's bearer token is one of ``keys`` (constant-time; ``None`` keys never match)."""
+    token = (bearer_token(request.headers) or "").encode()
+    return any(key is not None and hmac.compare_digest(token, key.encode()) for key in keys)
 
 
 async def stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
