@@ -1,5 +1,7 @@
 """Rate limits: requests and tokens per minute, per team and per key, counted in the
-shared store so they hold across replicas (one atomic call per request).
+shared store so they hold across replicas. The counting itself is part of the admission
+script (``Gatekeeper``, ``router/state/admission.py``): this module says which windows a
+request counts against and turns the store's answer into a decision and headers.
 
 Redis trouble: the limits fall back to per-process counting (``MemoryStore``) while the
 shared store does not answer — a replica then enforces the full limit on its own, so the
@@ -38,17 +40,6 @@ class RateLimiter:
         self._store = store
         self._fallback = MemoryStore()
         self.degraded_since: float | None = None
-
-    async def check(self, who: Principal, tokens: int) -> RateDecision | None:
-        """Count this request; ``None`` when the team has no limits at all."""
-        windows = self.windows(who, tokens)
-        if not windows:
-            return None
-        try:
-            results = await self._store.hit([w for w, _ in windows], WINDOW_S, time.time())
-        except StoreUnavailable as exc:
-            return await self.fallback(who, windows, exc)
-        return self.decide(who, windows, results)
 
     async def fallback(self, who: Principal, windows: list[tuple[Window, str]],
                        exc: StoreUnavailable) -> RateDecision:
