@@ -64,7 +64,7 @@ class Engine:
         self.runtime = runtime
         self.circuits = circuits
         self.load = load
-        self.telemetry = telemetry or Telemetry(enabled=False)
+        self.telemetry = telemetry  # spans for attempts of traced requests (None: never traced)
 
     def spec(self, name: str) -> BackendSpec:
         return self.runtime.loaded.policy.backends[name]
@@ -227,7 +227,7 @@ class _Run:
             started = loop.time()
             load.enter(name)
             try:
-                if self.record is None or not self.record.traced:
+                if engine.telemetry is None or self.record is None or not self.record.traced:
                     result = await call(request)
                 else:
                     with engine.telemetry.attempt_span(self.record, name, spec, self.attempts) as traceparent:

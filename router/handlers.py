@@ -18,7 +18,7 @@ from router.engine import Answer
 from router.errors import InvalidRequest
 from router.explain import explain_json
 from router.gateway import Gateway
-from router.middlewares import PRINCIPAL, RECORD, REQUEST_ID, ROUTE, RULE, STARTED
+from router.middlewares import PRINCIPAL, RECORD, REQUEST_ID, ROUTE, RULE
 from router.record import RequestRecord
 from router.reload import SERVING
 from router.state.admission import Admitted
@@ -202,7 +202,7 @@ async def _stream(request: web.Request, gateway: Gateway, breq: BackendRequest, 
     estimate = plan.estimates.get(answer.backend)
     if estimate is not None:
         headers["x-switchyard-cost-estimate-usd"] = format_usd(estimate)
-    rec.ttft_s = time.perf_counter() - request[STARTED]
+    rec.ttft_s = time.perf_counter() - rec.started
     relay_started = time.perf_counter()
     response, outcome = await relay(request, engine, plan, breq, answer, headers)
     rec.upstream_s = answer.upstream_s + (time.perf_counter() - relay_started)

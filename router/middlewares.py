@@ -23,7 +23,7 @@ from router.reload import SERVING
 from router.settings import SETTINGS
 from router.state.keys import AuthError, Principal, bearer_token
 
-__all__ = ["PRINCIPAL", "RECORD", "REQUEST_ID", "ROUTE", "RULE", "STARTED", "authenticate", "errors_and_ids", "observe",
+__all__ = ["PRINCIPAL", "RECORD", "REQUEST_ID", "ROUTE", "RULE", "authenticate", "errors_and_ids", "observe",
            "stamp_headers"]
 
 log = logging.getLogger("switchyard.http")
@@ -33,7 +33,6 @@ ROUTE = web.RequestKey("route", str)
 RULE = web.RequestKey("rule", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 RECORD = web.RequestKey("record", RequestRecord)
-STARTED = web.RequestKey("started", float)  # time.perf_counter() at arrival
 _OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"}
 
 
@@ -79,8 +78,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     operation = _OPERATIONS.get(request.path)
     if operation is None or request.method != "POST":
         return await handler(request)
-    request[STARTED] = time.perf_counter()
-    rec = request[RECORD] = RequestRecord(operation)
+    rec = request[RECORD] = RequestRecord(operation, started=time.perf_counter())
     serving = request.app[SERVING]
     telemetry = serving.gateway.telemetry
     with telemetry.request_span(rec, request.headers):
@@ -94,7 +92,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             rec.error_type, rec.status = info.code or info.error_type, info.status
             raise
         finally:
-            rec.duration_s = time.perf_counter() - request[STARTED]
+            rec.duration_s = time.perf_counter() - rec.started
             telemetry.record(rec)
             serving.gateway.stats.record(rec)
 
