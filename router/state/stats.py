@@ -41,6 +41,11 @@ def _bucket(ms: float) -> int:
     return 0 if ms <= _BASE_MS else math.ceil(math.log(ms / _BASE_MS, _GROWTH))
 
 
+def _name(size: int, start: int) -> str:
+    """A bucket's hash in the store: ``m:<epoch>`` (a minute) or ``h:<epoch>`` (an hour)."""
+    return f"{'m' if size == MINUTE else 'h'}:{start}"
+
+
 def _upper_ms(i: int) -> float:
     return _BASE_MS * _GROWTH ** i
 
@@ -84,7 +89,7 @@ class Stats:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        entries = [(f"{'m' if size == MINUTE else 'h'}:{start}", dict(fields), _TTL[size])
+        entries = [(_name(size, start), dict(fields), _TTL[size])
                    for (size, start), fields in pending.items()]
         try:
             await self._store.add_stats(entries)
@@ -105,7 +110,7 @@ class Stats:
         count = max(1, math.ceil(minutes * 60 / size))
         last = int(now // size) * size
         starts = [last - size * i for i in range(count - 1, -1, -1)]
-        buckets = await self._store.read_stats([f"{'m' if size == MINUTE else 'h'}:{t}" for t in starts])
+        buckets = await self._store.read_stats([_name(size, t) for t in starts])
         return summarise(starts, size, buckets, now, minutes)
 
 
