@@ -25,11 +25,11 @@ run: install
 local-model:
 	bash deploy/local-model/llamacpp.sh install
 
-## lint: layering contracts (import-linter), ruff, mypy --strict on policies/, shipped policies
+## lint: layering and ownership contracts (import-linter), ruff, mypy --strict on router/ policies/ backends/, shipped policies
 lint: install
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check router policies backends tests bench
-	$(VENV)/bin/mypy --strict policies
+	$(VENV)/bin/mypy --strict policies backends router
 	$(VENV)/bin/switchyard policy check policies/*.yaml policies/examples/*.yaml
 	$(VENV)/bin/switchyard policy test policies/tests/*.test.yaml
 

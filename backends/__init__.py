@@ -1,29 +1,34 @@
 """Adapters, one per upstream: direct OpenAI-compatible passthrough for self-hosted
 servers, litellm for closed providers. Each translates its own errors into
-``backends.errors``.
+``backends.errors``. What each kind is lives in ``backends.kinds``.
 
 Must not import ``router`` or ``policies`` (checked by import-linter in CI).
 """
 
 from __future__ import annotations
 
-from backends.base import Backend, BackendConfig, Limits
+from backends.base import Backend, BackendConfig, TimeLimits
 from backends.errors import BackendError
-from backends.registry import DIRECT_KINDS, build_backend, check_kind, provider_price
-from backends.types import BackendRequest, BackendResponse, BackendStream, Endpoint, Health
+from backends.kinds import CLOSED_TRAITS, DIRECT_KINDS, KIND_TRAITS, KindTraits, kind_traits
+from backends.registry import build_backend, check_kind, provider_price
+from backends.types import Api, BackendRequest, BackendResponse, BackendStream, Health
 
 __all__ = [
+    "CLOSED_TRAITS",
     "DIRECT_KINDS",
+    "KIND_TRAITS",
+    "Api",
     "Backend",
     "BackendConfig",
     "BackendError",
     "BackendRequest",
     "BackendResponse",
     "BackendStream",
-    "Endpoint",
     "Health",
-    "Limits",
+    "KindTraits",
+    "TimeLimits",
     "build_backend",
     "check_kind",
+    "kind_traits",
     "provider_price",
 ]

@@ -11,11 +11,11 @@ from typing import Protocol
 from backends.metrics import LoadSample
 from backends.types import BackendRequest, BackendResponse, BackendStream, Health
 
-__all__ = ["Backend", "BackendConfig", "Limits"]
+__all__ = ["Backend", "BackendConfig", "TimeLimits"]
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class TimeLimits:
     """Time limits of one backend, in seconds."""
 
     connect_s: float = 5.0
@@ -35,7 +35,7 @@ class BackendConfig:
     api_key: str | None = None
     self_hosted: bool = True
     supports_prefill: bool = False
-    limits: Limits = Limits()
+    limits: TimeLimits = TimeLimits()
     headers: tuple[tuple[str, str], ...] = ()
 
 

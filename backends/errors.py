@@ -22,6 +22,8 @@ request would be rejected anywhere, so it is not. Must not import ``router`` or 
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 __all__ = [
     "BackendError",
     "ContentPolicyViolation",
@@ -118,10 +120,19 @@ _CONTEXT_MARKERS = ("context_length_exceeded", "exceed_context_size", "context w
 _POLICY_MARKERS = ("content_policy", "content_filter", "safety")
 
 
+class _Details(TypedDict):
+    """What every error of one upstream answer carries, whatever its class."""
+
+    backend: str
+    code: str | None
+    retry_after: float | None
+    param: str | None
+
+
 def error_from_status(status: int, message: str, *, backend: str, code: str | None = None,
                       retry_after: float | None = None, param: str | None = None) -> BackendError:
     """Classify an upstream HTTP error status (and its code/message) into the tree."""
-    kwargs = {"backend": backend, "code": code, "retry_after": retry_after, "param": param}
+    kwargs: _Details = {"backend": backend, "code": code, "retry_after": retry_after, "param": param}
     hay = f"{code or ''} {message}".lower()
     if status == 429:
         return UpstreamRateLimited(message, **kwargs)

@@ -17,14 +17,23 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch prices at import
 
 import httpx  # noqa: E402
 import litellm  # noqa: E402
 import orjson  # noqa: E402
+from litellm.exceptions import (  # noqa: E402
+    APIConnectionError,
+    AuthenticationError,
+    ContentPolicyViolationError,
+    ContextWindowExceededError,
+    PermissionDeniedError,
+    Timeout,
+)
 
-from backends.base import BackendConfig  # noqa: E402
+from backends.base import BackendConfig, TimeLimits  # noqa: E402
 from backends.errors import (  # noqa: E402
     BackendError,
     ContentPolicyViolation,
@@ -62,6 +71,18 @@ _COMPLETION_PARAMS = frozenset({
 })
 _EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user"})
 _DROP_FROM_CHUNKS = ("provider_specific_fields", "citations", "service_tier", "obfuscation")
+
+
+class _Answer(Protocol):
+    """What the gateway uses of a litellm response or chunk (a pydantic model)."""
+
+    def model_dump(self, *, warnings: bool) -> dict[str, object]: ...
+
+
+class _Chunks(Protocol):
+    """What the gateway uses of a litellm stream wrapper: an async iterator of chunks."""
+
+    def __aiter__(self) -> AsyncIterator[_Answer]: ...
 
 
 def provider_price(kind: str, model: str) -> tuple[float, float, float | None] | None:
@@ -109,7 +130,7 @@ class LiteLLMBackend:
     async def complete(self, request: BackendRequest) -> BackendResponse:
         try:
             async with asyncio.timeout(self.config.limits.total_s):
-                result = await self._call(request, stream=False)
+                result: _Answer = await self._call(request, stream=False)
         except TimeoutError:
             raise UpstreamTimeout(f"{self.name} gave no answer within {self.config.limits.total_s:g} s",
                                   backend=self.name) from None
@@ -122,7 +143,7 @@ class LiteLLMBackend:
             raise error_from_status(400, "embeddings cannot be streamed", backend=self.name)
         try:
             async with asyncio.timeout(self.config.limits.first_token_s):
-                wrapper = await self._call(request, stream=True)
+                wrapper: _Chunks = await self._call(request, stream=True)
         except TimeoutError:
             raise UpstreamTimeout(f"{self.name} did not start streaming within "
                                   f"{self.config.limits.first_token_s:g} s", backend=self.name) from None
@@ -130,7 +151,8 @@ class LiteLLMBackend:
             raise translate(exc, self.name) from exc
         return LiteLLMStream(self.name, wrapper, self.config.limits)
 
-    async def _call(self, request: BackendRequest, *, stream: bool) -> object:
+    async def _call(self, request: BackendRequest, *, stream: bool) -> Any:
+        """litellm's answer (its functions are untyped): an ``_Answer``, or a ``_Chunks`` when ``stream``."""
         body, kwargs = request.body, self._common()
         if request.endpoint == "embeddings":
             return await litellm.aembedding(input=body["input"], **_pick(body, _EMBEDDING_PARAMS), **kwargs)
@@ -158,17 +180,17 @@ class LiteLLMBackend:
 class LiteLLMStream:
     """Turns litellm's chunk objects into OpenAI SSE events, with first-token/idle limits."""
 
-    def __init__(self, backend: str, wrapper: object, limits: object) -> None:
+    def __init__(self, backend: str, wrapper: _Chunks, limits: TimeLimits) -> None:
         self._backend = backend
         self._wrapper = wrapper
-        self._first_s = limits.first_token_s  # type: ignore[attr-defined]
-        self._idle_s = limits.idle_s  # type: ignore[attr-defined]
+        self._first_s = limits.first_token_s
+        self._idle_s = limits.idle_s
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
 
     async def _events(self) -> AsyncIterator[bytes]:
-        it = self._wrapper.__aiter__()  # type: ignore[attr-defined]
+        it = self._wrapper.__aiter__()
         limit, what = self._first_s, "first token"
         while True:
             try:
@@ -231,15 +253,15 @@ def translate(exc: BaseException, backend: str) -> BackendError:
         return UpstreamTimeout(f"{backend}: {message}", backend=backend)
     if isinstance(cause, httpx.ConnectError | ConnectionRefusedError):
         return UpstreamConnectError(f"{backend}: cannot connect ({message})", backend=backend)
-    if isinstance(exc, litellm.ContextWindowExceededError):
+    if isinstance(exc, ContextWindowExceededError):
         return ContextLengthExceeded(message, backend=backend, code="context_length_exceeded")
-    if isinstance(exc, litellm.ContentPolicyViolationError):
+    if isinstance(exc, ContentPolicyViolationError):
         return ContentPolicyViolation(message, backend=backend, code="content_policy_violation")
-    if isinstance(exc, litellm.Timeout):
+    if isinstance(exc, Timeout):
         return UpstreamTimeout(f"{backend}: {message}", backend=backend)
-    if isinstance(exc, litellm.APIConnectionError):
+    if isinstance(exc, APIConnectionError):
         return UpstreamConnectError(f"{backend}: {message}", backend=backend)
-    if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
+    if isinstance(exc, AuthenticationError | PermissionDeniedError):
         return UpstreamAuthError(f"{backend} refused the gateway's credentials: {message}", backend=backend)
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):

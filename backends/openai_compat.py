@@ -3,8 +3,8 @@ Ollama, or any other ``/v1/chat/completions`` server. No litellm on this path.
 
 The client's JSON is forwarded with only ``model`` rewritten; answers come back
 byte for byte; SSE is relayed event by event. Per-kind differences (health and
-metrics paths) are declarative (``KIND_TRAITS``). aiohttp exceptions are turned
-into ``backends.errors`` here and nowhere else.
+metrics paths, prefill fields) are declarative (``backends.kinds.KIND_TRAITS``). aiohttp
+exceptions are turned into ``backends.errors`` here and nowhere else.
 
 Must not import ``router`` or ``policies``.
 """
@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aiohttp
 import orjson
 
-from backends.base import BackendConfig, Limits
+from backends.base import BackendConfig, TimeLimits
 from backends.errors import (
     BackendError,
     StreamBroken,
@@ -28,32 +27,13 @@ from backends.errors import (
     UpstreamTimeout,
     error_from_status,
 )
+from backends.kinds import kind_traits
 from backends.metrics import LoadSample, load_sample
 from backends.sse import DONE, SSESplitter
 from backends.types import ENDPOINT_PATHS, BackendRequest, BackendResponse, Health
 
-__all__ = ["KIND_TRAITS", "KindTraits", "OpenAICompatBackend"]
+__all__ = ["OpenAICompatBackend"]
 
-
-@dataclass(frozen=True, slots=True)
-class KindTraits:
-    """What differs between OpenAI-compatible servers. Paths are relative to the server
-    root (``base_url`` without its trailing ``/v1``)."""
-
-    health_path: str
-    metrics_path: str | None = None
-    #: Body fields that make the server continue a trailing assistant message (prefill).
-    prefill_fields: tuple[tuple[str, object], ...] = ()
-
-
-KIND_TRAITS: dict[str, KindTraits] = {
-    "openai_compatible": KindTraits(health_path="/v1/models"),
-    "vllm": KindTraits(health_path="/health", metrics_path="/metrics",
-                       prefill_fields=(("continue_final_message", True), ("add_generation_prompt", False))),
-    "tgi": KindTraits(health_path="/health", metrics_path="/metrics"),
-    "llamacpp": KindTraits(health_path="/health", metrics_path="/metrics"),
-    "ollama": KindTraits(health_path="/api/version"),
-}
 
 _FINISHED = (b'"finish_reason":"', b'"finish_reason": "')
 _ERROR_EVENT = (b'data: {"error"', b'data:{"error"', b"event: error")
@@ -65,10 +45,13 @@ class OpenAICompatBackend:
     def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
         if not config.base_url:
             raise ValueError(f"backend {config.name}: base_url is required")
+        self.traits = kind_traits(config.kind)
+        if self.traits.health_path is None:
+            raise ValueError(f"backend {config.name}: kind {config.kind!r} is not served directly")
+        self._health_path: str = self.traits.health_path
         self.name = config.name
         self.self_hosted = config.self_hosted
         self.config = config
-        self.traits = KIND_TRAITS[config.kind]
         self._session = session
         base = config.base_url.rstrip("/")
         self._base = base
@@ -136,15 +119,15 @@ class OpenAICompatBackend:
 
     # -- probes ------------------------------------------------------------------------
     async def health(self) -> Health:
-        url = self._root + self.traits.health_path
+        path = self._health_path
         timeout = aiohttp.ClientTimeout(total=self.config.limits.connect_s)
         try:
-            async with self._session.get(url, headers=self._headers, timeout=timeout) as resp:
+            async with self._session.get(self._root + path, headers=self._headers, timeout=timeout) as resp:
                 await resp.read()
                 ok = resp.status == 200
-                return Health(ok, f"GET {self.traits.health_path} → {resp.status}")
+                return Health(ok, f"GET {path} → {resp.status}")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return Health(False, f"GET {self.traits.health_path} failed: {exc.__class__.__name__} {exc}")
+            return Health(False, f"GET {path} failed: {exc.__class__.__name__} {exc}")
 
     async def load(self) -> LoadSample | None:
         """Scrape the server's Prometheus metrics (whole request bounded by ``connect_s``);
@@ -180,7 +163,7 @@ class PassthroughStream:
     ``first_deadline`` (loop time, counted from the request); later ones within ``idle_s``."""
 
     def __init__(self, backend: str, resp: aiohttp.ClientResponse, first_deadline: float,
-                 limits: Limits) -> None:
+                 limits: TimeLimits) -> None:
         self._backend = backend
         self._resp = resp
         self._first_deadline = first_deadline

@@ -1,7 +1,8 @@
 """The explicit ``{kind: factory}`` table that turns a ``BackendConfig`` into a backend.
 
-Self-hosted kinds are built directly; every other kind is a closed provider served
-by litellm, whose module is imported only when such a backend is built.
+Self-hosted kinds (``backends.kinds.DIRECT_KINDS``) are built directly; every other kind
+is a closed provider served by litellm, whose module is imported only when such a backend
+is built.
 
 Must not import ``router`` or ``policies``.
 """
@@ -13,15 +14,14 @@ from collections.abc import Callable
 import aiohttp
 
 from backends.base import Backend, BackendConfig
-from backends.openai_compat import KIND_TRAITS, OpenAICompatBackend
+from backends.kinds import DIRECT_KINDS
+from backends.openai_compat import OpenAICompatBackend
 
-__all__ = ["DIRECT_KINDS", "build_backend", "check_kind", "provider_price"]
+__all__ = ["build_backend", "check_kind", "provider_price"]
 
 Factory = Callable[[BackendConfig, aiohttp.ClientSession], Backend]
 
-DIRECT_KINDS: frozenset[str] = frozenset(KIND_TRAITS)
-
-_FACTORIES: dict[str, Factory] = {kind: OpenAICompatBackend for kind in KIND_TRAITS}
+_FACTORIES: dict[str, Factory] = {kind: OpenAICompatBackend for kind in DIRECT_KINDS}
 
 
 def _closed(config: BackendConfig, session: aiohttp.ClientSession) -> Backend:

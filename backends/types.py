@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-__all__ = ["BackendRequest", "BackendResponse", "BackendStream", "Endpoint", "Health"]
+__all__ = ["Api", "BackendRequest", "BackendResponse", "BackendStream", "Health"]
 
-Endpoint = Literal["chat", "completions", "embeddings"]
+#: The upstream API a request is for (its path below an OpenAI-compatible ``base_url`` is
+#: ``ENDPOINT_PATHS[api]``).
+Api = Literal["chat", "completions", "embeddings"]
 
-#: URL path of each endpoint below an OpenAI-compatible ``base_url``.
-ENDPOINT_PATHS: dict[str, str] = {
+#: URL path of each API below an OpenAI-compatible ``base_url``.
+ENDPOINT_PATHS: dict[Api, str] = {
     "chat": "/chat/completions",
     "completions": "/completions",
     "embeddings": "/embeddings",
@@ -27,7 +29,7 @@ ENDPOINT_PATHS: dict[str, str] = {
 class BackendRequest:
     """One request for one attempt. ``body`` is the client's JSON object, never mutated."""
 
-    endpoint: Endpoint
+    endpoint: Api
     body: Mapping[str, object]
     stream: bool
     request_id: str
@@ -58,3 +60,4 @@ class BackendStream(Protocol):
 class Health:
     ok: bool
     detail: str
+

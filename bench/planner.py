@@ -28,7 +28,7 @@ from policies import BackendLoad, load_policy_text  # noqa: E402
 from policies.sensitivity import Scanner  # noqa: E402
 from router.body import parse_body  # noqa: E402
 from router.facts import build_facts  # noqa: E402
-from router.runtime import build_planner  # noqa: E402
+from router.runtime import KIND_TABLE, build_planner  # noqa: E402
 
 TARGET_US = 50.0
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     n = 300 if parser.parse_args(argv).quick else 3000
-    loaded = load_policy_text(policy_yaml(), {}, file="bench-policy.yaml")
+    loaded = load_policy_text(policy_yaml(), {}, kinds=KIND_TABLE, file="bench-policy.yaml")
     planner, scanner = build_planner(loaded), Scanner(loaded.policy.sensitivity)
     rng = random.Random(7)
     raw = body(rng)

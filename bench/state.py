@@ -44,6 +44,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from policies import Policy, load_policy_text  # noqa: E402
+from router.runtime import KIND_TABLE  # noqa: E402
 from router.state.admission import Admitted, Gatekeeper  # noqa: E402
 from router.state.budgets import Budgets  # noqa: E402
 from router.state.cache import CachedAnswer, ResponseCache  # noqa: E402
@@ -264,7 +265,7 @@ async def cleanup(url: str, prefix: str) -> tuple[int, int]:
 async def bench(args: argparse.Namespace, prefix: str, guard: Guard) -> int:
     n = 200 if args.quick else 2000
     warmup = max(n // 10, CONCURRENCY * 2)
-    policy = load_policy_text(POLICY, {"SEARCH_KEY": POLICY_KEY}, file="bench-state.yaml").policy
+    policy = load_policy_text(POLICY, {"SEARCH_KEY": POLICY_KEY}, kinds=KIND_TABLE, file="bench-state.yaml").policy
     memory = Target("memory", MemoryStore(), policy)
     redis_store = RedisStore(args.redis_url, prefix=prefix)
     rtarget = Target("redis", redis_store, policy)

@@ -9,26 +9,25 @@ from __future__ import annotations
 from policies.conditions import Condition, ConditionError, Context, compile_when
 from policies.errors import PolicyError, PolicyIssue, UnknownAlias
 from policies.facts import BackendLoad, Endpoint, RequestFacts
-from policies.loader import LoadedPolicy, load_policy, load_policy_text
+from policies.kinds import KindInfo, KindTable
+from policies.loader import LoadedPolicy, load_policy, load_policy_text, read_yaml
 from policies.models import (
     BUILTIN_DETECTORS,
     LEVELS,
-    PREFILL_KINDS,
-    SELF_HOSTED_KINDS,
     BackendSpec,
     BudgetSpec,
     CacheSpec,
     CircuitSpec,
     CustomDetector,
-    Limits,
     ModelAlias,
     Policy,
+    PolicySettings,
     Price,
+    RateLimits,
     RetrySpec,
     Route,
     Rule,
     SensitivitySpec,
-    Settings,
     Spillover,
     TeamSpec,
     TelemetrySpec,
@@ -38,13 +37,11 @@ from policies.models import (
 from policies.planner import Candidate, Plan, Planner, RuleTrace
 from policies.pricing import TokenPrice, cost, resolve_prices
 from policies.rules import CompiledRule, compile_rules
+from policies.schema import policy_schema, policy_schema_json
 
 __all__ = [
     "BUILTIN_DETECTORS",
     "LEVELS",
-    "Limits",
-    "PREFILL_KINDS",
-    "SELF_HOSTED_KINDS",
     "BackendLoad",
     "BackendSpec",
     "BudgetSpec",
@@ -58,6 +55,8 @@ __all__ = [
     "Context",
     "CustomDetector",
     "Endpoint",
+    "KindInfo",
+    "KindTable",
     "LoadedPolicy",
     "ModelAlias",
     "Plan",
@@ -65,14 +64,15 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PolicyIssue",
+    "PolicySettings",
     "Price",
+    "RateLimits",
     "RequestFacts",
     "RetrySpec",
     "Route",
     "Rule",
     "RuleTrace",
     "SensitivitySpec",
-    "Settings",
     "Spillover",
     "TeamSpec",
     "Timeouts",
@@ -84,5 +84,8 @@ __all__ = [
     "level_rank",
     "load_policy",
     "load_policy_text",
+    "policy_schema",
+    "policy_schema_json",
+    "read_yaml",
     "resolve_prices",
 ]

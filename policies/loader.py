@@ -3,7 +3,8 @@
 Owns: reading YAML while remembering the line of every node, ``${ENV}`` /
 ``${ENV:-default}`` expansion, pydantic validation, reference resolution, and
 turning every failure into a ``PolicyIssue`` that names file, line and dotted path
-(``policies/x.yaml:14 models.chat.targets[1]: unknown backend 'tgi-b'``).
+(``policies/x.yaml:14 models.chat.targets[1]: unknown backend 'tgi-b'``). The caller hands
+in the ``KindTable`` (what each backend kind is; owned by ``backends``, passed by ``router``).
 
 Pure apart from reading the file it is given. Must not import ``router`` or ``backends``.
 """
@@ -20,10 +21,11 @@ import yaml
 from pydantic import ValidationError
 
 from policies.errors import PolicyError, PolicyIssue
+from policies.kinds import KindTable
 from policies.models import Policy
 from policies.rules import CompiledRule, compile_rules
 
-__all__ = ["LoadedPolicy", "load_policy", "load_policy_text"]
+__all__ = ["LoadedPolicy", "load_policy", "load_policy_text", "read_yaml"]
 
 Loc = tuple[str | int, ...]
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -120,23 +122,24 @@ def _line_of(lines: Mapping[Loc, int], loc: Loc) -> int | None:
     return lines.get(loc)
 
 
-def load_policy(path: str | Path, env: Mapping[str, str]) -> LoadedPolicy:
+def load_policy(path: str | Path, env: Mapping[str, str], *, kinds: KindTable) -> LoadedPolicy:
     """Load and validate the policy file at ``path``; raise ``PolicyError`` on any problem."""
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError([PolicyIssue(file, None, "", f"cannot read policy file: {exc}")]) from exc
-    return load_policy_text(text, env, file=file)
+    return load_policy_text(text, env, kinds=kinds, file=file)
 
 
-def load_policy_text(text: str, env: Mapping[str, str], *, file: str = "<policy>") -> LoadedPolicy:
+def load_policy_text(text: str, env: Mapping[str, str], *, kinds: KindTable, file: str = "<policy>"
+                     ) -> LoadedPolicy:
     """Load a policy from YAML text (``file`` is only used in messages)."""
     data, lines, issues = _parse_yaml(text, env, file)
     issues += _references(data, lines, file)
     rules: tuple[CompiledRule, ...] = ()
     try:
-        policy = Policy.model_validate(data)
+        policy = Policy.model_validate(data, context=kinds)
     except ValidationError as exc:
         issues += [_issue_from_pydantic(err, lines, file) for err in exc.errors()]
     else:
@@ -147,6 +150,23 @@ def load_policy_text(text: str, env: Mapping[str, str], *, file: str = "<policy>
         raise PolicyError(sorted(issues, key=lambda i: i.line or 0))
     digest = hashlib.sha256(text.encode()).hexdigest()
     return LoadedPolicy(policy, file, tuple(_warnings(policy, lines, file)), lines, rules, digest)
+
+
+def read_yaml(path: str | Path) -> object:
+    """The plain data in the YAML file at ``path`` (safe tags only, no ``${ENV}`` expansion),
+    for files next to policies such as policy tests. Raise ``PolicyError`` naming the file,
+    and the line when YAML knows it, if the file cannot be read or parsed."""
+    file = str(path)
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([PolicyIssue(file, None, "", f"cannot read file: {exc}")]) from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        msg = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise PolicyError([PolicyIssue(file, mark.line + 1 if mark else None, "", f"invalid YAML: {msg}")]) from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError([PolicyIssue(file, None, "", f"invalid YAML: {exc}")]) from exc
 
 
 def _parse_yaml(text: str, env: Mapping[str, str], file: str

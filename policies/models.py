@@ -2,7 +2,9 @@
 
 Owns the shape of a policy file (``backends``, ``models``; reserved top-level keys
 for later features) and field-level validation. Cross-references (a model target
-naming a backend) are resolved in ``policies.loader``.
+naming a backend) are resolved in ``policies.loader``. A backend's kind traits come from
+the ``KindTable`` given as pydantic validation context (``Policy.model_validate(data,
+context=kinds)``; ``load_policy`` does that) and are kept on the ``BackendSpec``.
 
 Must not import ``router`` or ``backends``: policy code is pure.
 """
@@ -13,28 +15,38 @@ import hashlib
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from policies.kinds import KindInfo, KindTable
 
 __all__ = [
     "BUILTIN_DETECTORS",
     "LEVELS",
-    "PREFILL_KINDS",
-    "SELF_HOSTED_KINDS",
     "BackendSpec",
     "BudgetSpec",
     "CacheSpec",
     "CircuitSpec",
     "CustomDetector",
-    "Limits",
     "Level",
     "ModelAlias",
     "Policy",
+    "PolicySettings",
     "Price",
+    "RateLimits",
     "RetrySpec",
     "Route",
     "Rule",
     "SensitivitySpec",
-    "Settings",
     "Spillover",
     "TeamSpec",
     "Timeouts",
@@ -61,12 +73,6 @@ BUILTIN_DETECTORS: dict[str, str] = {
 
 def level_rank(level: str) -> int:
     return LEVELS.index(level)
-
-#: Kinds reached directly over HTTP (OpenAI-compatible servers we run ourselves).
-SELF_HOSTED_KINDS: frozenset[str] = frozenset({"openai_compatible", "vllm", "tgi", "llamacpp", "ollama"})
-
-#: Kinds known to continue a partial assistant message sent as the last message (prefill).
-PREFILL_KINDS: frozenset[str] = frozenset({"llamacpp", "vllm", "anthropic"})
 
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
@@ -201,7 +207,7 @@ class Rule(_Frozen):
     description: str | None = None
 
 
-class Limits(_Frozen):
+class RateLimits(_Frozen):
     """Requests and tokens per minute (tokens: the request's input estimate + max_tokens)."""
 
     rpm: Annotated[int, Field(ge=1)] | None = None
@@ -221,8 +227,8 @@ class TeamSpec(_Frozen):
     ``${VAR:-}``) are ignored."""
 
     keys: list[str] = []
-    limits: Limits = Limits()
-    key_limits: Limits = Limits()  # for each key of the team
+    limits: RateLimits = RateLimits()
+    key_limits: RateLimits = RateLimits()  # for each key of the team
     budget: BudgetSpec = BudgetSpec()
     key_budget: BudgetSpec = BudgetSpec()  # for each key of the team (a key may also carry its own)
 
@@ -290,13 +296,14 @@ class BackendSpec(_Frozen):
     timeouts: Timeouts = Timeouts()
     retry: RetrySpec = RetrySpec()
     circuit: CircuitSpec = CircuitSpec()
-    supports_prefill: bool | None = None  # resolved from kind when omitted (PREFILL_KINDS)
+    supports_prefill: bool | None = None  # resolved from kind when omitted (the kind table)
     context_window: Annotated[int, Field(gt=0)] | None = None  # tokens; decides context-length failover
     #: Highest sensitivity this backend may receive (default: restricted when self-hosted,
     #: ``sensitivity.closed_max`` otherwise).
     max_sensitivity: Level | None = None
     price: Price | None = None
     headers: dict[str, str] = {}
+    _kind: KindInfo = PrivateAttr()  # the kind's traits, from the table given at validation
 
     @field_validator("kind")
     @classmethod
@@ -306,23 +313,26 @@ class BackendSpec(_Frozen):
         return value
 
     @model_validator(mode="after")
-    def _self_hosted_needs_url(self) -> BackendSpec:
-        if self.kind in SELF_HOSTED_KINDS and self.base_url is None:
+    def _resolve_kind(self, info: ValidationInfo) -> BackendSpec:
+        if not isinstance(info.context, KindTable):
+            raise TypeError("BackendSpec needs the kind table: validate with context=KindTable(...)")
+        self._kind = info.context.info(self.kind)
+        if self._kind.self_hosted and self.base_url is None:
             raise ValueError(f"base_url is required for self-hosted kind {self.kind!r}")
         return self
 
     @property
     def is_self_hosted(self) -> bool:
-        return self.self_hosted if self.self_hosted is not None else self.kind in SELF_HOSTED_KINDS
+        return self.self_hosted if self.self_hosted is not None else self._kind.self_hosted
 
     @property
     def can_prefill(self) -> bool:
-        return self.supports_prefill if self.supports_prefill is not None else self.kind in PREFILL_KINDS
+        return self.supports_prefill if self.supports_prefill is not None else self._kind.supports_prefill
 
     @property
     def direct(self) -> bool:
         """True when reached by HTTP passthrough (no litellm)."""
-        return self.kind in SELF_HOSTED_KINDS
+        return self._kind.self_hosted
 
     @property
     def has_credentials(self) -> bool:
@@ -348,8 +358,8 @@ class ModelAlias(_Frozen):
         return value
 
 
-class Settings(_Frozen):
-    """Gateway-wide settings a policy may set."""
+class PolicySettings(_Frozen):
+    """Gateway-wide settings a policy may set (its ``settings:`` block)."""
 
     max_body_mb: Annotated[float, Field(gt=0, le=1024)] = 10.0
     default_alias: str | None = None
@@ -371,7 +381,7 @@ class Policy(_Frozen):
     version: Literal[1] = 1
     backends: Annotated[dict[str, BackendSpec], Field(min_length=1)]
     models: Annotated[dict[str, ModelAlias], Field(min_length=1)]
-    settings: Settings = Settings()
+    settings: PolicySettings = PolicySettings()
     sensitivity: SensitivitySpec = SensitivitySpec()
     rules: list[Rule] = []
     teams: dict[str, TeamSpec] = {}
@@ -411,3 +421,4 @@ class Policy(_Frozen):
         if bad:
             raise ValueError(f"invalid names {bad}: use letters, digits, '.', '_', ':' or '-'")
         return value
+

@@ -17,9 +17,9 @@ from aiohttp import web
 from policies import LoadedPolicy
 from router.dashboard import routes as dashboard_routes
 from router.gateway import open_gateway
-from router.handlers import routes
 from router.middlewares import authenticate, errors_and_ids, observe, stamp_headers
 from router.reload import SERVING, Serving
+from router.routes import routes
 from router.settings import SETTINGS, Settings
 from router.state.stats import Stats
 from router.state.store import Store, StoreUnavailable

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from backends import Endpoint
+from policies import Endpoint
 from router.errors import InvalidRequest
 
 __all__ = ["ParsedBody", "parse_body"]
@@ -21,6 +21,10 @@ Check = Callable[[object], bool]
 
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int_at_least(low: int) -> Check:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
 def _is_num(v: object) -> bool:
@@ -44,9 +48,9 @@ _COMMON: dict[str, tuple[Check, str]] = {
     "model": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "stream": (_opt(lambda v: isinstance(v, bool)), "a boolean"),
     "stream_options": (_opt(lambda v: isinstance(v, dict)), "an object"),
-    "n": (_opt(lambda v: _is_int(v) and v >= 1), "an integer >= 1"),
-    "max_tokens": (_opt(lambda v: _is_int(v) and v >= 0), "an integer >= 0"),
-    "max_completion_tokens": (_opt(lambda v: _is_int(v) and v >= 0), "an integer >= 0"),
+    "n": (_opt(_int_at_least(1)), "an integer >= 1"),
+    "max_tokens": (_opt(_int_at_least(0)), "an integer >= 0"),
+    "max_completion_tokens": (_opt(_int_at_least(0)), "an integer >= 0"),
     "temperature": (_opt(_is_num), "a number"),
     "top_p": (_opt(_is_num), "a number"),
     "user": (_opt(lambda v: isinstance(v, str)), "a string"),

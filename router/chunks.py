@@ -96,7 +96,8 @@ class ChunkTracker:
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict):
                 continue
             index = choice.get("index", 0)
@@ -165,7 +166,8 @@ class ChunkTracker:
             if not self.want_usage:
                 return None
         keep = False
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             keep = self._stitch_choice(choice, stitch) or keep
         if usage is not None or self.finished:
             chunk["switchyard"] = {"recovered": [r.as_dict() for r in self.recoveries]}

@@ -2,6 +2,7 @@
 
     switchyard serve [--policy FILE] [--host H] [--port P] [--workers N]
     switchyard policy check FILE…
+    switchyard policy schema [--output FILE]
     switchyard report [--since 24h] [--json] [--redis-url URL | --url URL --key K]
     switchyard --version
 
@@ -24,8 +25,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from policies import LoadedPolicy, PolicyError, UnknownAlias, load_policy
-from router.runtime import check_backends
+from policies import LoadedPolicy, PolicyError, UnknownAlias, load_policy, policy_schema_json
+from router.runtime import KIND_TABLE, check_backends
 from router.settings import Settings
 
 __all__ = ["main"]
@@ -77,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", type=Path)
     ptest = policy_sub.add_parser("test", help="run policy test files (*.test.yaml); exit 1 on any failure")
     ptest.add_argument("files", nargs="+", type=Path)
+    pschema = policy_sub.add_parser("schema", help="print the JSON Schema of policy files (for editors)")
+    pschema.add_argument("--output", type=Path, metavar="FILE", help="write it to FILE instead of stdout")
     explain = sub.add_parser("explain", help="why would this request go where it goes? (offline)")
     explain.add_argument("request", type=Path, help="a chat completions request body (JSON file, - for stdin)")
     explain.add_argument("--policy", type=Path, help="policy YAML (default: SWITCHYARD_POLICY or the shipped one)")
@@ -87,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "policy":
+        if args.policy_command == "schema":
+            return policy_schema(args.output)
         return policy_check(args.files) if args.policy_command == "check" else policy_test(args.files)
     if args.command == "explain":
         return explain_offline(args.request, args.policy, args.team)
@@ -113,7 +118,7 @@ def policy_check(files: list[Path]) -> int:
     failed = False
     for file in files:
         try:
-            loaded = load_policy(file, os.environ)
+            loaded = load_policy(file, os.environ, kinds=KIND_TABLE)
             check_backends(loaded, include_disabled=True)
         except PolicyError as exc:
             failed = True
@@ -142,6 +147,20 @@ def policy_test(files: list[Path]) -> int:
                 print(f"    {problem}", file=sys.stderr)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed or not passed else 0
+
+
+def policy_schema(output: Path | None) -> int:
+    """``switchyard policy schema``: the policy files' JSON Schema, to stdout or to ``output``."""
+    text = policy_schema_json()
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def explain_offline(request: Path, policy: Path | None, team: str | None) -> int:
@@ -179,7 +198,7 @@ def explain_offline(request: Path, policy: Path | None, team: str | None) -> int
 
 def _load(settings: Settings) -> LoadedPolicy | None:
     try:
-        loaded = load_policy(settings.policy, os.environ)
+        loaded = load_policy(settings.policy, os.environ, kinds=KIND_TABLE)
         check_backends(loaded)
     except PolicyError as exc:
         for issue in exc.issues:
@@ -231,12 +250,12 @@ def _serve_many(settings: Settings) -> int:
 
     def stop(signum: int, frame: object) -> None:
         for proc in procs:
-            if proc.is_alive():
+            if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
 
     def reload(signum: int, frame: object) -> None:
         for proc in procs:
-            if proc.is_alive():
+            if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGHUP)
 
     signal.signal(signal.SIGTERM, stop)

@@ -8,9 +8,15 @@ Given a ``Plan``, try its targets in order and never anything outside it:
 - a request the upstream rejected is returned at once, except a context-length error,
   which moves on only to targets configured with a larger ``context_window``.
 
+Every try at a backend holds one ``Lease``: it counts the try in the backend's in-flight
+load from the moment it starts until it ends, and tells the backend's circuit how it went.
+A stream's lease travels on its ``StreamAnswer`` and ends when the relay is done with it.
+
 Streams fail over invisibly until their first event is read here; after that,
 ``recover`` continues a broken stream on another allowed target that can take the
-partial answer as a prefill.
+partial answer as a prefill — through the same attempt path (retries, spans, TTFT).
+Redaction for closed targets depends on the request's sensitivity ``Scan``, so every
+entry point takes one.
 """
 
 from __future__ import annotations
@@ -27,17 +33,59 @@ from policies import BackendSpec, Plan
 from policies.sensitivity import Scan, redact
 from router.chunks import ChunkTracker
 from router.errors import AllBackendsFailed, NoBackendAvailable, PolicyDenied
-from router.health import Circuits
+from router.health import Circuit, Circuits
 from router.load import LoadMonitor
 from router.record import RequestRecord
 from router.retry import retry_same_backend
 from router.runtime import Runtime
 from router.telemetry import Telemetry
 
-__all__ = ["Answer", "Engine", "StreamAnswer"]
+__all__ = ["Answer", "Engine", "Lease", "StreamAnswer"]
 
 T = TypeVar("T")
 Failures = list[tuple[str, BackendError]]
+
+
+class Lease:
+    """One try at one backend: in flight from creation until ``end`` (exactly once), and the
+    only voice of that try in the backend's circuit."""
+
+    __slots__ = ("backend", "_circuit", "_load", "_ended")
+
+    def __init__(self, backend: str, circuit: Circuit, load: LoadMonitor) -> None:
+        self.backend, self._circuit, self._load, self._ended = backend, circuit, load, False
+        load.enter(backend)
+
+    def succeeded(self) -> None:
+        """The backend answered (a stream: its first event); a stream stays in flight."""
+        self._circuit.success()
+
+    def failed(self, exc: BackendError) -> None:
+        self._circuit.failure(exc)
+        self.end()
+
+    def abandoned(self) -> None:
+        """Ended without a verdict (cancelled, or a bug of ours): frees a half-open probe slot."""
+        self._circuit.release()
+        self.end()
+
+    def broke(self, exc: BackendError) -> None:
+        """A stream that had started failed mid-way."""
+        self._circuit.streams["broken"] += 1
+        self.failed(exc)
+
+    def continued(self) -> None:
+        """This stream continues another one that broke."""
+        self._circuit.streams["continued"] += 1
+
+    def malformed(self, events: int) -> None:
+        if events:
+            self._circuit.streams["malformed_events"] += events
+
+    def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._load.exit(self.backend)
 
 
 @dataclass(slots=True)
@@ -54,8 +102,14 @@ class StreamAnswer:
     stream: BackendStream
     events: AsyncIterator[bytes]
     first: bytes
+    lease: Lease
     failures: Failures = field(default_factory=list)
     upstream_s: float = 0.0  # time spent in attempts, up to and including the first event
+
+    async def close(self) -> None:
+        """Done with this stream: it leaves the backend's in-flight count, its connection closes."""
+        self.lease.end()
+        await self.stream.aclose()
 
 
 class Engine:
@@ -69,25 +123,27 @@ class Engine:
     def spec(self, name: str) -> BackendSpec:
         return self.runtime.loaded.policy.backends[name]
 
-    async def complete(self, plan: Plan, request: BackendRequest, scan: Scan | None = None,
+    def lease(self, name: str) -> Lease:
+        return Lease(name, self.circuits[name], self.load)
+
+    async def complete(self, plan: Plan, request: BackendRequest, scan: Scan,
                        record: RequestRecord | None = None) -> Answer:
         run = _Run(self, plan, request, scan, record)
         for name, backend in run.candidates():
             try:
-                response = await run.attempt(name, run.request_for(name), lambda r, b=backend: b.complete(r))
+                response = await run.attempt(name, _completer(backend))
             except BackendError as exc:
                 run.after_failure(name, exc)
                 continue
             return Answer(name, response, run.failures, run.upstream_s)
         raise run.exhausted()
 
-    async def open_stream(self, plan: Plan, request: BackendRequest, scan: Scan | None = None,
+    async def open_stream(self, plan: Plan, request: BackendRequest, scan: Scan,
                           record: RequestRecord | None = None) -> StreamAnswer:
         run = _Run(self, plan, request, scan, record)
         for name, backend in run.candidates():
             try:
-                answer = await run.attempt(name, run.request_for(name),
-                                           lambda r, n=name, b=backend: _first_event(n, b, r, run), stream=True)
+                answer = await run.attempt(name, _opener(name, backend, run), stream=True)
             except BackendError as exc:
                 run.after_failure(name, exc)
                 continue
@@ -95,66 +151,58 @@ class Engine:
             return answer
         raise run.exhausted()
 
-    async def recover(self, plan: Plan, request: BackendRequest, tracker: ChunkTracker,
-                      broken: str, failed: set[str]) -> tuple[StreamAnswer | None, list[str]]:
-        """Continue a stream that broke on ``broken`` from another allowed target that
-        supports prefill. Returns the continuation, or ``None`` and why each try failed."""
+    async def recover(self, plan: Plan, request: BackendRequest, scan: Scan, tracker: ChunkTracker,
+                      failed: set[str], record: RequestRecord | None = None
+                      ) -> tuple[StreamAnswer | None, list[str]]:
+        """Continue a stream that broke (its backend is in ``failed``) on another allowed
+        target that supports prefill, through the normal attempt path. Returns the
+        continuation (its first event read), or ``None`` and why each try failed."""
         why = tracker.why_not_continuable() or (None if request.endpoint == "chat"
                                                 else "only chat streams can be continued")
         if why:
             return None, [why]
         continuation = _continuation_request(request, tracker.prefill(), tracker.content_events)
-        reasons = []
-        for name in plan.targets:
-            if name in failed or name == broken:
-                continue
-            if not self.spec(name).can_prefill:
-                reasons.append(f"{name}: does not support prefill")
-                continue
-            circuit = self.circuits[name]
-            if not circuit.allow():
-                reasons.append(f"{name}: circuit open")
-                continue
-            self.load.enter(name)
+        if plan.redact:  # the partial answer is scanned too: a model may repeat what the prompt carried
+            scan = self.runtime.scanner.scan(continuation.endpoint, continuation.body, floor=scan.level)
+        run = _Run(self, plan, continuation, scan, record, exclude=failed, prefill=True)
+        reasons: list[str] = []
+        for name, backend in run.candidates():
             try:
-                stream = await self.runtime.backends[name].open_stream(self._as_seen_by(name, plan, continuation))
+                answer = await run.attempt(name, _opener(name, backend, run), stream=True)
             except BackendError as exc:
-                self.load.exit(name)
-                circuit.failure(exc)
                 failed.add(name)
                 reasons.append(f"{name}: {exc.message}")
                 continue
-            except BaseException:
-                self.load.exit(name)
-                circuit.release()
-                raise
-            return StreamAnswer(name, stream, aiter(stream), b""), reasons
+            answer.lease.continued()
+            return answer, [f"{n}: {why}" for n, why in run.skipped] + reasons
+        reasons = [f"{n}: {why}" for n, why in run.skipped] + reasons
         return None, reasons or ["no other allowed target"]
 
 
-    def _as_seen_by(self, name: str, plan: Plan, request: BackendRequest) -> BackendRequest:
-        """Redact a continuation for a closed target when the rule says so. The partial answer
-        is scanned too: a model may repeat what the prompt carried."""
-        if not plan.redact or self.spec(name).is_self_hosted:
-            return request
-        scan = self.runtime.scanner.scan(request.endpoint, request.body)
-        body = redact(request.endpoint, request.body, scan, plan.redact)
-        return BackendRequest(request.endpoint, body, True, request.request_id, request.traceparent, prefill=True)
+def _completer(backend: Backend) -> Callable[[BackendRequest, Lease], Awaitable[BackendResponse]]:
+    async def complete(request: BackendRequest, lease: Lease) -> BackendResponse:
+        return await backend.complete(request)
+
+    return complete
 
 
-async def _first_event(name: str, backend: Backend, request: BackendRequest, run: _Run) -> StreamAnswer:
-    started = asyncio.get_running_loop().time()
-    stream = await backend.open_stream(request)
-    try:
-        events = aiter(stream)
-        first = await anext(events, None)
-        if first is None:
-            raise UpstreamProtocolError(f"{name} sent an empty stream", backend=name)
-    except BaseException:
-        await stream.aclose()
-        raise
-    run.engine.load.record_ttft(name, asyncio.get_running_loop().time() - started)
-    return StreamAnswer(name, stream, events, first, run.failures)
+def _opener(name: str, backend: Backend, run: _Run) -> Callable[[BackendRequest, Lease], Awaitable[StreamAnswer]]:
+    async def first_event(request: BackendRequest, lease: Lease) -> StreamAnswer:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        stream = await backend.open_stream(request)
+        try:
+            events = aiter(stream)
+            first = await anext(events, None)
+            if first is None:
+                raise UpstreamProtocolError(f"{name} sent an empty stream", backend=name)
+        except BaseException:
+            await stream.aclose()
+            raise
+        run.engine.load.record_ttft(name, loop.time() - started)
+        return StreamAnswer(name, stream, events, first, lease, run.failures)
+
+    return first_event
 
 
 def _continuation_request(request: BackendRequest, partial: str, tokens_so_far: int) -> BackendRequest:
@@ -172,10 +220,11 @@ def _continuation_request(request: BackendRequest, partial: str, tokens_so_far: 
 
 
 class _Run:
-    """The bookkeeping of one request's attempts."""
+    """The bookkeeping of one request's attempts (or of one stream recovery's)."""
 
-    def __init__(self, engine: Engine, plan: Plan, request: BackendRequest, scan: Scan | None,
-                 record: RequestRecord | None = None) -> None:
+    def __init__(self, engine: Engine, plan: Plan, request: BackendRequest, scan: Scan,
+                 record: RequestRecord | None = None, *, exclude: set[str] | None = None,
+                 prefill: bool = False) -> None:
         if plan.denied is not None:
             raise PolicyDenied(f"denied by rule {plan.rule!r}: {plan.denied}")
         if plan.unavailable is not None:
@@ -186,7 +235,9 @@ class _Run:
         self.scan = scan
         self._redacted: BackendRequest | None = None
         self.failures: Failures = []
-        self.skipped: list[tuple[str, str]] = list(plan.skipped)
+        self.skipped: list[tuple[str, str]] = [] if prefill else list(plan.skipped)
+        self.exclude = exclude or set()
+        self.prefill = prefill  # a continuation: only targets that take a partial answer
         self.context_floor: int | None = None
         self.record = record
         self.upstream_s = 0.0
@@ -194,7 +245,7 @@ class _Run:
 
     def request_for(self, name: str) -> BackendRequest:
         """The request as ``name`` may see it: redacted for closed targets when the rule says so."""
-        if not self.plan.redact or self.scan is None or self.engine.spec(name).is_self_hosted:
+        if not self.plan.redact or self.engine.spec(name).is_self_hosted:
             return self.request
         if self._redacted is None:
             r = self.request
@@ -204,53 +255,65 @@ class _Run:
 
     def candidates(self) -> Iterator[tuple[str, Backend]]:
         for name in self.plan.targets:
-            window = self.engine.spec(name).context_window
-            if self.context_floor is not None and (window is None or window <= self.context_floor):
-                self.skipped.append((name, f"context window not larger than {self.context_floor}"))
-                continue
-            if not self.engine.circuits[name].allow():
-                self.skipped.append((name, "circuit open"))
+            why = self._unusable(name)
+            if why is not None:
+                if why:
+                    self.skipped.append((name, why))
                 continue
             yield name, self.engine.runtime.backends[name]
 
-    async def attempt(self, name: str, request: BackendRequest, call: Callable[[BackendRequest], Awaitable[T]],
+    def _unusable(self, name: str) -> str | None:
+        """Why ``name`` is not tried now (``""``: silently, it already failed), or ``None``."""
+        if name in self.exclude:
+            return ""
+        spec = self.engine.spec(name)
+        if self.prefill and not spec.can_prefill:
+            return "does not support prefill"
+        window = spec.context_window
+        if self.context_floor is not None and (window is None or window <= self.context_floor):
+            return f"context window not larger than {self.context_floor}"
+        if not self.engine.circuits[name].allow():
+            return "circuit open"
+        return None
+
+    async def attempt(self, name: str, call: Callable[[BackendRequest, Lease], Awaitable[T]],
                       stream: bool = False) -> T:
-        """One target, with its retries (each try is an attempt span, and counts in
-        ``upstream_s``). A stream that opens stays counted as in flight until the relay ends
-        it (``LoadMonitor.exit``)."""
-        engine = self.engine
-        circuit, load, spec = engine.circuits[name], engine.load, engine.spec(name)
+        """One target, with its retries: each try holds a ``Lease``, is an attempt span (when
+        traced) and counts in ``upstream_s``. A stream's lease is handed to its answer."""
+        engine, spec, request = self.engine, self.engine.spec(name), self.request_for(name)
         loop = asyncio.get_running_loop()
 
         async def once() -> T:
             self.attempts += 1
             started = loop.time()
-            load.enter(name)
+            lease = engine.lease(name)
             try:
-                if engine.telemetry is None or self.record is None or not self.record.traced:
-                    result = await call(request)
-                else:
-                    with engine.telemetry.attempt_span(self.record, name, spec, self.attempts) as traceparent:
-                        sent = request if traceparent is None or not spec.direct else \
-                            dataclasses.replace(request, traceparent=traceparent)
-                        result = await call(sent)
+                result = await self._call(name, spec, request, lease, call)
             except BackendError as exc:
-                load.exit(name)
-                circuit.failure(exc)
+                lease.failed(exc)
                 self.failures.append((name, exc))
                 raise
             except (asyncio.CancelledError, Exception):
-                load.exit(name)
-                circuit.release()
+                lease.abandoned()
                 raise
             finally:
                 self.upstream_s += loop.time() - started
             if not stream:
-                load.exit(name)
-            circuit.success()
+                lease.end()
+            lease.succeeded()
             return result
 
-        return await retry_same_backend(once, spec.retry, circuit)
+        return await retry_same_backend(once, spec.retry, engine.circuits[name])
+
+    async def _call(self, name: str, spec: BackendSpec, request: BackendRequest, lease: Lease,
+                    call: Callable[[BackendRequest, Lease], Awaitable[T]]) -> T:
+        telemetry = self.engine.telemetry
+        if telemetry is None or self.record is None or not self.record.traced:
+            return await call(request, lease)
+        with telemetry.attempt_span(self.record, name, spec, self.attempts) as traceparent:
+            sent = request if traceparent is None or not spec.direct else \
+                dataclasses.replace(request, traceparent=traceparent)
+            return await call(sent, lease)
 
     def after_failure(self, name: str, exc: BackendError) -> None:
         """Decide whether failing over can help; re-raise ``exc`` when it cannot."""

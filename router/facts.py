@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from backends import Endpoint
-from policies import LEVELS, RequestFacts, Settings
+from policies import LEVELS, Endpoint, PolicySettings, RequestFacts
 from policies.sensitivity import Scan, Scanner
 from router.body import ParsedBody
 from router.errors import InvalidRequest
@@ -20,7 +19,7 @@ _CHARS_PER_TOKEN = 4  # a deliberately simple estimate; usage settles the real c
 
 
 def build_facts(body: ParsedBody, endpoint: Endpoint, headers: Mapping[str, str], scanner: Scanner,
-                settings: Settings, team: str | None = None, now: datetime | None = None
+                settings: PolicySettings, team: str | None = None, now: datetime | None = None
                 ) -> tuple[RequestFacts, Scan]:
     alias = body.model or settings.default_alias
     if alias is None:

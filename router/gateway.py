@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from backends import Endpoint
-from policies import LoadedPolicy, Plan, Policy, RequestFacts, TokenPrice, UnknownAlias
+from policies import Endpoint, LoadedPolicy, Plan, Policy, RequestFacts, TokenPrice, UnknownAlias
 from policies.sensitivity import Scan
 from router.body import ParsedBody
 from router.engine import Engine
@@ -35,7 +34,7 @@ from router.state.stats import Stats
 from router.state.store import Store, StoreUnavailable
 from router.telemetry import Telemetry
 
-__all__ = ["Gateway", "open_gateway"]
+__all__ = ["Gateway", "build_gateway", "open_gateway"]
 
 log = logging.getLogger("switchyard")
 
@@ -92,12 +91,25 @@ class Gateway:
 async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession, store: Store,
                        previous: Gateway | None = None, telemetry: Telemetry | None = None,
                        stats: Stats | None = None) -> Gateway:
-    """Build and start the serving state for ``loaded``. Circuit state carries over from
+    """Build and start the serving state for ``loaded`` (see ``build_gateway``)."""
+    gateway = build_gateway(build_runtime(loaded, session), store, previous=previous, telemetry=telemetry,
+                            stats=stats, stored_keys=await _store_has_keys(store))
+    if not gateway.auth_required:
+        log.warning("NO VIRTUAL KEYS CONFIGURED: this gateway is OPEN — anyone who can reach it can use it. "
+                    "Add teams.<team>.keys to the policy or create keys with `switchyard keys create`.")
+    gateway.start()
+    return gateway
+
+
+def build_gateway(runtime: Runtime, store: Store, *, previous: Gateway | None = None,
+                  telemetry: Telemetry | None = None, stats: Stats | None = None,
+                  stored_keys: bool = False) -> Gateway:
+    """The serving state over ``runtime`` (not started). Circuit state carries over from
     ``previous`` for backends whose name and circuit settings did not change; so do its
-    telemetry and counters (one per process)."""
+    telemetry and counters (one per process). ``stored_keys``: the store holds virtual keys."""
+    loaded = runtime.loaded
     telemetry = telemetry or (previous.telemetry if previous else Telemetry(enabled=False))
     stats = stats or (previous.stats if previous else Stats(store))
-    runtime = build_runtime(loaded, session)
     specs = {name: loaded.policy.backends[name].circuit for name in runtime.backends}
     circuits = Circuits(specs, carry=previous.engine.circuits if previous else None)
     settings = loaded.policy.settings
@@ -106,16 +118,11 @@ async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession, sto
     keys, limits = KeyRing(loaded.policy, store), RateLimiter(loaded.policy, store)
     budgets, cache = Budgets(loaded.policy, store), ResponseCache(loaded.policy.cache, store)
     telemetry.record_content = loaded.policy.telemetry.record_content
-    gateway = Gateway(runtime, Engine(runtime, circuits, load, telemetry), load, keys, limits, budgets, cache,
-                      Gatekeeper(store, limits, budgets, cache), telemetry, stats,
-                      reference_price(loaded.policy, runtime.planner.prices),
-                      auth_required=keys.has_policy_keys or await _store_has_keys(store),
-                      needs_budget_fact=any("budget_remaining" in r.condition.facts for r in loaded.rules))
-    if not gateway.auth_required:
-        log.warning("NO VIRTUAL KEYS CONFIGURED: this gateway is OPEN — anyone who can reach it can use it. "
-                    "Add teams.<team>.keys to the policy or create keys with `switchyard keys create`.")
-    gateway.start()
-    return gateway
+    return Gateway(runtime, Engine(runtime, circuits, load, telemetry), load, keys, limits, budgets, cache,
+                   Gatekeeper(store, limits, budgets, cache), telemetry, stats,
+                   reference_price(loaded.policy, runtime.planner.prices),
+                   auth_required=keys.has_policy_keys or stored_keys,
+                   needs_budget_fact=any("budget_remaining" in r.condition.facts for r in loaded.rules))
 
 
 def reference_price(policy: Policy, prices: dict[str, TokenPrice]) -> TokenPrice | None:

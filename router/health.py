@@ -118,8 +118,8 @@ class Circuits:
                  carry: Circuits | None = None) -> None:
         """``carry``: circuits of the previous policy; a backend whose circuit settings are
         unchanged keeps its state across a reload."""
-        old = carry._circuits if carry is not None else {}
-        self._circuits = {name: old[name] if name in old and old[name].spec == spec else Circuit(spec, clock)
+        old: dict[str, Circuit] = carry._circuits if carry is not None else {}
+        self._circuits: dict[str, Circuit] = {name: old[name] if name in old and old[name].spec == spec else Circuit(spec, clock)
                           for name, spec in specs.items()}
 
     def __getitem__(self, name: str) -> Circuit:

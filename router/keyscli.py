@@ -55,12 +55,12 @@ async def _run(args: argparse.Namespace, url: str) -> int:
                 state = "revoked" if r.revoked else ("expired" if r.expires_at and r.expires_at < time.time() else "ok")
                 print(f"{r.key_hash[:12]}  {r.team:16s} {state:8s} {r.name}")
             return 0
-        record = await find_key(store, args.id)
-        if record is None:
+        found = await find_key(store, args.id)
+        if found is None:
             print(f"switchyard: no single key matches {args.id[:12]!r}", file=sys.stderr)
             return 1
-        await store.revoke_key(record.key_hash)
-        print(f"revoked {record.key_hash[:12]}")
+        await store.revoke_key(found.key_hash)
+        print(f"revoked {found.key_hash[:12]}")
         return 0
     finally:
         await store.close()

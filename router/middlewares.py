@@ -23,14 +23,11 @@ from router.reload import SERVING
 from router.settings import SETTINGS
 from router.state.keys import AuthError, Principal, bearer_token
 
-__all__ = ["PRINCIPAL", "RECORD", "REQUEST_ID", "ROUTE", "RULE", "authenticate", "errors_and_ids", "observe",
-           "stamp_headers"]
+__all__ = ["PRINCIPAL", "RECORD", "REQUEST_ID", "authenticate", "errors_and_ids", "observe", "stamp_headers"]
 
 log = logging.getLogger("switchyard.http")
 
 REQUEST_ID = web.RequestKey("request_id", str)
-ROUTE = web.RequestKey("route", str)
-RULE = web.RequestKey("rule", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 RECORD = web.RequestKey("record", RequestRecord)
 _OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"}
@@ -151,7 +148,8 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
     headers["x-request-id"] = request.get(REQUEST_ID) or _request_id(request)
     if "x-switchyard-backend" not in headers:
         headers["x-switchyard-backend"] = "none"
+    rec = request.get(RECORD)
     if "x-switchyard-route" not in headers:
-        headers["x-switchyard-route"] = request.get(ROUTE, "none")
-    if "x-switchyard-rule" not in headers and RULE in request:
-        headers["x-switchyard-rule"] = request[RULE]
+        headers["x-switchyard-route"] = rec.route if rec is not None and rec.route else "none"
+    if "x-switchyard-rule" not in headers and rec is not None and rec.rule is not None:
+        headers["x-switchyard-rule"] = rec.rule

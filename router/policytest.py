@@ -25,14 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-import yaml
 
-from policies import BackendLoad, Plan, PolicyError, UnknownAlias, load_policy
+from policies import BackendLoad, Plan, Planner, PolicyError, PolicySettings, UnknownAlias, load_policy, read_yaml
 from policies.sensitivity import Scanner
 from router.body import parse_body
 from router.errors import GatewayError
 from router.facts import build_facts
-from router.runtime import build_planner, check_backends
+from router.runtime import KIND_TABLE, build_planner, check_backends
 
 __all__ = ["CaseResult", "run_test_file"]
 
@@ -52,19 +51,28 @@ class CaseResult:
 def run_test_file(path: Path) -> list[CaseResult]:
     """Run every case of one test file; a broken file is one failed case naming the problem."""
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = read_yaml(path)
         if not isinstance(spec, dict) or not isinstance(spec.get("cases"), list):
             raise ValueError("a test file needs `policy:` and a list of `cases:`")
-        env = {**os.environ, **{str(k): str(v) for k, v in (spec.get("env") or {}).items()}}
-        loaded = load_policy(path.parent / str(spec["policy"]), env)
+        env = {**os.environ, **{str(k): str(v) for k, v in _mapping(spec.get("env"), "env").items()}}
+        loaded = load_policy(path.parent / str(spec["policy"]), env, kinds=KIND_TABLE)
         check_backends(loaded, include_disabled=True)
-    except (OSError, ValueError, KeyError, yaml.YAMLError, PolicyError) as exc:
+    except (ValueError, KeyError, PolicyError) as exc:
         return [CaseResult(str(path), [f"cannot run: {exc}"])]
     planner, scanner = build_planner(loaded), Scanner(loaded.policy.sensitivity)
     return [_run_case(i, case, planner, scanner, loaded.policy.settings) for i, case in enumerate(spec["cases"])]
 
 
-def _run_case(i: int, case: object, planner, scanner, settings) -> CaseResult:  # noqa: ANN001
+def _mapping(value: object, name: str) -> dict[object, object]:
+    """``value`` as a mapping (absent: empty); anything else is a mistake in the test file."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"`{name}:` must be a mapping")
+    return value
+
+
+def _run_case(i: int, case: object, planner: Planner, scanner: Scanner, settings: PolicySettings) -> CaseResult:
     if not isinstance(case, dict) or not isinstance(case.get("expect"), dict):
         return CaseResult(f"case {i}", ["a case needs request: and expect:"])
     result = CaseResult(str(case.get("name") or f"case {i}"))
@@ -91,16 +99,20 @@ def _run_case(i: int, case: object, planner, scanner, settings) -> CaseResult:  
     return result
 
 
-def _plan(case: dict[str, object], planner, scanner, settings) -> tuple[Plan, str]:  # noqa: ANN001
+def _plan(case: dict[str, object], planner: Planner, scanner: Scanner, settings: PolicySettings
+          ) -> tuple[Plan, str]:
     request = case.get("request")
     body = parse_body(orjson.dumps(request), "chat")
-    headers = {str(k).lower(): str(v) for k, v in (case.get("headers") or {}).items()}  # type: ignore[union-attr]
+    headers = {str(k).lower(): str(v) for k, v in _mapping(case.get("headers"), "headers").items()}
     now = case.get("now")
     when = datetime.fromisoformat(str(now).replace("Z", "+00:00")) if now else datetime(2026, 1, 5, 12, tzinfo=UTC)
+    team = case.get("team")
     facts, scan = build_facts(body, "chat", headers, scanner, settings,
-                              team=case.get("team") if isinstance(case.get("team"), str) else None, now=when)
-    load = {str(k): BackendLoad(**v) for k, v in (case.get("load") or {}).items()}  # type: ignore[union-attr]
-    spilling = frozenset(str(s) for s in case.get("spilling") or ())  # type: ignore[union-attr]
+                              team=team if isinstance(team, str) else None, now=when)
+    load = {str(k): BackendLoad(**_mapping(v, f"load.{k}")) for k, v in  # type: ignore[arg-type]
+            _mapping(case.get("load"), "load").items()}
+    spilled = case.get("spilling")
+    spilling = frozenset(str(s) for s in spilled) if isinstance(spilled, list) else frozenset()
     return planner.plan(facts, load, spilling, random.Random(0)), facts.sensitivity
 
 

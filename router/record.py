@@ -19,6 +19,7 @@ class RequestRecord:
     alias: str | None = None
     team: str | None = None
     rule: str | None = None
+    route: str | None = None  # the planner's route (x-switchyard-route)
     sensitivity: str | None = None
     backend: str | None = None  # the backend that answered (the cached answer's, on a hit)
     provider: str | None = None  # gen_ai.provider.name of that backend

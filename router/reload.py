@@ -25,7 +25,7 @@ from aiohttp import web
 
 from policies import LoadedPolicy, PolicyError, load_policy
 from router.gateway import Gateway, open_gateway
-from router.runtime import check_backends
+from router.runtime import KIND_TABLE, check_backends
 from router.state.store import Store
 
 __all__ = ["SERVING", "Serving"]
@@ -67,7 +67,7 @@ class Serving:
             return self.status()
         async with self._lock:
             try:
-                loaded = load_policy(self.path, self._env)
+                loaded = load_policy(self.path, self._env, kinds=KIND_TABLE)
                 check_backends(loaded)
             except PolicyError as exc:
                 self._rejected(trigger, [str(i) for i in exc.issues])

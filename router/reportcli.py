@@ -48,11 +48,11 @@ async def _fetch(args: argparse.Namespace, env: Mapping[str, str], minutes: int)
 
         store = RedisStore(redis_url, timeout_s=5.0)
         try:
-            data = await Stats(store).read(minutes)
+            stored = await Stats(store).read(minutes)
         finally:
             await store.close()
-        data["source"] = "redis"
-        return data
+        stored["source"] = "redis"
+        return stored
     url = (args.url or "http://127.0.0.1:4000").rstrip("/")
     key = args.key or env.get("SWITCHYARD_DASHBOARD_KEY") or env.get("SWITCHYARD_ADMIN_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}

@@ -1,22 +1,44 @@
 """``Runtime``: what serving one policy needs — the loaded policy, its planner, and one
 backend adapter per policy backend. Built once at start (and, later, on reload).
 
-The only place that turns policy ``BackendSpec`` into ``backends.BackendConfig``.
+The only place that turns policy ``BackendSpec`` into ``backends.BackendConfig``, and that
+hands policy what a backend kind is (``KIND_TABLE``, from ``backends.KIND_TRAITS``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import aiohttp
 import orjson
 
-from backends import Backend, BackendConfig, Health, Limits, build_backend, check_kind, provider_price
-from policies import BackendSpec, LoadedPolicy, Planner, PolicyError, TokenPrice
+from backends import (
+    CLOSED_TRAITS,
+    KIND_TRAITS,
+    Backend,
+    BackendConfig,
+    Health,
+    KindTraits,
+    TimeLimits,
+    build_backend,
+    check_kind,
+    provider_price,
+)
+from policies import BackendSpec, KindInfo, KindTable, LoadedPolicy, Planner, PolicyError, TokenPrice
 from policies.sensitivity import Scanner
 
-__all__ = ["Runtime", "backend_config", "build_planner", "build_runtime", "check_backends"]
+__all__ = ["KIND_TABLE", "Runtime", "backend_config", "build_planner", "build_runtime", "check_backends"]
+
+
+def _kind_info(traits: KindTraits) -> KindInfo:
+    return KindInfo(self_hosted=traits.self_hosted, supports_prefill=traits.supports_prefill)
+
+
+#: What policy needs to know about each backend kind: pass it to every ``load_policy`` call.
+KIND_TABLE = KindTable(MappingProxyType({kind: _kind_info(t) for kind, t in KIND_TRAITS.items()}),
+                       other=_kind_info(CLOSED_TRAITS))
 
 
 @dataclass(frozen=True)
@@ -46,8 +68,8 @@ def backend_config(name: str, spec: BackendSpec) -> BackendConfig:
         api_key=spec.api_key.get_secret_value() if spec.api_key is not None else None,
         self_hosted=spec.is_self_hosted,
         supports_prefill=spec.can_prefill,
-        limits=Limits(connect_s=t.connect_s, first_token_s=t.first_token_s, idle_s=t.idle_s,
-                      total_s=t.total_s),
+        limits=TimeLimits(connect_s=t.connect_s, first_token_s=t.first_token_s, idle_s=t.idle_s,
+                          total_s=t.total_s),
         headers=tuple(spec.headers.items()),
     )
 

@@ -1,4 +1,5 @@
-"""SSE relay from an open backend stream to the client, with mid-stream recovery.
+"""SSE relay from an open backend stream to a ``Sink`` (the surface's writer), with
+mid-stream recovery.
 
 Once the response has started, an error cannot change the status. When the upstream
 breaks, stalls past its idle limit or sends an error event, the relay asks the engine
@@ -7,7 +8,10 @@ stitched into the same client stream (``ChunkTracker``). When nothing can contin
 the client gets an OpenAI-shaped error event and ``[DONE]``: a truncated answer is
 never presented as a clean finish. An answer that is complete (finish reason, and usage
 when asked) ends promptly even if the upstream never sends ``[DONE]``. A client that
-goes away closes (cancels) the upstream request.
+goes away (the sink raises ``ConnectionError``) closes (cancels) the upstream request.
+
+Events are OpenAI chat/completions chunks; a surface with another wire format translates
+them in its sink. Must not import aiohttp: the pipeline is testable without a server.
 """
 
 from __future__ import annotations
@@ -16,18 +20,37 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from aiohttp import web
+from typing import Protocol
 
 from backends import BackendError, BackendRequest
+from backends.errors import UpstreamProtocolError
 from backends.sse import DONE, error_event
 from policies import Plan
+from policies.sensitivity import Scan
 from router.chunks import ChunkTracker, Recovery
 from router.engine import Engine, StreamAnswer
+from router.record import RequestRecord
 
-__all__ = ["StreamOutcome", "relay", "tracker_for"]
+__all__ = ["Sink", "StreamJob", "StreamOutcome", "relay", "tracker_for"]
 
 log = logging.getLogger("switchyard.stream")
+
+
+class Sink(Protocol):
+    """Where a stream's events go: the surface's response. ``write`` raises
+    ``ConnectionError`` when the client has gone."""
+
+    async def open(self, headers: Mapping[str, str]) -> None:
+        """Start the response (status 200) with ``headers``."""
+        ...
+
+    async def write(self, event: bytes) -> None:
+        """One complete SSE event (``data: …\\n\\n``) in OpenAI's chunk format."""
+        ...
+
+    async def close(self) -> None:
+        """The stream is over (after ``[DONE]`` or an error event)."""
+        ...
 
 
 def tracker_for(body: Mapping[str, object]) -> ChunkTracker:
@@ -35,6 +58,17 @@ def tracker_for(body: Mapping[str, object]) -> ChunkTracker:
     want = isinstance(options, Mapping) and options.get("include_usage") is True
     n = body.get("n")
     return ChunkTracker(n=n if isinstance(n, int) and n > 0 else 1, want_usage=want, expect_usage=want)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamJob:
+    """What a relay needs to recover a broken stream: the request's plan, request and scan."""
+
+    engine: Engine
+    plan: Plan
+    request: BackendRequest
+    scan: Scan
+    record: RequestRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,43 +84,34 @@ class StreamOutcome:
     answer: dict[str, object] | None = None  # a clean chat stream as its JSON answer (for the cache)
 
 
-async def relay(request: web.Request, engine: Engine, plan: Plan, breq: BackendRequest,
-                answer: StreamAnswer, headers: dict[str, str]) -> tuple[web.StreamResponse, StreamOutcome]:
-    response = web.StreamResponse(status=200, headers=headers)
-    response.content_type = "text/event-stream"
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    tracker = tracker_for(breq.body)
+async def relay(sink: Sink, job: StreamJob, answer: StreamAnswer, headers: Mapping[str, str]) -> StreamOutcome:
+    """Relay ``answer`` (and its continuations) into ``sink``; owns ``answer`` from here on:
+    every stream it opened is closed (and its lease ended) when this returns or raises."""
+    tracker = tracker_for(job.request.body)
     failed = {name for name, _ in answer.failures}
     current: StreamAnswer | None = answer
     finished: str | None = None
     try:
-        await response.prepare(request)
-        await _write(response, tracker, answer.first)
+        await sink.open(headers)
         while current is not None and not (tracker.done or tracker.complete):
             try:
-                await _pump(response, engine, tracker, current)
+                await _pump(sink, tracker, current)
             except BackendError as exc:
-                failed.add(current.backend)
-                engine.circuits[current.backend].failure(exc)
-                engine.circuits[current.backend].streams["broken"] += 1
-                current = await _recover(response, engine, plan, breq, tracker, current, exc, failed)
+                current = await _recover(sink, job, tracker, current, exc, failed)
         if not tracker.done:
-            await response.write(DONE)
-        await response.write_eof()
+            await sink.write(DONE)
+        await sink.close()
         finished = current.backend if current is not None else None
         if current is not None and not tracker.done:
             await _drain(current)
-    except (ConnectionResetError, ConnectionError):
+    except ConnectionError:
         log.info("client went away mid-stream; closing the %s upstream", current.backend if current else "-")
     finally:
         if current is not None:
-            engine.load.exit(current.backend)
-            await current.stream.aclose()
+            await current.close()
     reason = "; ".join(f"{r.broken}: {r.reason}" for r in tracker.recoveries) or None
     whole = tracker.as_answer() if finished is not None else None
-    return response, StreamOutcome(finished, tracker.usage, tracker.content_events, bool(tracker.recoveries), reason,
-                                   whole)
+    return StreamOutcome(finished, tracker.usage, tracker.content_events, bool(tracker.recoveries), reason, whole)
 
 
 async def _drain(current: StreamAnswer, grace_s: float = 0.5) -> None:
@@ -97,43 +122,45 @@ async def _drain(current: StreamAnswer, grace_s: float = 0.5) -> None:
             async for _ in current.events:
                 pass
     except (TimeoutError, BackendError):
-        pass  # aclose() closes the connection
+        pass  # close() closes the connection
 
 
-async def _write(response: web.StreamResponse, tracker: ChunkTracker, event: bytes) -> None:
+async def _write(sink: Sink, tracker: ChunkTracker, event: bytes) -> None:
     out = tracker.feed(event)
     if out is not None:
-        await response.write(out)
+        await sink.write(out)
 
 
-async def _pump(response: web.StreamResponse, engine: Engine, tracker: ChunkTracker,
-                current: StreamAnswer) -> None:
-    """Relay events until ``[DONE]`` or a complete answer; raises ``BackendError`` on a break."""
+async def _pump(sink: Sink, tracker: ChunkTracker, current: StreamAnswer) -> None:
+    """Relay the first event, then the rest until ``[DONE]`` or a complete answer; raises
+    ``BackendError`` on a break."""
     malformed = tracker.malformed
     try:
+        await _write(sink, tracker, current.first)
+        if tracker.done or tracker.complete:
+            return
         async for event in current.events:
-            await _write(response, tracker, event)
+            await _write(sink, tracker, event)
             if tracker.done or tracker.complete:
                 return
+        raise UpstreamProtocolError(f"{current.backend} ended its stream before [DONE]", backend=current.backend)
     finally:
-        if tracker.malformed > malformed:
-            engine.circuits[current.backend].streams["malformed_events"] += tracker.malformed - malformed
+        current.lease.malformed(tracker.malformed - malformed)
 
 
-async def _recover(response: web.StreamResponse, engine: Engine, plan: Plan, breq: BackendRequest,
-                   tracker: ChunkTracker, broken: StreamAnswer, exc: BackendError,
+async def _recover(sink: Sink, job: StreamJob, tracker: ChunkTracker, broken: StreamAnswer, exc: BackendError,
                    failed: set[str]) -> StreamAnswer | None:
-    engine.load.exit(broken.backend)
-    await broken.stream.aclose()
+    failed.add(broken.backend)
+    broken.lease.broke(exc)
+    await broken.close()
     log.warning("stream from %s broke after it started: %s", broken.backend, exc.message)
-    continuation, reasons = await engine.recover(plan, breq, tracker, broken.backend, failed)
+    continuation, reasons = await job.engine.recover(job.plan, job.request, job.scan, tracker, failed, job.record)
     if continuation is None:
         message = f"{exc.message}; the answer could not be continued ({'; '.join(reasons)})"
-        await response.write(error_event(message, exc.error_type, exc.code))
-        await response.write(DONE)
+        await sink.write(error_event(message, exc.error_type, exc.code))
+        await sink.write(DONE)
         tracker.done = True
         return None
     log.warning("continuing the stream of %s on %s", broken.backend, continuation.backend)
-    engine.circuits[continuation.backend].streams["continued"] += 1
     tracker.continue_with(Recovery(broken.backend, continuation.backend, exc.message))
     return continuation

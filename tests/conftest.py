@@ -18,6 +18,7 @@ from aiohttp import web
 
 from policies import load_policy_text
 from router.app import create_app
+from router.runtime import KIND_TABLE
 from router.settings import Settings
 from router.telemetry import Telemetry
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -34,7 +35,7 @@ def free_port() -> int:
 async def running_gateway(policy_yaml: str, env: dict[str, str] | None = None,
                           settings: Settings | None = None, telemetry: Telemetry | None = None) -> AsyncIterator[str]:
     """Run the gateway app for ``policy_yaml``; yield ``http://127.0.0.1:PORT``."""
-    loaded = load_policy_text(policy_yaml, env or {}, file="test-policy.yaml")
+    loaded = load_policy_text(policy_yaml, env or {}, kinds=KIND_TABLE, file="test-policy.yaml")
     app = create_app(settings or Settings(access_log=False), loaded, telemetry=telemetry)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from policies import BudgetSpec, Policy
 from router.errors import BudgetExceeded, BudgetStoreUnavailable
 from router.state.keys import Principal
-from router.state.store import Budget, Store, StoreUnavailable
+from router.state.store import Budget, CounterStore, StoreUnavailable
 
 __all__ = ["Budgets", "Reservation"]
 
@@ -40,7 +40,7 @@ class Reservation:
 
 
 class Budgets:
-    def __init__(self, policy: Policy, store: Store) -> None:
+    def __init__(self, policy: Policy, store: CounterStore) -> None:
         self._teams = {t: spec.budget for t, spec in policy.teams.items() if _set(spec.budget)}
         self._key_budgets = {t: spec.key_budget for t, spec in policy.teams.items() if _set(spec.key_budget)}
         self._store = store

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import orjson
 
 from policies import CacheSpec
-from router.state.store import Store, StoreUnavailable
+from router.state.store import BlobStore, StoreUnavailable
 
 __all__ = ["CachedAnswer", "ResponseCache", "replay_sse"]
 
@@ -55,7 +55,7 @@ class CachedAnswer:
 
 
 class ResponseCache:
-    def __init__(self, spec: CacheSpec, store: Store) -> None:
+    def __init__(self, spec: CacheSpec, store: BlobStore) -> None:
         self.spec = spec
         self._store = store
         self._inflight: dict[str, asyncio.Future[CachedAnswer | None]] = {}

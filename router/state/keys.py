@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from policies import Policy
-from router.state.store import KeyRecord, Store, StoreUnavailable
+from router.state.store import KeyRecord, KeyStore, StoreUnavailable
 
 __all__ = ["AuthError", "KeyRing", "Principal", "bearer_token", "create_key", "find_key", "hash_key", "new_key"]
 
@@ -51,7 +51,7 @@ class AuthError(Exception):
 
 
 class KeyRing:
-    def __init__(self, policy: Policy, store: Store) -> None:
+    def __init__(self, policy: Policy, store: KeyStore) -> None:
         self._policy_keys: dict[str, str] = {h: team for team, spec in policy.teams.items()
                                              for h in spec.key_hashes()}
         self._store = store
@@ -83,7 +83,7 @@ class KeyRing:
 
 
 
-async def create_key(store: Store, team: str, name: str = "", expires_at: float | None = None,
+async def create_key(store: KeyStore, team: str, name: str = "", expires_at: float | None = None,
                      budget_monthly_usd: float | None = None) -> tuple[str, KeyRecord]:
     """A new key for ``team``: returns the plain key (shown once) and what was stored."""
     key = new_key()
@@ -93,7 +93,7 @@ async def create_key(store: Store, team: str, name: str = "", expires_at: float 
     return key, record
 
 
-async def find_key(store: Store, ident: str) -> KeyRecord | None:
+async def find_key(store: KeyStore, ident: str) -> KeyRecord | None:
     """The one stored key matching ``ident``: its id (a prefix of its sha256) or the key itself."""
     digest = hash_key(ident)
     matches = [r for r in await store.list_keys() if r.key_hash == digest or r.key_hash.startswith(ident)]

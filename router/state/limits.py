@@ -14,10 +14,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from policies import Limits, Policy
+from policies import Policy, RateLimits
 from router.state.keys import Principal
 from router.state.memory_store import MemoryStore
-from router.state.store import Store, StoreUnavailable, Window, WindowResult
+from router.state.store import CounterStore, StoreUnavailable, Window, WindowResult
 
 __all__ = ["RateDecision", "RateLimiter"]
 
@@ -35,10 +35,10 @@ class RateDecision:
 
 
 class RateLimiter:
-    def __init__(self, policy: Policy, store: Store) -> None:
+    def __init__(self, policy: Policy, store: CounterStore) -> None:
         self._teams = policy.teams
-        self._store = store
-        self._fallback = MemoryStore()
+        self._store = store  # never called here: ``Store.admit`` (the Gatekeeper) counts the shared windows
+        self._fallback: CounterStore = MemoryStore()
         self.degraded_since: float | None = None
 
     async def fallback(self, who: Principal, windows: list[tuple[Window, str]],
@@ -76,7 +76,7 @@ class RateLimiter:
             self.degraded_since = None
 
 
-def _limit_windows(scope: str, limits: Limits, key: str, tokens: int) -> list[tuple[Window, str]]:
+def _limit_windows(scope: str, limits: RateLimits, key: str, tokens: int) -> list[tuple[Window, str]]:
     out = []
     if limits.rpm is not None:
         out.append((Window(f"{key}:rpm", 1, limits.rpm), f"{scope}:requests"))

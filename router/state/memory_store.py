@@ -92,7 +92,8 @@ _MAX_BLOBS = 10_000  # cached responses kept by one process (least recently used
 
 
 class MemoryStore:
-    """The ``Store`` for a single process: state lives and dies with the process."""
+    """The ``Store`` for a single process (every role: keys, counters, blobs, stats, lifecycle,
+    and ``admit``): state lives and dies with the process."""
 
     kind = "memory"
 

@@ -171,7 +171,8 @@ return 1
 
 
 class RedisStore:
-    """The shared ``Store``: rate-limit windows and virtual keys in Redis (see module doc)."""
+    """The shared ``Store`` in Redis, every role: keys, counters (windows and budgets), blobs
+    and their locks, stats, lifecycle, and ``admit`` (see the module doc for the key layout)."""
 
     kind = "redis"
 

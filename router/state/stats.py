@@ -26,7 +26,7 @@ from collections import defaultdict
 from typing import Any
 
 from router.record import RequestRecord
-from router.state.store import Store, StoreUnavailable
+from router.state.store import StatsStore, StoreUnavailable
 
 __all__ = ["Stats"]
 
@@ -51,7 +51,7 @@ def _upper_ms(i: int) -> float:
 
 
 class Stats:
-    def __init__(self, store: Store, flush_s: float = 1.0) -> None:
+    def __init__(self, store: StatsStore, flush_s: float = 1.0) -> None:
         self._store = store
         self._flush_s = flush_s
         self._pending: dict[tuple[int, int], defaultdict[str, float]] = {}

@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 import pytest
 
-from backends.base import Backend, BackendConfig, Limits
+from backends.base import Backend, BackendConfig, TimeLimits
 from backends.errors import BackendError
 from backends.registry import build_backend
 from backends.sse import DONE
@@ -34,8 +34,8 @@ from tests.fakes.base import FakeUpstream
 KEY = "sk-contract-key"
 UPSTREAM_MODEL = {"openai": "upstream-openai-model", "anthropic": "claude-upstream-1"}
 MESSAGES = [{"role": "user", "content": "Say hello."}]
-#: Limits for ordinary cases: generous, so only a scripted fault can trip them.
-CALM = Limits(connect_s=2.0, first_token_s=10.0, idle_s=10.0, total_s=10.0)
+#: Time limits for ordinary cases: generous, so only a scripted fault can trip them.
+CALM = TimeLimits(connect_s=2.0, first_token_s=10.0, idle_s=10.0, total_s=10.0)
 
 
 def free_port() -> int:
@@ -103,7 +103,7 @@ class Harness:
         self.backend = self.make()
 
     def make(self, *, base_url: str | None = None, api_key: str | None = KEY,
-             limits: Limits = CALM) -> Backend:
+             limits: TimeLimits = CALM) -> Backend:
         """Another adapter of the same kind (other URL, key or limits), on the same session."""
         spec = self.spec
         config = BackendConfig(name=f"contract-{spec.id}", kind=spec.kind, model=spec.model,

@@ -14,7 +14,7 @@ import time
 import orjson
 import pytest
 
-from backends.base import Limits
+from backends.base import TimeLimits
 from backends.errors import (
     BackendError,
     ContextLengthExceeded,
@@ -173,7 +173,7 @@ async def test_wrong_key_is_auth_error(adapter: Harness, mode: str) -> None:
 @pytest.mark.parametrize("adapter", adapters(), indirect=True)
 @pytest.mark.parametrize("mode", MODES)
 async def test_connection_refused_is_connect_error(adapter: Harness, mode: str) -> None:
-    backend = adapter.make(base_url=adapter.dead_base_url(), limits=Limits(1, 1, 1, 2))
+    backend = adapter.make(base_url=adapter.dead_base_url(), limits=TimeLimits(1, 1, 1, 2))
     started = time.monotonic()
     exc = await attempt(adapter, mode, backend)
     assert isinstance(exc, UpstreamConnectError)
@@ -185,7 +185,7 @@ async def test_connection_refused_is_connect_error(adapter: Harness, mode: str) 
 
 async def test_hang_times_out_at_total_limit(adapter: Harness) -> None:
     adapter.fake.faults.push(Fault(hang=True))
-    backend = adapter.make(limits=Limits(connect_s=2, first_token_s=10, idle_s=10, total_s=0.5))
+    backend = adapter.make(limits=TimeLimits(connect_s=2, first_token_s=10, idle_s=10, total_s=0.5))
     started = time.monotonic()
     exc = await attempt(adapter, "complete", backend)
     elapsed = time.monotonic() - started
@@ -195,7 +195,7 @@ async def test_hang_times_out_at_total_limit(adapter: Harness) -> None:
 
 async def test_stream_hang_before_headers_times_out_at_first_token(adapter: Harness) -> None:
     adapter.fake.faults.push(Fault(hang=True))
-    backend = adapter.make(limits=Limits(connect_s=2, first_token_s=0.5, idle_s=10, total_s=10))
+    backend = adapter.make(limits=TimeLimits(connect_s=2, first_token_s=0.5, idle_s=10, total_s=10))
     drained = await drain(backend, chat(stream=True))
     assert isinstance(drained.error, UpstreamTimeout)
     assert drained.events == []
@@ -204,7 +204,7 @@ async def test_stream_hang_before_headers_times_out_at_first_token(adapter: Harn
 
 async def test_headers_then_stall_times_out_at_first_token(adapter: Harness) -> None:
     adapter.fake.faults.push(Fault(headers_then_stall_s=60))
-    backend = adapter.make(limits=Limits(connect_s=2, first_token_s=0.3, idle_s=10, total_s=10))
+    backend = adapter.make(limits=TimeLimits(connect_s=2, first_token_s=0.3, idle_s=10, total_s=10))
     drained = await drain(backend, chat(stream=True))
     assert isinstance(drained.error, UpstreamTimeout)
     assert drained.events == []  # nothing was relayed before the limit
@@ -213,7 +213,7 @@ async def test_headers_then_stall_times_out_at_first_token(adapter: Harness) -> 
 
 async def test_stall_mid_stream_times_out_idle(adapter: Harness) -> None:
     adapter.fake.faults.push(Fault(stall_after_chunks=2))
-    backend = adapter.make(limits=Limits(connect_s=2, first_token_s=10, idle_s=0.3, total_s=10))
+    backend = adapter.make(limits=TimeLimits(connect_s=2, first_token_s=10, idle_s=0.3, total_s=10))
     drained = await drain(backend, chat(stream=True))
     assert drained.opened
     assert isinstance(drained.error, UpstreamTimeout), drained.error
@@ -353,7 +353,7 @@ async def test_health_probes_the_kind_path(adapter: Harness) -> None:
 
 
 async def test_health_of_dead_upstream_is_not_ok_and_does_not_raise(adapter: Harness) -> None:
-    backend = adapter.make(base_url=adapter.dead_base_url(), limits=Limits(1, 1, 1, 2))
+    backend = adapter.make(base_url=adapter.dead_base_url(), limits=TimeLimits(1, 1, 1, 2))
     started = time.monotonic()
     health = await backend.health()
     assert time.monotonic() - started < FAST_S

@@ -22,7 +22,7 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.base import BackendConfig, Limits
+from backends.base import BackendConfig, TimeLimits
 from backends.errors import UpstreamConnectError, UpstreamServerError, UpstreamTimeout
 from backends.metrics import METRIC_NAMES, LoadSample, load_sample, parse_prometheus, sample_from
 from backends.openai_compat import OpenAICompatBackend
@@ -282,7 +282,7 @@ def test_sample_from_missing_and_unknown() -> None:
 
 # -- OpenAICompatBackend.load() --------------------------------------------------------------
 
-FAST = Limits(connect_s=0.3, first_token_s=2.0, idle_s=2.0, total_s=2.0)
+FAST = TimeLimits(connect_s=0.3, first_token_s=2.0, idle_s=2.0, total_s=2.0)
 
 
 @pytest.fixture
@@ -292,7 +292,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def backend(kind: str, base_url: str, session: aiohttp.ClientSession, *, api_key: str | None = None,
-            limits: Limits = FAST) -> OpenAICompatBackend:
+            limits: TimeLimits = FAST) -> OpenAICompatBackend:
     config = BackendConfig(name=f"local-{kind}", kind=kind, model="served", base_url=base_url,
                            api_key=api_key, limits=limits)
     return OpenAICompatBackend(config, session)
@@ -369,7 +369,7 @@ async def test_hanging_metrics_time_out_within_connect_s(session: aiohttp.Client
         return web.Response(text="llamacpp:requests_deferred 1\n")
 
     async with raw_metrics(handler) as base_url:
-        b = backend("llamacpp", base_url, session, limits=Limits(connect_s=0.2))
+        b = backend("llamacpp", base_url, session, limits=TimeLimits(connect_s=0.2))
         started = time.monotonic()
         try:
             with pytest.raises(UpstreamTimeout) as info:

@@ -13,9 +13,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from backends.base import BackendConfig, Limits
+from backends.base import BackendConfig, TimeLimits
 from backends.errors import StreamBroken
-from backends.openai_compat import KIND_TRAITS, OpenAICompatBackend
+from backends.kinds import KIND_TRAITS
+from backends.openai_compat import OpenAICompatBackend
 from backends.sse import DONE
 from backends.types import BackendRequest
 from tests.backends.harness import CALM, chat, drain
@@ -36,7 +37,7 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 
 
 def passthrough(kind: str, base_url: str, session: aiohttp.ClientSession,
-                limits: Limits = CALM) -> OpenAICompatBackend:
+                limits: TimeLimits = CALM) -> OpenAICompatBackend:
     return OpenAICompatBackend(BackendConfig(name=f"pt-{kind}", kind=kind, model="served",
                                              base_url=base_url, limits=limits), session)
 

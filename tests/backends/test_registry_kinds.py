@@ -1,4 +1,5 @@
-"""Unit tests for ``backends.registry``: which kinds exist and what they build."""
+"""Unit tests for ``backends.kinds`` and ``backends.registry``: which kinds exist, what
+they are, and what they build."""
 
 from __future__ import annotations
 
@@ -6,13 +7,30 @@ import aiohttp
 import pytest
 
 from backends.base import BackendConfig
-from backends.openai_compat import KIND_TRAITS, OpenAICompatBackend
-from backends.registry import DIRECT_KINDS, build_backend, check_kind
+from backends.kinds import CLOSED_TRAITS, DIRECT_KINDS, KIND_TRAITS, KindTraits, kind_traits
+from backends.openai_compat import OpenAICompatBackend
+from backends.registry import build_backend, check_kind
 
 
 def test_direct_kinds_are_the_passthrough_traits() -> None:
     assert DIRECT_KINDS == {"vllm", "tgi", "llamacpp", "ollama", "openai_compatible"}
-    assert DIRECT_KINDS == set(KIND_TRAITS)
+    assert DIRECT_KINDS == {kind for kind, traits in KIND_TRAITS.items() if traits.self_hosted}
+
+
+def test_kind_traits_cover_closed_kinds_with_a_default() -> None:
+    assert kind_traits("anthropic") == KindTraits(self_hosted=False, supports_prefill=True)
+    assert kind_traits("openai") is CLOSED_TRAITS and kind_traits("nope") is CLOSED_TRAITS
+    assert not CLOSED_TRAITS.self_hosted and not CLOSED_TRAITS.supports_prefill
+    assert {k for k, t in KIND_TRAITS.items() if t.supports_prefill} == {"vllm", "llamacpp", "anthropic"}
+
+
+def test_kind_traits_are_consistent() -> None:
+    with pytest.raises(ValueError, match="health_path"):
+        KindTraits(self_hosted=True)
+    with pytest.raises(ValueError, match="health_path"):
+        KindTraits(self_hosted=False, health_path="/health")
+    with pytest.raises(ValueError, match="prefill"):
+        KindTraits(self_hosted=True, health_path="/health", prefill_fields=(("x", True),))
 
 
 @pytest.mark.parametrize("kind", sorted(DIRECT_KINDS))

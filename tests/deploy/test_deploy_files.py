@@ -29,7 +29,7 @@ import yaml
 
 from policies import load_policy_text
 from router.policytest import run_test_file
-from router.runtime import check_backends
+from router.runtime import KIND_TABLE, check_backends
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -351,7 +351,7 @@ def test_compose_policy_only_needs_what_the_gateway_is_given() -> None:
 @pytest.mark.parametrize("rel", ["compose/policy.yaml", "k8s/policy.yaml"])
 def test_deploy_policies_are_valid(rel: str, env: dict[str, str]) -> None:
     path = DEPLOY / rel
-    loaded = load_policy_text(path.read_text(encoding="utf-8"), env, file=str(path))  # raises PolicyError
+    loaded = load_policy_text(path.read_text(encoding="utf-8"), env, kinds=KIND_TABLE, file=str(path))  # raises PolicyError
     check_backends(loaded, include_disabled=True)
     backends = loaded.policy.backends
     assert any(b.kind in ("vllm", "llamacpp") for b in backends.values())
@@ -365,7 +365,7 @@ def test_deploy_policies_decide_as_their_tests_say(rel: str) -> None:
 
 
 def test_compose_policy_routes_to_the_compose_model_servers() -> None:
-    loaded = load_policy_text((DEPLOY / "compose" / "policy.yaml").read_text(), {})
+    loaded = load_policy_text((DEPLOY / "compose" / "policy.yaml").read_text(), {}, kinds=KIND_TABLE)
     urls = {b.kind: str(b.base_url) for b in loaded.policy.backends.values() if b.base_url}
     assert urls["llamacpp"].startswith("http://llamacpp:8080") and urls["vllm"].startswith("http://vllm:8000")
 

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from policies import load_policy
+from router.runtime import KIND_TABLE
 from router.settings import DEFAULT_POLICY
 from tests.e2e.test_gateway_sdk import client, policy
 
@@ -62,7 +63,7 @@ async def test_context_overflow_is_a_clean_400(gateway, llamacpp_url):
 async def test_shipped_default_policy_serves_the_local_model(gateway, llamacpp_url):
     text = DEFAULT_POLICY.read_text()
     env = {"SWITCHYARD_LOCAL_MODEL_URL": llamacpp_url}
-    assert load_policy(DEFAULT_POLICY, env).policy.settings.default_alias == "chat-default"
+    assert load_policy(DEFAULT_POLICY, env, kinds=KIND_TABLE).policy.settings.default_alias == "chat-default"
     url = await gateway(text, env=env)
     raw = await client(url).chat.completions.with_raw_response.create(
         model="chat-default", messages=PROMPT, max_tokens=4)

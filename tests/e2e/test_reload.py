@@ -17,6 +17,7 @@ from aiohttp import web
 
 from policies import load_policy
 from router.app import create_app
+from router.runtime import KIND_TABLE
 from router.settings import Settings
 from tests.e2e.test_gateway_sdk import client
 from tests.fakes.faults import Fault
@@ -46,7 +47,7 @@ def policy(a: FakeOpenAI, b: FakeOpenAI, models: str = "  chat: {targets: [a, b]
 @asynccontextmanager
 async def serving(path: Path) -> AsyncIterator[str]:
     """The real app for the policy file at ``path``, with reloads wired to that file."""
-    loaded = load_policy(path, {})
+    loaded = load_policy(path, {}, kinds=KIND_TABLE)
     app = create_app(Settings(access_log=False), loaded, policy_path=path)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()

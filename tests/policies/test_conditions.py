@@ -22,6 +22,7 @@ from policies import (
     load_policy,
     load_policy_text,
 )
+from router.runtime import KIND_TABLE
 
 # 2026-01-05 is a Monday.
 MONDAY_NOON = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -419,7 +420,7 @@ BASE = dedent("""\
 
 def issues_of(rules: str, file: str = "p.yaml") -> list[str]:
     with pytest.raises(PolicyError) as info:
-        load_policy_text(BASE + dedent(rules), {}, file=file)
+        load_policy_text(BASE + dedent(rules), {}, kinds=KIND_TABLE, file=file)
     return [str(i) for i in info.value.issues]
 
 
@@ -490,7 +491,7 @@ def test_policy_file_errors_name_the_real_file(tmp_path):
     path = tmp_path / "team.yaml"
     path.write_text(BASE + "  - name: r\n    when: {tags: {has: x}}\n    route: {targets: [local]}\n")
     with pytest.raises(PolicyError) as info:
-        load_policy(path, {})
+        load_policy(path, {}, kinds=KIND_TABLE)
     assert [str(i) for i in info.value.issues] == [
         f"{path}:12 rules[0].when.tags.has: unknown operator 'has' for tags (allowed: all, any, contains, empty, none)"]
 
@@ -502,7 +503,7 @@ def test_a_valid_policy_compiles_every_rule_in_order():
           route: {targets: [local], fallback: none}
         - name: rest
           route: {strategy: cheapest}
-        """), {})
+        """), {}, kinds=KIND_TABLE)
     assert [r.name for r in loaded.rules] == ["home", "rest"]
     home, rest = loaded.rules
     assert home.condition.match(ctx(sensitivity="restricted")) and not home.condition.match(ctx())

@@ -44,7 +44,6 @@ from backends.errors import (
 )
 from policies import (
     LEVELS,
-    SELF_HOSTED_KINDS,
     BackendLoad,
     LoadedPolicy,
     Plan,
@@ -57,15 +56,16 @@ from policies import (
     level_rank,
 )
 from policies import load_policy_text as load_text
-from policies.sensitivity import Scanner
+from policies.sensitivity import Scan, Scanner
 from router.chunks import Recovery
 from router.engine import Engine, StreamAnswer
 from router.errors import GatewayError, NoBackendAvailable, PolicyDenied
 from router.health import Circuits
 from router.load import LoadMonitor
-from router.runtime import Runtime
+from router.runtime import KIND_TABLE, Runtime
 from router.streaming import tracker_for
 
+SELF_HOSTED_KINDS = frozenset(kind for kind, info in KIND_TABLE.listed.items() if info.self_hosted)
 SELF_KINDS = sorted(SELF_HOSTED_KINDS)
 CLOSED_KINDS = ["openai", "anthropic", "gemini", "mistral"]
 TAGS = ["batch", "finance", "eu"]
@@ -163,7 +163,7 @@ def policies(draw: st.DrawFn) -> dict[str, object]:
 
 def load(data: dict[str, object]) -> LoadedPolicy:
     """Validate and compile like the loader does, minus the (slow, pure-Python) YAML parse."""
-    policy = Policy.model_validate(data)
+    policy = Policy.model_validate(data, context=KIND_TABLE)
     rules, issues = compile_rules(policy, lambda loc, msg: PolicyIssue("generated", None, str(loc), msg))
     assert issues == []
     return LoadedPolicy(policy, "generated", rules=rules)
@@ -172,7 +172,7 @@ def load(data: dict[str, object]) -> LoadedPolicy:
 @settings(max_examples=25, **SETTINGS)
 @given(generated=policies())
 def test_generated_policies_load_the_same_through_the_yaml_loader(generated: dict[str, object]):
-    through_yaml = load_text(yaml.safe_dump(generated, sort_keys=False), {}, file="generated.yaml")
+    through_yaml = load_text(yaml.safe_dump(generated, sort_keys=False), {}, kinds=KIND_TABLE, file="generated.yaml")
     direct = load(generated)
     assert through_yaml.policy == direct.policy
     assert [r.name for r in through_yaml.rules] == [r.name for r in direct.rules]
@@ -385,16 +385,16 @@ def build_engine(loaded: LoadedPolicy, scripts: dict[str, list[str]], log: list[
     return Engine(runtime, circuits, LoadMonitor(backends, interval_s=1, stale_after_s=5)), planner, scanner
 
 
-async def relay_like(engine: Engine, plan: Plan, request: BackendRequest, scan: object) -> str:
-    """What ``router.streaming.relay`` does, minus HTTP: read the stream, recover breaks."""
-    answer = await engine.open_stream(plan, request, scan)  # type: ignore[arg-type]
+async def relay_like(engine: Engine, plan: Plan, request: BackendRequest, scan: Scan) -> str:
+    """What ``router.streaming.relay`` does, minus the sink: read the stream, recover breaks."""
+    answer = await engine.open_stream(plan, request, scan)
     tracker = tracker_for(request.body)
-    tracker.feed(answer.first)
     failed = {name for name, _ in answer.failures}
     current: StreamAnswer | None = answer
     try:
         while current is not None and not (tracker.done or tracker.complete):
             try:
+                tracker.feed(current.first)
                 async for event in current.events:
                     tracker.feed(event)
                     if tracker.done or tracker.complete:
@@ -404,16 +404,16 @@ async def relay_like(engine: Engine, plan: Plan, request: BackendRequest, scan: 
             except BackendError as exc:
                 broken, current = current, None
                 failed.add(broken.backend)
-                engine.circuits[broken.backend].failure(exc)
-                engine.load.exit(broken.backend)
-                current, _ = await engine.recover(plan, request, tracker, broken.backend, failed)
+                broken.lease.broke(exc)
+                await broken.close()
+                current, _ = await engine.recover(plan, request, scan, tracker, failed)
                 if current is None:
                     return "error-event"
                 tracker.continue_with(Recovery(broken.backend, current.backend, exc.message))
         return "ok"
     finally:
         if current is not None:
-            engine.load.exit(current.backend)
+            await current.close()
 
 
 @settings(max_examples=100, **SETTINGS)
@@ -459,11 +459,11 @@ def test_property_engine_reaches_only_allowed_backends(data: st.DataObject, gene
         clock.now += data.draw(st.sampled_from([0.0, 1.5]), label="time passes")  # lets circuits half-open
 
 
-async def _one(engine: Engine, plan: Plan, request: BackendRequest, scan: object, stream: bool) -> str:
+async def _one(engine: Engine, plan: Plan, request: BackendRequest, scan: Scan, stream: bool) -> str:
     try:
         if stream:
             return await relay_like(engine, plan, request, scan)
-        await engine.complete(plan, request, scan)  # type: ignore[arg-type]
+        await engine.complete(plan, request, scan)
         return "ok"
     except (GatewayError, BackendError) as exc:
         return type(exc).__name__
@@ -487,7 +487,7 @@ TWO = dedent("""\
 
 
 def test_engine_never_falls_back_to_a_closed_backend_for_restricted_data():
-    loaded = load_text(TWO + "  - {name: all, route: {targets: [local, closed]}}\n", {})
+    loaded = load_text(TWO + "  - {name: all, route: {targets: [local, closed]}}\n", {}, kinds=KIND_TABLE)
     log: list[Call] = []
     engine, planner, scanner = build_engine(loaded, {"local": ["server"], "closed": ["ok"]}, log, Clock())
     body = {"model": "chat", "messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]}
@@ -501,7 +501,7 @@ def test_engine_never_falls_back_to_a_closed_backend_for_restricted_data():
 
 
 def test_recovery_only_continues_on_allowed_prefill_targets():
-    loaded = load_text(TWO + "  - {name: all, route: {targets: [local, closed]}}\n", {})
+    loaded = load_text(TWO + "  - {name: all, route: {targets: [local, closed]}}\n", {}, kinds=KIND_TABLE)
     log: list[Call] = []
     engine, planner, scanner = build_engine(loaded, {"local": ["broken2"], "closed": ["ok"]}, log, Clock())
     body = {"model": "chat", "messages": [{"role": "user", "content": "mail jane.doe@example.com"}],
@@ -521,7 +521,7 @@ def test_recovery_only_continues_on_allowed_prefill_targets():
 
 
 def test_recovery_continuation_to_a_closed_target_is_redacted():
-    loaded = load_text(TWO + "  - {name: all, route: {targets: [local, closed], redact: [email]}}\n", {})
+    loaded = load_text(TWO + "  - {name: all, route: {targets: [local, closed], redact: [email]}}\n", {}, kinds=KIND_TABLE)
     log: list[Call] = []
     engine, planner, scanner = build_engine(loaded, {"local": ["broken2"], "closed": ["ok"]}, log, Clock())
     body = {"model": "chat", "messages": [{"role": "user", "content": f"mail {EMAIL}"}], "stream": True}
@@ -538,7 +538,7 @@ def test_recovery_continuation_to_a_closed_target_is_redacted():
 
 
 def test_redaction_applies_to_closed_fallbacks_not_to_self_hosted_targets():
-    loaded = load_text(TWO + "  - {name: all, route: {targets: [local, closed], redact: [email]}}\n", {})
+    loaded = load_text(TWO + "  - {name: all, route: {targets: [local, closed], redact: [email]}}\n", {}, kinds=KIND_TABLE)
     log: list[Call] = []
     engine, planner, scanner = build_engine(loaded, {"local": ["server"], "closed": ["ok"]}, log, Clock())
     body = {"model": "chat", "messages": [{"role": "user", "content": f"mail {EMAIL} and {EMAIL.upper()}"}]}
@@ -554,7 +554,7 @@ def test_redaction_applies_to_closed_fallbacks_not_to_self_hosted_targets():
 def test_open_circuit_is_skipped_and_never_replaced_by_a_disallowed_backend():
     loaded = load_text(TWO.replace("retry: {attempts: 2", "circuit: {failures: 1, cooldown_s: 1000}, "
                                    "retry: {attempts: 2", 1) + "  - {name: all, route: {targets: [local, closed]}}\n",
-                       {})
+                       {}, kinds=KIND_TABLE)
     log: list[Call] = []
     engine, planner, scanner = build_engine(loaded, {"local": ["server"], "closed": ["ok"]}, log, Clock())
     secret = {"model": "chat", "messages": [{"role": "user", "content": "-----BEGIN PRIVATE KEY-----\nMIIB\n"
@@ -573,23 +573,24 @@ def test_open_circuit_is_skipped_and_never_replaced_by_a_disallowed_backend():
 
 def test_denied_and_unavailable_plans_reach_nothing():
     loaded = load_text(TWO + "  - {name: no-batch, when: {tags: batch}, route: {deny: batch jobs go elsewhere}}\n"
-                             "  - {name: closed-only, route: {targets: [closed]}}\n", {})
+                             "  - {name: closed-only, route: {targets: [closed]}}\n", {}, kinds=KIND_TABLE)
     log: list[Call] = []
-    engine, planner, _ = build_engine(loaded, {"local": ["ok"], "closed": ["ok"]}, log, Clock())
+    engine, planner, scanner = build_engine(loaded, {"local": ["ok"], "closed": ["ok"]}, log, Clock())
+    nothing = scanner.scan("chat", {})
     denied = planner.plan(RequestFacts(model="chat", tags=frozenset({"batch"})))
     assert denied.denied == "batch jobs go elsewhere" and denied.targets == ()
     with pytest.raises(PolicyDenied, match="denied by rule 'no-batch': batch jobs go elsewhere"):
-        asyncio.run(engine.complete(denied, BackendRequest("chat", {}, False, "r")))
+        asyncio.run(engine.complete(denied, BackendRequest("chat", {}, False, "r"), nothing))
     unavailable = planner.plan(RequestFacts(model="chat", sensitivity="restricted"))
     assert unavailable.targets == () and unavailable.allowed == frozenset()
     assert "under rule 'closed-only'" in (unavailable.unavailable or "")
     with pytest.raises(NoBackendAvailable, match="closed-only"):
-        asyncio.run(engine.complete(unavailable, BackendRequest("chat", {}, False, "r")))
+        asyncio.run(engine.complete(unavailable, BackendRequest("chat", {}, False, "r"), nothing))
     assert log == []
 
 
 def test_duplicate_route_targets_are_rejected():
     """(e) by construction: a rule listing a backend twice is a load error, as an alias doing so is."""
     with pytest.raises(PolicyError) as info:
-        load_text(TWO + "  - {name: dup, route: {targets: [local, closed, local]}}\n", {}, file="p.yaml")
+        load_text(TWO + "  - {name: dup, route: {targets: [local, closed, local]}}\n", {}, kinds=KIND_TABLE, file="p.yaml")
     assert [str(i) for i in info.value.issues] == ["p.yaml:13 rules[0].route.targets: duplicate targets: ['local']"]

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import policies
 from policies import LoadedPolicy, PolicyError, PolicyIssue, load_policy, load_policy_text
+from router.runtime import KIND_TABLE
 
 FILE = "p.yaml"
 POLICY_DIR = Path(policies.__file__).resolve().parent
@@ -41,7 +42,7 @@ def line_of(text: str, needle: str, nth: int = 0) -> int:
 
 
 def load(text: str, env: dict[str, str] | None = None) -> LoadedPolicy:
-    return load_policy_text(text, env or {}, file=FILE)
+    return load_policy_text(text, env or {}, kinds=KIND_TABLE, file=FILE)
 
 
 def issues_of(text: str, env: dict[str, str] | None = None) -> tuple[PolicyIssue, ...]:
@@ -74,7 +75,7 @@ def test_shipped_policies_are_found():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_policy_loads_with_empty_env(path: Path):
-    loaded = load_policy(path, {})
+    loaded = load_policy(path, {}, kinds=KIND_TABLE)
     assert loaded.source == str(path)
     assert loaded.policy.version == 1
     # every key is optional (`${X:-}`): with no env, each closed backend with an api_key is
@@ -95,7 +96,7 @@ def test_shipped_policy_loads_with_empty_env(path: Path):
 def test_shipped_policy_with_keys_set_has_every_backend_enabled(path: Path):
     keys = api_key_vars(path)
     assert keys, "each shipped policy has at least one optional key"
-    loaded = load_policy(path, {k: f"sk-test-{k.lower()}" for k in keys})
+    loaded = load_policy(path, {k: f"sk-test-{k.lower()}" for k in keys}, kinds=KIND_TABLE)
     assert loaded.warnings == ()
     assert all(b.has_credentials for b in loaded.policy.backends.values())
     for name, backend in loaded.policy.backends.items():
@@ -107,7 +108,7 @@ def test_shipped_policy_with_keys_set_has_every_backend_enabled(path: Path):
 
 
 def test_default_policy_contents_and_warnings():
-    loaded = load_policy(POLICY_DIR / "default.yaml", {})
+    loaded = load_policy(POLICY_DIR / "default.yaml", {}, kinds=KIND_TABLE)
     p = loaded.policy
     assert list(p.models) == ["chat-default", "local-only", "closed-best"]
     assert p.models["chat-default"].targets == ["local", "gpt-mini", "claude", "gemini"]
@@ -126,12 +127,12 @@ def test_default_policy_contents_and_warnings():
 
 
 def test_default_policy_local_url_from_env():
-    loaded = load_policy(POLICY_DIR / "default.yaml", {"SWITCHYARD_LOCAL_MODEL_URL": "http://gpu:9000/v1"})
+    loaded = load_policy(POLICY_DIR / "default.yaml", {"SWITCHYARD_LOCAL_MODEL_URL": "http://gpu:9000/v1"}, kinds=KIND_TABLE)
     assert str(loaded.policy.backends["local"].base_url) == "http://gpu:9000/v1"
 
 
 def test_closed_providers_example_bedrock_uses_credential_chain():
-    loaded = load_policy(POLICY_DIR / "examples" / "closed-providers.yaml", {})
+    loaded = load_policy(POLICY_DIR / "examples" / "closed-providers.yaml", {}, kinds=KIND_TABLE)
     bedrock = loaded.policy.backends["bedrock-claude"]
     assert bedrock.api_key is None and bedrock.has_credentials
     # `smart` still has bedrock, `cheap` has nothing left
@@ -142,7 +143,7 @@ def test_closed_providers_example_bedrock_uses_credential_chain():
 
 
 def test_self_hosted_fleet_example():
-    loaded = load_policy(POLICY_DIR / "examples" / "self-hosted-fleet.yaml", {})
+    loaded = load_policy(POLICY_DIR / "examples" / "self-hosted-fleet.yaml", {}, kinds=KIND_TABLE)
     assert [w.path for w in loaded.warnings] == ["backends.openai.api_key"]
     price = loaded.policy.backends["vllm-a"].price
     assert price is not None and price.gpu_hour_usd == 2.4 and price.tokens_per_s == 2500
@@ -154,7 +155,7 @@ def test_self_hosted_fleet_example():
 def test_load_policy_missing_file(tmp_path: Path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(PolicyError) as info:
-        load_policy(missing, {})
+        load_policy(missing, {}, kinds=KIND_TABLE)
     (issue,) = info.value.issues
     assert issue.file == str(missing) and issue.line is None and issue.path == ""
     assert issue.message.startswith("cannot read policy file:")
@@ -164,7 +165,7 @@ def test_load_policy_invalid_utf8_file(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(BASE.encode() + b"# \xff\xfe\n")
     with pytest.raises(PolicyError) as info:
-        load_policy(bad, {})
+        load_policy(bad, {}, kinds=KIND_TABLE)
     (issue,) = info.value.issues
     assert issue.message.startswith("cannot read policy file:")
 
@@ -173,13 +174,13 @@ def test_load_policy_reads_file_and_names_it(tmp_path: Path):
     path = tmp_path / "ok.yaml"
     path.write_text(BASE.replace("targets: [a]", "targets: [a, zz]"))
     with pytest.raises(PolicyError) as info:
-        load_policy(path, {})
+        load_policy(path, {}, kinds=KIND_TABLE)
     assert str(info.value) == f"{path}:8 models.chat.targets[1]: unknown backend 'zz' (backends: a)"
 
 
 def test_load_policy_text_default_file_name():
     with pytest.raises(PolicyError) as info:
-        load_policy_text("", {})
+        load_policy_text("", {}, kinds=KIND_TABLE)
     assert str(info.value) == "<policy>: policy file is empty"
 
 

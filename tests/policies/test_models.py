@@ -7,22 +7,30 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from policies import (
-    SELF_HOSTED_KINDS,
     BackendSpec,
     ModelAlias,
     Policy,
     PolicyError,
     PolicyIssue,
+    PolicySettings,
     Price,
     RequestFacts,
     SensitivitySpec,
-    Settings,
     TelemetrySpec,
     Timeouts,
     UnknownAlias,
     load_policy_text,
 )
 from policies.loader import dotted
+from router.runtime import KIND_TABLE
+
+#: The kinds the table handed to policy marks self-hosted.
+SELF_HOSTED_KINDS = frozenset(kind for kind, info in KIND_TABLE.listed.items() if info.self_hosted)
+
+
+def backend(**fields: object) -> BackendSpec:
+    """A ``BackendSpec`` validated as the loader does it: with the kind table."""
+    return BackendSpec.model_validate(fields, context=KIND_TABLE)
 
 # -- PolicyIssue / PolicyError / UnknownAlias ----------------------------------------------
 
@@ -80,7 +88,7 @@ def test_dotted(loc: tuple[str | int, ...], expected: str):
 
 
 def test_api_key_is_a_secret_not_in_repr():
-    spec = BackendSpec(kind="openai", model="gpt-4o", api_key="sk-very-secret")
+    spec = backend(kind="openai", model="gpt-4o", api_key="sk-very-secret")
     assert isinstance(spec.api_key, SecretStr)
     assert spec.api_key.get_secret_value() == "sk-very-secret"
     assert "sk-very-secret" not in repr(spec)
@@ -90,7 +98,7 @@ def test_api_key_is_a_secret_not_in_repr():
 
 def test_api_key_secret_through_the_loader():
     text = "backends:\n  a: {kind: openai, model: m, api_key: '${K}'}\nmodels:\n  c: {targets: [a]}\n"
-    loaded = load_policy_text(text, {"K": "sk-from-env-123"})
+    loaded = load_policy_text(text, {"K": "sk-from-env-123"}, kinds=KIND_TABLE)
     assert "sk-from-env-123" not in repr(loaded)
     assert "sk-from-env-123" not in repr(loaded.policy)
     assert loaded.policy.backends["a"].api_key.get_secret_value() == "sk-from-env-123"
@@ -98,12 +106,12 @@ def test_api_key_secret_through_the_loader():
 
 @pytest.mark.parametrize("kind", sorted(SELF_HOSTED_KINDS))
 def test_self_hosted_kinds(kind: str):
-    spec = BackendSpec(kind=kind, model="m", base_url="http://h:1/v1")
+    spec = backend(kind=kind, model="m", base_url="http://h:1/v1")
     assert spec.is_self_hosted and spec.direct
     assert spec.has_credentials
     # a self-hosted backend is enabled whatever its key
-    assert BackendSpec(kind=kind, model="m", base_url="http://h:1/v1", api_key="").has_credentials
-    assert BackendSpec(kind=kind, model="m", base_url="http://h:1/v1", api_key="k").has_credentials
+    assert backend(kind=kind, model="m", base_url="http://h:1/v1", api_key="").has_credentials
+    assert backend(kind=kind, model="m", base_url="http://h:1/v1", api_key="k").has_credentials
 
 
 def test_self_hosted_kinds_are_the_documented_ones():
@@ -112,55 +120,70 @@ def test_self_hosted_kinds_are_the_documented_ones():
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini", "bedrock", "azure", "mistral"])
 def test_closed_kinds(kind: str):
-    spec = BackendSpec(kind=kind, model="m")
+    spec = backend(kind=kind, model="m")
     assert not spec.is_self_hosted and not spec.direct
     assert spec.base_url is None
 
 
 def test_has_credentials_closed_backend():
-    assert BackendSpec(kind="openai", model="m").has_credentials  # provider credential chain
-    assert not BackendSpec(kind="openai", model="m", api_key="").has_credentials
-    assert BackendSpec(kind="openai", model="m", api_key="sk-1").has_credentials
+    assert backend(kind="openai", model="m").has_credentials  # provider credential chain
+    assert not backend(kind="openai", model="m", api_key="").has_credentials
+    assert backend(kind="openai", model="m", api_key="sk-1").has_credentials
 
 
 def test_self_hosted_flag_overrides_kind_for_unknown_kinds():
-    spec = BackendSpec(kind="my_server", model="m", self_hosted=True, base_url="http://h/v1")
+    spec = backend(kind="my_server", model="m", self_hosted=True, base_url="http://h/v1")
     assert spec.is_self_hosted
     assert not spec.direct  # not one of the direct HTTP kinds
 
 
 def test_self_hosted_true_on_self_hosted_kind_ok():
-    assert BackendSpec(kind="vllm", model="m", base_url="http://h/v1", self_hosted=True).is_self_hosted
+    assert backend(kind="vllm", model="m", base_url="http://h/v1", self_hosted=True).is_self_hosted
 
 
 def test_self_hosted_kind_needs_base_url():
     with pytest.raises(ValidationError, match="base_url is required for self-hosted kind 'ollama'"):
-        BackendSpec(kind="ollama", model="m")
+        backend(kind="ollama", model="m")
 
 
 def test_third_party_compatible_server_is_not_self_hosted():
-    spec = BackendSpec(kind="openai_compatible", model="m", base_url="http://h/v1", self_hosted=False)
+    spec = backend(kind="openai_compatible", model="m", base_url="http://h/v1", self_hosted=False)
     assert spec.direct and not spec.is_self_hosted
 
 
+@pytest.mark.parametrize(("kind", "prefill"), [("vllm", True), ("llamacpp", True), ("anthropic", True),
+                                               ("tgi", False), ("openai", False), ("gemini", False)])
+def test_prefill_resolved_from_the_kind_table(kind: str, prefill: bool):
+    spec = backend(kind=kind, model="m", base_url="http://h/v1")
+    assert spec.can_prefill is prefill
+    assert backend(kind=kind, model="m", base_url="http://h/v1", supports_prefill=not prefill).can_prefill is not prefill
+
+
+def test_backend_without_the_kind_table_is_a_programming_error():
+    with pytest.raises(TypeError, match="kind table"):
+        BackendSpec(kind="openai", model="m")
+    with pytest.raises(TypeError, match="kind table"):
+        BackendSpec.model_validate({"kind": "vllm", "model": "m", "base_url": "http://h/v1"})
+
+
 def test_closed_backend_may_have_base_url():
-    spec = BackendSpec(kind="azure", model="dep", base_url="https://x.openai.azure.com")
+    spec = backend(kind="azure", model="dep", base_url="https://x.openai.azure.com")
     assert str(spec.base_url).startswith("https://x.openai.azure.com")
 
 
 @pytest.mark.parametrize("kind", ["OpenAI", "open-ai", "1openai", "", "open ai", "_x"])
 def test_kind_must_be_lower_snake(kind: str):
     with pytest.raises(ValidationError, match="lower_snake_case"):
-        BackendSpec(kind=kind, model="m")
+        backend(kind=kind, model="m")
 
 
 def test_model_must_be_non_empty():
     with pytest.raises(ValidationError):
-        BackendSpec(kind="openai", model="")
+        backend(kind="openai", model="")
 
 
 def test_backend_defaults():
-    spec = BackendSpec(kind="openai", model="m")
+    spec = backend(kind="openai", model="m")
     assert spec.timeouts == Timeouts()
     assert (spec.timeouts.connect_s, spec.timeouts.first_token_s, spec.timeouts.idle_s,
             spec.timeouts.total_s) == (5.0, 30.0, 30.0, 600.0)
@@ -168,14 +191,14 @@ def test_backend_defaults():
 
 
 def test_backend_is_frozen_and_forbids_extra():
-    spec = BackendSpec(kind="openai", model="m")
+    spec = backend(kind="openai", model="m")
     with pytest.raises(ValidationError):
         spec.model = "other"  # type: ignore[misc]
     with pytest.raises(ValidationError, match="extra"):
-        BackendSpec(kind="openai", model="m", colour="blue")  # type: ignore[call-arg]
+        backend(kind="openai", model="m", colour="blue")
 
 
-# -- Timeouts / Price / Settings -----------------------------------------------------------
+# -- Timeouts / Price / PolicySettings -----------------------------------------------------
 
 
 @pytest.mark.parametrize("field", ["connect_s", "first_token_s", "idle_s", "total_s"])
@@ -211,11 +234,11 @@ def test_tokens_per_s_must_be_positive():
 
 
 def test_settings_defaults_and_bounds():
-    assert Settings() == Settings(max_body_mb=10.0, default_alias=None)
-    assert Settings(max_body_mb=1024).max_body_mb == 1024
+    assert PolicySettings() == PolicySettings(max_body_mb=10.0, default_alias=None)
+    assert PolicySettings(max_body_mb=1024).max_body_mb == 1024
     for bad in (0, -1, 1024.5):
         with pytest.raises(ValidationError):
-            Settings(max_body_mb=bad)
+            PolicySettings(max_body_mb=bad)
 
 
 # -- ModelAlias / Policy -------------------------------------------------------------------
@@ -241,12 +264,12 @@ def _policy(**kw: object) -> Policy:
         "models": {"chat": {"targets": ["a"]}},
     }
     data.update(kw)
-    return Policy.model_validate(data)
+    return Policy.model_validate(data, context=KIND_TABLE)
 
 
 def test_policy_minimal():
     p = _policy()
-    assert p.version == 1 and p.settings == Settings()
+    assert p.version == 1 and p.settings == PolicySettings()
     assert (p.teams, p.cache.mode, p.telemetry) == ({}, "off", TelemetrySpec())
     assert p.rules == [] and p.sensitivity == SensitivitySpec()
 

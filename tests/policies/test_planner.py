@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies import Planner, RequestFacts, UnknownAlias, load_policy_text
+from router.runtime import KIND_TABLE
 
 POLICY = dedent("""\
     version: 1
@@ -41,7 +42,7 @@ POLICY = dedent("""\
 
 
 def planner(env: dict[str, str] | None = None) -> Planner:
-    return Planner(load_policy_text(POLICY, env or {}))
+    return Planner(load_policy_text(POLICY, env or {}, kinds=KIND_TABLE))
 
 
 def facts(model: str, endpoint: str = "chat", stream: bool = False) -> RequestFacts:
@@ -155,7 +156,7 @@ def policies(draw: st.DrawFn) -> tuple[str, dict[str, str], dict[str, list[str]]
 def test_property_generated_policy_loads_and_plans_are_ordered_subsets(
         generated: tuple[str, dict[str, str], dict[str, list[str]]]):
     text, kinds, models = generated
-    loaded = load_policy_text(text, {}, file="gen.yaml")
+    loaded = load_policy_text(text, {}, kinds=KIND_TABLE, file="gen.yaml")
     assert list(loaded.policy.models) == list(models)
     assert list(loaded.policy.backends) == list(kinds)
     pl = Planner(loaded)
@@ -182,7 +183,7 @@ def test_property_generated_policy_loads_and_plans_are_ordered_subsets(
 def test_property_unknown_alias_never_planned(known: list[str], asked: str):
     data = {"backends": {"b": {"kind": "openai", "model": "m"}},
             "models": {a: {"targets": ["b"]} for a in known}}
-    pl = Planner(load_policy_text(yaml.safe_dump(data), {}))
+    pl = Planner(load_policy_text(yaml.safe_dump(data), {}, kinds=KIND_TABLE))
     if asked in known:
         assert pl.plan(RequestFacts(model=asked, endpoint="chat")).targets == ("b",)
     else:

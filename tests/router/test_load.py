@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from backends.base import BackendConfig, Limits
+from backends.base import BackendConfig, TimeLimits
 from backends.errors import UpstreamConnectError
 from backends.metrics import LoadSample
 from backends.openai_compat import OpenAICompatBackend
@@ -284,7 +284,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def test_scrape_once_follows_the_fake_llamacpp(fake_openai: FakeOpenAI,
                                                     session: aiohttp.ClientSession) -> None:
     config = BackendConfig(name="local", kind="llamacpp", model="served", base_url=fake_openai.base_url,
-                           limits=Limits(connect_s=2.0))
+                           limits=TimeLimits(connect_s=2.0))
     compat = OpenAICompatBackend(BackendConfig(name="compat", kind="openai_compatible", model="served",
                                                base_url=fake_openai.base_url), session)
     m, _ = monitor({"local": OpenAICompatBackend(config, session), "compat": compat})

@@ -16,6 +16,7 @@ import pytest
 
 from policies import load_policy_text
 from router.errors import BudgetExceeded, BudgetStoreUnavailable, RateLimited
+from router.runtime import KIND_TABLE
 from router.state.admission import Gatekeeper
 from router.state.budgets import NANO, Budgets
 from router.state.cache import CachedAnswer, ResponseCache
@@ -81,7 +82,7 @@ ALLOWED = frozenset({"gpu"})
 
 
 def gatekeeper(store: Store, scope: str = "team", on_error: str = "fail_closed") -> tuple[Gatekeeper, ResponseCache]:
-    policy = load_policy_text(POLICY % {"scope": scope, "on_error": on_error}, {}).policy
+    policy = load_policy_text(POLICY % {"scope": scope, "on_error": on_error}, {}, kinds=KIND_TABLE).policy
     cache = ResponseCache(policy.cache, store)
     return Gatekeeper(store, RateLimiter(policy, store), Budgets(policy, store), cache), cache
 

@@ -1,0 +1,319 @@
+"""The request pipeline: one owner of a request, from a format-neutral ``Call`` to an
+``Outcome`` the surface writes back.
+
+    Call ─► facts + scan (policies) ─► plan (policies) ─► admission (limits, budget
+    reservation, cache lookup, coalescing: router.state) ─► attempts (router.engine) ─►
+    settle (actual cost, cache fill, record) ─► Outcome
+
+What a surface (a codec, ``router/surfaces/``) provides, in shared terms:
+
+- a ``Call``: the request's parsed body (``ParsedBody``, in OpenAI's shape for the
+  ``endpoint``: chat, completions or embeddings), the authenticated ``Principal`` (or
+  ``None`` on an open gateway), the request id, the few headers policy reads
+  (``CALL_HEADERS``: the sensitivity floor, tags, Cache-Control, traceparent) and the
+  ``RequestRecord`` that telemetry reads when the request is over;
+- a writer for each ``Outcome``: a ``Reply`` (one JSON answer, fresh or cached) it
+  serialises with its status and headers; a ``StreamReply`` whose ``send`` it calls
+  exactly once, at once, with a ``Sink`` (``router.streaming``) that writes OpenAI chunk
+  events in its own wire format and raises ``ConnectionError`` when the client is gone;
+- errors: everything the pipeline raises before an outcome is a ``GatewayError`` or
+  ``BackendError`` (``router.errors.error_info`` gives status, type, code); the surface's
+  middleware writes it in its own error shape. Once a stream has started, errors travel
+  inside it (an error event), never as a status.
+
+The pipeline guarantees, for every surface: the allowed set is computed once by the
+planner and every answer — fresh, cached or coalesced — comes from it; a budget
+reservation is settled or released exactly once (``router.state.admission.Hold``);
+failed attempts are never billed; a cache entry is only a complete answer.
+
+Must not import aiohttp: it is unit-tested without a server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import orjson
+
+from backends import BackendError, BackendRequest
+from policies import Endpoint, Plan, RequestFacts
+from policies.sensitivity import Scan
+from router.body import ParsedBody
+from router.costs import answer_cost, format_usd, parse_answer, tokens, usage_cost
+from router.engine import Answer, StreamAnswer
+from router.gateway import Gateway
+from router.record import RequestRecord
+from router.state.admission import Admitted, Hold
+from router.state.cache import CachedAnswer, replay_sse
+from router.state.keys import Principal
+from router.streaming import Sink, StreamJob, relay
+from router.telemetry import provider_name
+
+__all__ = ["CALL_HEADERS", "Call", "Outcome", "Reply", "StreamReply", "run"]
+
+#: The request headers the pipeline reads (lower-case); a surface copies just these into the call.
+CALL_HEADERS = ("x-switchyard-sensitivity", "x-switchyard-tags", "cache-control", "traceparent")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request, as every surface hands it to the pipeline."""
+
+    endpoint: Endpoint
+    body: ParsedBody
+    principal: Principal | None
+    request_id: str
+    headers: Mapping[str, str]  # CALL_HEADERS that were sent, lower-case names
+    record: RequestRecord  # filled in along the way (no prompt or answer text)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A complete JSON answer (fresh or cached) in OpenAI's shape."""
+
+    body: bytes
+    headers: dict[str, str]
+    status: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReply:
+    """A streamed answer (fresh, or a cached one replayed). ``send`` must be called exactly
+    once, at once: it owns the upstream stream and the request's hold until it returns."""
+
+    headers: dict[str, str]
+    _send: Callable[[Sink], Awaitable[None]]
+
+    async def send(self, sink: Sink) -> None:
+        await self._send(sink)
+
+
+Outcome = Reply | StreamReply
+
+
+async def run(gateway: Gateway, call: Call) -> Outcome:
+    """Plan, admit, attempt and settle one call. Raises ``GatewayError``/``BackendError``
+    for anything that fails before an answer exists."""
+    who = call.principal
+    team = who.team if who else None
+    facts, scan = gateway.facts(call.body, call.endpoint, call.headers, team=team)
+    if gateway.needs_budget_fact and gateway.budgets.applies(who):
+        facts = dataclasses.replace(facts, budget_remaining=await gateway.budgets.remaining(who))
+    plan = gateway.plan(facts)
+    return await _Flight(gateway, call, facts, scan, plan).run()
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    key: str
+    read: bool  # False: Cache-Control no-cache (store only)
+    write: bool  # False: Cache-Control no-store
+
+    @property
+    def state(self) -> str:
+        return "miss" if self.read else "bypass"
+
+
+class _Flight:
+    """One planned call on its way through admission, attempts and settlement."""
+
+    __slots__ = ("gateway", "call", "facts", "scan", "plan", "rec", "lookup")
+
+    def __init__(self, gateway: Gateway, call: Call, facts: RequestFacts, scan: Scan, plan: Plan) -> None:
+        self.gateway, self.call, self.facts, self.scan, self.plan = gateway, call, facts, scan, plan
+        self.rec = _planned(call.record, call.body, facts, plan)
+        self.lookup = self._cache_lookup()
+
+    def _cache_lookup(self) -> _Lookup | None:
+        cache = self.gateway.cache
+        if not cache.enabled:
+            return None
+        control = self.call.headers.get("cache-control", "").lower()
+        no_store = "no-store" in control
+        return _Lookup(cache.key(self.plan.alias, self.call.endpoint, self.call.body.data, self.facts.team),
+                       read=not (no_store or "no-cache" in control), write=not no_store)
+
+    async def run(self) -> Outcome:
+        admitted = await self._admit()
+        lookup = self.lookup
+        async with Hold(self.gateway.gatekeeper, admitted.reservation, lookup.key if lookup else None,
+                        admitted.leader) as hold:
+            hit = admitted.hit or await self._answered_elsewhere(admitted)
+            if hit is not None:
+                return self._cached(hit, admitted.headers)
+            headers = admitted.headers
+            if lookup is not None:
+                self.rec.cache = lookup.state
+                headers = headers | {"x-switchyard-cache": lookup.state}
+            if self.call.body.stream:
+                return await self._stream(hold, headers)
+            return await self._complete(hold, headers)
+
+    async def _admit(self) -> Admitted:
+        """Rate limits, budget reservation and the cache lookup: one store round trip."""
+        gateway, facts, lookup = self.gateway, self.facts, self.lookup
+        at_most = facts.input_tokens + (facts.max_tokens or gateway.runtime.loaded.policy.settings.estimate_max_tokens)
+        coalesce = lookup is not None and lookup.read and lookup.write and not self.call.body.stream
+        most_usd = max(self.plan.estimates.values(), default=0.0)
+        return await gateway.gatekeeper.admit(self.call.principal, at_most, most_usd,
+                                              lookup.key if lookup is not None and lookup.read else None,
+                                              self.plan.allowed, coalesce=coalesce)
+
+    async def _answered_elsewhere(self, admitted: Admitted) -> CachedAnswer | None:
+        """An identical request on another replica holds the entry's lock: wait for its answer."""
+        lookup, cache = self.lookup, self.gateway.cache
+        if admitted.leader is not False or lookup is None or cache.in_flight(lookup.key):
+            return None
+        return await cache.wait(lookup.key, self.plan.allowed)
+
+    def _request(self) -> BackendRequest:
+        body = self.call.body
+        return BackendRequest(self.call.endpoint, body.data, body.stream, self.call.request_id,
+                              self.call.headers.get("traceparent"))
+
+    def _cached(self, hit: CachedAnswer, extra: dict[str, str]) -> Outcome:
+        """A cache hit costs nothing; a streamed request gets the answer replayed as SSE."""
+        headers = self._headers(hit.backend, []) | extra
+        headers |= {"x-switchyard-cache": "hit", "x-switchyard-cost-usd": format_usd(0.0)}
+        self.rec.cache = "hit"
+        self._answered(hit.backend, None, 0.0)
+        if not self.call.body.stream:
+            return Reply(hit.body, headers)
+        options = self.call.body.data.get("stream_options")
+        events = replay_sse(hit.body, isinstance(options, dict) and options.get("include_usage") is True)
+        return StreamReply(headers, functools.partial(_replay, headers, events))
+
+    async def _complete(self, hold: Hold, headers: dict[str, str]) -> Outcome:
+        result, fresh = await self._attempts()
+        if isinstance(result, CachedAnswer):  # an identical request in flight answered for us
+            return self._cached(result, headers)
+        rec = self.rec
+        rec.upstream_s = result.upstream_s
+        _fell_back(rec, result.failures)
+        headers = self._headers(result.backend, result.failures) | headers
+        data = parse_answer(result.response.body)
+        spent = answer_cost(data, self.gateway.runtime.planner.prices[result.backend])
+        if spent is not None:
+            headers["x-switchyard-cost-usd"] = format_usd(spent)
+            spent = float(headers["x-switchyard-cost-usd"])  # what the client sees is what is counted
+        rec.cache_stored = await hold.settle(spent, fresh)
+        self._answered(result.backend, data.get("usage"), spent)
+        if rec.traced:
+            _describe_answer(rec, data)
+            body = self.call.body.data
+            self.gateway.telemetry.add_content(body.get("messages", body.get("prompt")), data.get("choices"))
+        return Reply(result.response.body, headers, result.response.status)
+
+    async def _attempts(self) -> tuple[Answer | CachedAnswer, CachedAnswer | None]:
+        """(the upstream answer, what to store in the cache) — or, when an identical request
+        in this process was already asking, its answer. Identical misses make one call."""
+        engine, request, lookup = self.gateway.engine, self._request(), self.lookup
+        if lookup is None:
+            return await engine.complete(self.plan, request, self.scan, self.rec), None
+        produced: list[Answer] = []
+
+        async def produce() -> CachedAnswer | None:
+            produced.append(answer := await engine.complete(self.plan, request, self.scan, self.rec))
+            return CachedAnswer(answer.backend, answer.response.body) if answer.response.status == 200 else None
+
+        shared, was_shared = await self.gateway.cache.coalesce(lookup.key, produce)
+        if was_shared and shared is not None:
+            return shared, None
+        result = produced[0] if produced else await engine.complete(self.plan, request, self.scan, self.rec)
+        return result, shared if lookup.write and not was_shared else None
+
+    async def _stream(self, hold: Hold, headers: dict[str, str]) -> Outcome:
+        """Open the stream (failing over until its first event); the relay and the
+        settlement run when the surface sends it."""
+        request = self._request()
+        answer = await self.gateway.engine.open_stream(self.plan, request, self.scan, self.rec)
+        _fell_back(self.rec, answer.failures)
+        headers = self._headers(answer.backend, answer.failures) | headers
+        estimate = self.plan.estimates.get(answer.backend)
+        if estimate is not None:
+            headers["x-switchyard-cost-estimate-usd"] = format_usd(estimate)
+        self.rec.ttft_s = time.perf_counter() - self.rec.started
+        return StreamReply(headers, functools.partial(self._relay, request, answer, hold.hand_over(), headers))
+
+    async def _relay(self, request: BackendRequest, answer: StreamAnswer, hold: Hold, headers: dict[str, str],
+                     sink: Sink) -> None:
+        """Relay the stream, then settle its cost from its usage and, when it was clean,
+        store it in the cache. A stream that did not finish is released, never billed."""
+        rec, engine = self.rec, self.gateway.engine
+        async with hold:
+            started = time.perf_counter()
+            try:
+                outcome = await relay(sink, StreamJob(engine, self.plan, request, self.scan, rec), answer, headers)
+            finally:
+                rec.upstream_s = answer.upstream_s + (time.perf_counter() - started)
+            rec.recovered = outcome.recovered
+            rec.reason = outcome.reason or rec.reason
+            if outcome.backend is None:
+                self._answered(answer.backend, None, None)
+                rec.error_type = "stream_interrupted"
+                return
+            usage = outcome.usage or {"prompt_tokens": self.facts.input_tokens,
+                                      "completion_tokens": outcome.content_events}
+            spent = usage_cost(usage, self.gateway.runtime.planner.prices[outcome.backend])
+            self._answered(outcome.backend, usage, spent)
+            lookup = self.lookup
+            fresh = (CachedAnswer(outcome.backend, orjson.dumps(outcome.answer))
+                     if lookup is not None and lookup.write and outcome.answer is not None else None)
+            rec.cache_stored = await hold.settle(spent, fresh)
+
+    def _headers(self, backend: str, failures: list[tuple[str, BackendError]]) -> dict[str, str]:
+        plan = self.plan
+        headers = {"x-switchyard-backend": backend, "x-switchyard-route": plan.route,
+                   "x-switchyard-rule": plan.rule, "x-switchyard-sensitivity": self.facts.sensitivity}
+        if failures:
+            headers["x-switchyard-tried"] = ",".join(dict.fromkeys(name for name, _ in failures))
+        return headers
+
+    def _answered(self, backend: str, usage: object, cost_usd: float | None) -> None:
+        """What the record says about the answer: who answered, its tokens, cost and savings."""
+        gateway, rec = self.gateway, self.rec
+        spec = gateway.engine.spec(backend)
+        rec.backend, rec.provider, rec.model = backend, provider_name(spec), spec.model
+        rec.self_hosted = spec.is_self_hosted
+        rec.input_tokens, rec.output_tokens = tokens(usage)
+        rec.cost_usd = cost_usd
+        if gateway.reference_price is not None and isinstance(usage, Mapping) and cost_usd is not None:
+            rec.savings_usd = max(0.0, usage_cost(usage, gateway.reference_price) - cost_usd)  # never negative
+
+
+async def _replay(headers: dict[str, str], events: list[bytes], sink: Sink) -> None:
+    await sink.open(headers)
+    for event in events:
+        await sink.write(event)
+    await sink.close()
+
+
+def _planned(rec: RequestRecord, body: ParsedBody, facts: RequestFacts, plan: Plan) -> RequestRecord:
+    """What the record knows once the request is planned."""
+    rec.team, rec.stream, rec.sensitivity, rec.max_tokens = facts.team, body.stream, facts.sensitivity, facts.max_tokens
+    temperature = body.data.get("temperature")
+    rec.temperature = float(temperature) if isinstance(temperature, int | float) else None
+    rec.alias, rec.rule, rec.route, rec.spillover = plan.alias, plan.rule, plan.route, bool(plan.spilling)
+    if plan.spilling:
+        rec.reason = "spilled over from " + ", ".join(sorted(plan.spilling)) + " (loaded)"
+    return rec
+
+
+def _fell_back(rec: RequestRecord, failures: list[tuple[str, BackendError]]) -> None:
+    if failures:
+        rec.fallback = True
+        rec.reason = "; ".join(f"{name}: {exc.error_type}" + (f" {exc.status}" if exc.status else "")
+                               for name, exc in failures)
+
+
+def _describe_answer(rec: RequestRecord, data: Mapping[str, object]) -> None:
+    """The response model and finish reasons, for the request span."""
+    model, choices = data.get("model"), data.get("choices")
+    rec.response_model = model if isinstance(model, str) else None
+    if isinstance(choices, list):
+        rec.finish_reasons = tuple(str(c["finish_reason"]) for c in choices
+                                   if isinstance(c, Mapping) and c.get("finish_reason") is not None)
