@@ -11,6 +11,7 @@ Must not import ``router`` or ``backends``: policy code is pure.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Annotated, Literal
@@ -321,15 +322,18 @@ class BackendSpec(_Frozen):
             raise ValueError(f"base_url is required for self-hosted kind {self.kind!r}")
         return self
 
-    @property
+    # Resolved once per spec (read on every request): a private attribute goes through
+    # pydantic's slow ``__getattr__``; a cached property is a plain instance-dict read after
+    # the first use (and is not a field: equality, hashing and the schema ignore it).
+    @functools.cached_property
     def is_self_hosted(self) -> bool:
         return self.self_hosted if self.self_hosted is not None else self._kind.self_hosted
 
-    @property
+    @functools.cached_property
     def can_prefill(self) -> bool:
         return self.supports_prefill if self.supports_prefill is not None else self._kind.supports_prefill
 
-    @property
+    @functools.cached_property
     def direct(self) -> bool:
         """True when reached by HTTP passthrough (no litellm)."""
         return self._kind.self_hosted

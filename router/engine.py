@@ -180,8 +180,8 @@ class Engine:
 
 
 def _completer(backend: Backend) -> Callable[[BackendRequest, Lease], Awaitable[BackendResponse]]:
-    async def complete(request: BackendRequest, lease: Lease) -> BackendResponse:
-        return await backend.complete(request)
+    def complete(request: BackendRequest, lease: Lease) -> Awaitable[BackendResponse]:
+        return backend.complete(request)  # the coroutine itself: no extra frame on the hot path
 
     return complete
 
@@ -288,7 +288,10 @@ class _Run:
             started = loop.time()
             lease = engine.lease(name)
             try:
-                result = await self._call(name, spec, request, lease, call)
+                if engine.telemetry is None or self.record is None or not self.record.traced:
+                    result = await call(request, lease)
+                else:
+                    result = await self._traced(name, spec, request, lease, call)
             except BackendError as exc:
                 lease.failed(exc)
                 self.failures.append((name, exc))
@@ -305,12 +308,12 @@ class _Run:
 
         return await retry_same_backend(once, spec.retry, engine.circuits[name])
 
-    async def _call(self, name: str, spec: BackendSpec, request: BackendRequest, lease: Lease,
-                    call: Callable[[BackendRequest, Lease], Awaitable[T]]) -> T:
-        telemetry = self.engine.telemetry
-        if telemetry is None or self.record is None or not self.record.traced:
-            return await call(request, lease)
-        with telemetry.attempt_span(self.record, name, spec, self.attempts) as traceparent:
+    async def _traced(self, name: str, spec: BackendSpec, request: BackendRequest, lease: Lease,
+                      call: Callable[[BackendRequest, Lease], Awaitable[T]]) -> T:
+        """The try inside its attempt span (its traceparent goes upstream to direct backends)."""
+        telemetry, record = self.engine.telemetry, self.record
+        assert telemetry is not None and record is not None
+        with telemetry.attempt_span(record, name, spec, self.attempts) as traceparent:
             sent = request if traceparent is None or not spec.direct else \
                 dataclasses.replace(request, traceparent=traceparent)
             return await call(sent, lease)

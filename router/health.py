@@ -119,8 +119,9 @@ class Circuits:
         """``carry``: circuits of the previous policy; a backend whose circuit settings are
         unchanged keeps its state across a reload."""
         old: dict[str, Circuit] = carry._circuits if carry is not None else {}
-        self._circuits: dict[str, Circuit] = {name: old[name] if name in old and old[name].spec == spec else Circuit(spec, clock)
-                          for name, spec in specs.items()}
+        self._circuits: dict[str, Circuit] = {
+            name: old[name] if name in old and old[name].spec == spec else Circuit(spec, clock)
+            for name, spec in specs.items()}
 
     def __getitem__(self, name: str) -> Circuit:
         return self._circuits[name]

@@ -95,16 +95,10 @@ class StreamReply:
 Outcome = Reply | StreamReply
 
 
-async def run(gateway: Gateway, call: Call) -> Outcome:
-    """Plan, admit, attempt and settle one call. Raises ``GatewayError``/``BackendError``
-    for anything that fails before an answer exists."""
-    who = call.principal
-    team = who.team if who else None
-    facts, scan = gateway.facts(call.body, call.endpoint, call.headers, team=team)
-    if gateway.needs_budget_fact and gateway.budgets.applies(who):
-        facts = dataclasses.replace(facts, budget_remaining=await gateway.budgets.remaining(who))
-    plan = gateway.plan(facts)
-    return await _Flight(gateway, call, facts, scan, plan).run()
+def run(gateway: Gateway, call: Call) -> Awaitable[Outcome]:
+    """Plan, admit, attempt and settle one call (``await`` it). Raises ``GatewayError`` /
+    ``BackendError`` for anything that fails before an answer exists."""
+    return _Flight(gateway, call).run()  # the coroutine itself: one frame less on every resume
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +115,25 @@ class _Lookup:
 class _Flight:
     """One planned call on its way through admission, attempts and settlement."""
 
-    __slots__ = ("gateway", "call", "facts", "scan", "plan", "rec", "lookup")
+    __slots__ = ("gateway", "call", "rec", "facts", "scan", "plan", "lookup")
 
-    def __init__(self, gateway: Gateway, call: Call, facts: RequestFacts, scan: Scan, plan: Plan) -> None:
-        self.gateway, self.call, self.facts, self.scan, self.plan = gateway, call, facts, scan, plan
-        self.rec = _planned(call.record, call.body, facts, plan)
+    facts: RequestFacts
+    scan: Scan
+    plan: Plan
+    lookup: _Lookup | None
+
+    def __init__(self, gateway: Gateway, call: Call) -> None:
+        self.gateway, self.call, self.rec = gateway, call, call.record
+
+    async def _planned(self) -> None:
+        """Facts and the sensitivity scan, then the plan: what policy decides."""
+        gateway, call = self.gateway, self.call
+        who = call.principal
+        facts, self.scan = gateway.facts(call.body, call.endpoint, call.headers, team=who.team if who else None)
+        if gateway.needs_budget_fact and gateway.budgets.applies(who):
+            facts = dataclasses.replace(facts, budget_remaining=await gateway.budgets.remaining(who))
+        self.facts, self.plan = facts, gateway.plan(facts)
+        _planned(self.rec, call.body, facts, self.plan)
         self.lookup = self._cache_lookup()
 
     def _cache_lookup(self) -> _Lookup | None:
@@ -138,6 +146,7 @@ class _Flight:
                        read=not (no_store or "no-cache" in control), write=not no_store)
 
     async def run(self) -> Outcome:
+        await self._planned()
         admitted = await self._admit()
         lookup = self.lookup
         async with Hold(self.gateway.gatekeeper, admitted.reservation, lookup.key if lookup else None,
@@ -188,7 +197,12 @@ class _Flight:
         return StreamReply(headers, functools.partial(_replay, headers, events))
 
     async def _complete(self, hold: Hold, headers: dict[str, str]) -> Outcome:
-        result, fresh = await self._attempts()
+        if self.lookup is None:
+            result: Answer | CachedAnswer = await self.gateway.engine.complete(self.plan, self._request(), self.scan,
+                                                                                self.rec)
+            fresh = None
+        else:
+            result, fresh = await self._coalesced(self.lookup)
         if isinstance(result, CachedAnswer):  # an identical request in flight answered for us
             return self._cached(result, headers)
         rec = self.rec
@@ -208,12 +222,10 @@ class _Flight:
             self.gateway.telemetry.add_content(body.get("messages", body.get("prompt")), data.get("choices"))
         return Reply(result.response.body, headers, result.response.status)
 
-    async def _attempts(self) -> tuple[Answer | CachedAnswer, CachedAnswer | None]:
+    async def _coalesced(self, lookup: _Lookup) -> tuple[Answer | CachedAnswer, CachedAnswer | None]:
         """(the upstream answer, what to store in the cache) — or, when an identical request
         in this process was already asking, its answer. Identical misses make one call."""
-        engine, request, lookup = self.gateway.engine, self._request(), self.lookup
-        if lookup is None:
-            return await engine.complete(self.plan, request, self.scan, self.rec), None
+        engine, request = self.gateway.engine, self._request()
         produced: list[Answer] = []
 
         async def produce() -> CachedAnswer | None:
