@@ -76,6 +76,7 @@ class ParsedBody:
     data: dict[str, object]
     model: str | None
     stream: bool
+    size: int = 0  # bytes on the wire (large bodies are scanned off the event loop)
 
 
 def parse_body(raw: bytes, endpoint: Endpoint) -> ParsedBody:
@@ -100,4 +101,4 @@ def parse_body(raw: bytes, endpoint: Endpoint) -> ParsedBody:
     if stream and endpoint == "embeddings":
         raise InvalidRequest("embeddings cannot be streamed", param="stream")
     model = data.get("model")
-    return ParsedBody(data, model if isinstance(model, str) else None, stream)
+    return ParsedBody(data, model if isinstance(model, str) else None, stream, len(raw))

@@ -38,6 +38,9 @@ __all__ = ["Gateway", "build_gateway", "open_gateway"]
 
 log = logging.getLogger("switchyard")
 
+#: Bodies larger than this are scanned in a worker thread (a small scan costs less than the hop).
+OFF_LOOP_BYTES = 64 * 1024
+
 @dataclass
 class Gateway:
     runtime: Runtime
@@ -75,6 +78,14 @@ class Gateway:
               team: str | None = None) -> tuple[RequestFacts, Scan]:
         return build_facts(body, endpoint, headers, self.runtime.scanner, self.runtime.loaded.policy.settings,
                            team)
+
+    async def assess(self, body: ParsedBody, endpoint: Endpoint, headers: Mapping[str, str],
+                     team: str | None = None) -> tuple[RequestFacts, Scan]:
+        """``facts``, with the sensitivity scan of a body over ``OFF_LOOP_BYTES`` run in a worker
+        thread, so one large request does not hold up every other request and probe."""
+        if body.size <= OFF_LOOP_BYTES:
+            return self.facts(body, endpoint, headers, team)
+        return await asyncio.to_thread(self.facts, body, endpoint, headers, team)
 
     def plan(self, facts: RequestFacts, explain: bool = False) -> Plan:
         try:

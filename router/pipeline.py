@@ -129,7 +129,8 @@ class _Flight:
         """Facts and the sensitivity scan, then the plan: what policy decides."""
         gateway, call = self.gateway, self.call
         who = call.principal
-        facts, self.scan = gateway.facts(call.body, call.endpoint, call.headers, team=who.team if who else None)
+        facts, self.scan = await gateway.assess(call.body, call.endpoint, call.headers,
+                                                team=who.team if who else None)
         if gateway.needs_budget_fact and gateway.budgets.applies(who):
             facts = dataclasses.replace(facts, budget_remaining=await gateway.budgets.remaining(who))
         self.facts, self.plan = facts, gateway.plan(facts)
@@ -175,7 +176,7 @@ class _Flight:
     async def _answered_elsewhere(self, admitted: Admitted) -> CachedAnswer | None:
         """An identical request on another replica holds the entry's lock: wait for its answer."""
         lookup, cache = self.lookup, self.gateway.cache
-        if admitted.leader is not False or lookup is None or cache.in_flight(lookup.key):
+        if admitted.leader is not False or lookup is None or cache.in_flight(lookup.key, self.plan.allowed):
             return None
         return await cache.wait(lookup.key, self.plan.allowed)
 
@@ -232,7 +233,7 @@ class _Flight:
             produced.append(answer := await engine.complete(self.plan, request, self.scan, self.rec))
             return CachedAnswer(answer.backend, answer.response.body) if answer.response.status == 200 else None
 
-        shared, was_shared = await self.gateway.cache.coalesce(lookup.key, produce)
+        shared, was_shared = await self.gateway.cache.coalesce(lookup.key, self.plan.allowed, produce)
         if was_shared and shared is not None:
             return shared, None
         result = produced[0] if produced else await engine.complete(self.plan, request, self.scan, self.rec)

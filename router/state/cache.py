@@ -58,7 +58,8 @@ class ResponseCache:
     def __init__(self, spec: CacheSpec, store: BlobStore) -> None:
         self.spec = spec
         self._store = store
-        self._inflight: dict[str, asyncio.Future[CachedAnswer | None]] = {}
+        #: identical misses in flight in this process, by (entry key, the asking requests' allowed set)
+        self._inflight: dict[tuple[str, frozenset[str]], asyncio.Future[CachedAnswer | None]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -101,9 +102,10 @@ class ResponseCache:
         except StoreUnavailable as exc:
             log.warning("cache store skipped: %s", exc)
 
-    def in_flight(self, key: str) -> bool:
-        """An identical request is being answered by this process (``coalesce`` joins it)."""
-        return key in self._inflight
+    def in_flight(self, key: str, allowed: frozenset[str]) -> bool:
+        """An identical request with the same allowed set is being answered by this process
+        (``coalesce`` joins it)."""
+        return (key, allowed) in self._inflight
 
     async def wait(self, key: str, allowed: frozenset[str]) -> CachedAnswer | None:
         """Another replica holds this entry's lock (it is asking the upstream): wait for the
@@ -130,15 +132,19 @@ class ResponseCache:
         except StoreUnavailable as exc:
             log.warning("cache unlock skipped (the lock expires by itself): %s", exc)
 
-    async def coalesce(self, key: str, produce: Callable[[], Awaitable[CachedAnswer | None]]
-                       ) -> tuple[CachedAnswer | None, bool]:
-        """Run ``produce`` once for concurrent identical misses; returns (answer, shared) where
-        ``shared`` is True for the waiters that got the leader's answer."""
-        leader = self._inflight.get(key)
+    async def coalesce(self, key: str, allowed: frozenset[str],
+                       produce: Callable[[], Awaitable[CachedAnswer | None]]) -> tuple[CachedAnswer | None, bool]:
+        """Run ``produce`` once for concurrent identical misses that may see the same backends
+        (a request raised to a higher sensitivity never joins one that may leave); returns
+        (answer, shared) where ``shared`` is True for the waiters that got the leader's answer —
+        only ever an answer from a backend in ``allowed``."""
+        flight = (key, allowed)
+        leader = self._inflight.get(flight)
         if leader is not None:
-            return await asyncio.shield(leader), True
+            shared = await asyncio.shield(leader)
+            return (shared, True) if shared is None or shared.backend in allowed else (None, True)
         future: asyncio.Future[CachedAnswer | None] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        self._inflight[flight] = future
         try:
             answer = await produce()
             future.set_result(answer)
@@ -147,7 +153,7 @@ class ResponseCache:
             future.set_result(None)  # waiters go upstream themselves
             raise
         finally:
-            del self._inflight[key]
+            del self._inflight[flight]
 
 
 def replay_sse(body: bytes, include_usage: bool) -> list[bytes]:

@@ -38,7 +38,7 @@ async def explain(request: web.Request) -> web.Response:
     """Why would this chat request go where it goes? Calls no backend."""
     gateway = request.app[SERVING].gateway
     body = parse_body(await request.read(), "chat")
-    facts, scan = gateway.facts(body, "chat", request.headers, team=request.query.get("team"))
+    facts, scan = await gateway.assess(body, "chat", request.headers, team=request.query.get("team"))
     plan = gateway.plan(facts, explain=True)
     result = explain_json(facts, scan, plan, gateway.engine.circuits.snapshot(), gateway.load.snapshot())
     return web.Response(body=orjson.dumps(result), content_type="application/json")

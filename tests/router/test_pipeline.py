@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backends import BackendRequest, BackendResponse, Health
 from backends.errors import StreamBroken, UpstreamServerError
-from policies import load_policy_text
+from policies import Planner, load_policy_text
 from policies.sensitivity import Scanner
 from router import pipeline
 from router.body import parse_body
@@ -346,3 +348,85 @@ async def test_a_hold_gives_back_exactly_once() -> None:
     async with moved:
         pass
     assert gate.released == [(None, None)]
+
+
+CLOSED_POLICY = """
+version: 1
+backends:
+  gpu: {kind: vllm, base_url: 'http://127.0.0.1:9/v1', model: m, retry: {attempts: 1}}
+  cloud: {kind: openai, model: gpt-x, api_key: sk-test, price: {input_per_mtok_usd: 1, output_per_mtok_usd: 1},
+          retry: {attempts: 1}}
+models:
+  chat: {targets: [cloud, gpu]}
+rules:
+  - {name: home, when: {sensitivity: {gte: confidential}}, route: {targets: [gpu], fallback: none}}
+cache: {mode: exact}
+"""
+
+
+def closed_gateway(scripts: dict[str, Script]) -> tuple[Gateway, dict[str, FakeBackend]]:
+    loaded = load_policy_text(CLOSED_POLICY, {}, kinds=KIND_TABLE)
+    backends = {name: FakeBackend(name, script) for name, script in scripts.items()}
+    backends["cloud"].self_hosted = False
+    runtime = Runtime(loaded, Planner(loaded, {}), Scanner(loaded.policy.sensitivity), backends,  # type: ignore[arg-type]
+                      b"")
+    return build_gateway(runtime, MemoryStore()), backends
+
+
+async def test_a_restricted_request_is_never_served_a_closed_backends_in_flight_answer() -> None:
+    """Issue 10, finding 3: two identical requests in flight, the second raised to restricted by
+    its header. The first goes to the closed backend; the second must not share its answer."""
+    gateway, backends = closed_gateway({"cloud": Script("hang"), "gpu": Script("ok")})
+    public = asyncio.create_task(pipeline.run(gateway, call(who=None)))
+    await backends["cloud"].entered.wait()
+    restricted = asyncio.create_task(pipeline.run(gateway, call(who=None,
+                                                                 headers={"x-switchyard-sensitivity": "restricted"})))
+    for _ in range(20):  # let it reach the in-flight request, if it would join it
+        await asyncio.sleep(0)
+    backends["cloud"].release.set()
+    first, second = await asyncio.gather(public, restricted)
+    assert first.headers["x-switchyard-backend"] == "cloud"
+    assert second.headers["x-switchyard-backend"] == "gpu" and second.headers["x-switchyard-cache"] == "miss"
+    assert len(backends["gpu"].requests) == 1 and len(backends["cloud"].requests) == 1
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(requests=st.lists(st.tuples(st.integers(0, 1), st.booleans(), st.booleans()), min_size=2, max_size=6),
+       cached_first=st.booleans())
+def test_property_every_answer_comes_from_the_requests_allowed_set(
+        requests: list[tuple[int, bool, bool]], cached_first: bool) -> None:
+    """Invariant 1 over fresh, cached and coalesced answers: identical requests, some raised to
+    restricted, on two replicas sharing one store (in-process coalescing, the cross-replica
+    lock and wait, and the cache) — a restricted request is never answered by the closed backend."""
+    asyncio.run(_allowed_set_scenario(requests, cached_first))
+
+
+async def _allowed_set_scenario(requests: list[tuple[int, bool, bool]], cached_first: bool) -> None:
+    loaded = load_policy_text(CLOSED_POLICY, {}, kinds=KIND_TABLE)
+    store = MemoryStore()
+    replicas, fakes = [], []
+    for _ in range(2):
+        backends = {"cloud": FakeBackend("cloud", Script("hang")), "gpu": FakeBackend("gpu", Script("ok"))}
+        backends["cloud"].self_hosted = False
+        runtime = Runtime(loaded, Planner(loaded, {}), Scanner(loaded.policy.sensitivity),  # type: ignore[arg-type]
+                          backends, b"")
+        replicas.append(build_gateway(runtime, store))
+        fakes.append(backends)
+    if cached_first:  # a public answer from the closed backend is already in the shared cache
+        fakes[0]["cloud"].release.set()
+        await pipeline.run(replicas[0], call(who=None))
+    tasks = []
+    for replica, restricted, stream in requests:
+        headers = {"x-switchyard-sensitivity": "restricted"} if restricted else {}
+        tasks.append((restricted, asyncio.create_task(pipeline.run(replicas[replica], call(stream, who=None,
+                                                                                            headers=headers)))))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    for backends in fakes:
+        backends["cloud"].release.set()
+    for restricted, task in tasks:
+        outcome = await task
+        if isinstance(outcome, pipeline.StreamReply):
+            await outcome.send(ListSink())
+        if restricted:
+            assert outcome.headers["x-switchyard-backend"] == "gpu", outcome.headers
