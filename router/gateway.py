@@ -34,7 +34,7 @@ from router.state.stats import Stats
 from router.state.store import Store, StoreUnavailable
 from router.telemetry import Telemetry
 
-__all__ = ["Gateway", "build_gateway", "open_gateway"]
+__all__ = ["OFF_LOOP_BYTES", "Gateway", "build_gateway", "open_gateway"]
 
 log = logging.getLogger("switchyard")
 

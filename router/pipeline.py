@@ -45,7 +45,7 @@ from policies.sensitivity import Scan
 from router.body import ParsedBody
 from router.costs import answer_cost, format_usd, parse_answer, tokens, usage_cost
 from router.engine import Answer, StreamAnswer
-from router.gateway import Gateway
+from router.gateway import OFF_LOOP_BYTES, Gateway
 from router.record import RequestRecord
 from router.state.admission import Admitted, Hold
 from router.state.cache import CachedAnswer, replay_sse
@@ -53,7 +53,7 @@ from router.state.keys import Principal
 from router.streaming import Sink, StreamJob, relay
 from router.telemetry import provider_name
 
-__all__ = ["CALL_HEADERS", "Call", "Outcome", "Reply", "StreamReply", "run"]
+__all__ = ["CALL_HEADERS", "Call", "Outcome", "Reply", "StreamReply", "estimate_tokens", "run"]
 
 #: The request headers the pipeline reads (lower-case); a surface copies just these into the call.
 CALL_HEADERS = ("x-switchyard-sensitivity", "x-switchyard-tags", "cache-control", "traceparent")
@@ -115,7 +115,7 @@ class _Lookup:
 class _Flight:
     """One planned call on its way through admission, attempts and settlement."""
 
-    __slots__ = ("gateway", "call", "rec", "facts", "scan", "plan", "lookup")
+    __slots__ = ("gateway", "call", "rec", "facts", "scan", "plan", "lookup", "limited")
 
     facts: RequestFacts
     scan: Scan
@@ -124,6 +124,14 @@ class _Flight:
 
     def __init__(self, gateway: Gateway, call: Call) -> None:
         self.gateway, self.call, self.rec = gateway, call, call.record
+        self.limited: dict[str, str] | None = None  # rate limits already counted before the scan
+
+    async def _cheap_checks(self) -> None:
+        """A body large enough to be scanned off the loop is rate-limited first, on an estimate
+        from its size: a caller over its limit cannot make the gateway scan megabytes."""
+        call = self.call
+        if call.principal is not None:
+            self.limited = await self.gateway.gatekeeper.limit(call.principal, estimate_tokens(call.body, self.gateway))
 
     async def _planned(self) -> None:
         """Facts and the sensitivity scan, then the plan: what policy decides."""
@@ -147,6 +155,8 @@ class _Flight:
                        read=not (no_store or "no-cache" in control), write=not no_store)
 
     async def run(self) -> Outcome:
+        if self.call.body.size > OFF_LOOP_BYTES:
+            await self._cheap_checks()
         await self._planned()
         admitted = await self._admit()
         lookup = self.lookup
@@ -169,9 +179,13 @@ class _Flight:
         at_most = facts.input_tokens + (facts.max_tokens or gateway.runtime.loaded.policy.settings.estimate_max_tokens)
         coalesce = lookup is not None and lookup.read and lookup.write and not self.call.body.stream
         most_usd = max(self.plan.estimates.values(), default=0.0)
-        return await gateway.gatekeeper.admit(self.call.principal, at_most, most_usd,
-                                              lookup.key if lookup is not None and lookup.read else None,
-                                              self.plan.allowed, coalesce=coalesce)
+        admitted = await gateway.gatekeeper.admit(self.call.principal, at_most, most_usd,
+                                                  lookup.key if lookup is not None and lookup.read else None,
+                                                  self.plan.allowed, coalesce=coalesce,
+                                                  counted=self.limited is not None)
+        if self.limited:
+            admitted = dataclasses.replace(admitted, headers=self.limited | admitted.headers)
+        return admitted
 
     async def _answered_elsewhere(self, admitted: Admitted) -> CachedAnswer | None:
         """An identical request on another replica holds the entry's lock: wait for its answer."""
@@ -296,6 +310,15 @@ class _Flight:
         rec.cost_usd = cost_usd
         if gateway.reference_price is not None and isinstance(usage, Mapping) and cost_usd is not None:
             rec.savings_usd = max(0.0, usage_cost(usage, gateway.reference_price) - cost_usd)  # never negative
+
+
+def estimate_tokens(body: ParsedBody, gateway: Gateway) -> int:
+    """Tokens a request may use, before it is scanned: its size on the wire / 4 (an upper
+    bound of the scan's estimate) plus ``max_tokens`` or the policy's default."""
+    data = body.data
+    most = data.get("max_completion_tokens") or data.get("max_tokens")
+    limit = most if isinstance(most, int) else gateway.runtime.loaded.policy.settings.estimate_max_tokens
+    return body.size // 4 + 1 + limit
 
 
 async def _replay(headers: dict[str, str], events: list[bytes], sink: Sink) -> None:

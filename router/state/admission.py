@@ -58,11 +58,24 @@ class Gatekeeper:
     def __init__(self, store: Store, limits: RateLimiter, budgets: Budgets, cache: ResponseCache) -> None:
         self._store, self._limits, self._budgets, self._cache = store, limits, budgets, cache
 
-    async def admit(self, who: Principal | None, tokens: int, max_usd: float, cache_key: str | None,
-                    allowed: frozenset[str], coalesce: bool = False) -> Admitted:
-        """``coalesce``: on a miss, take the entry's lock (team scope only; see ``Admitted.leader``).
-        Raises ``RateLimited``, ``BudgetExceeded`` or ``BudgetStoreUnavailable``."""
+    async def limit(self, who: Principal | None, tokens: int) -> dict[str, str]:
+        """Only the rate-limit windows (one round trip): the cheap check that runs before an
+        expensive scan. Returns the ``x-ratelimit-*`` headers; raises ``RateLimited``."""
         windows = self._limits.windows(who, tokens) if who is not None else []
+        if who is None or not windows:
+            return {}
+        try:
+            admission = await self._store.admit([w for w, _ in windows], WINDOW_S, time.time(), [], None)
+        except StoreUnavailable as exc:
+            return (await self._degraded(who, windows, [], exc)).headers
+        return self._limited(who, windows, admission)
+
+    async def admit(self, who: Principal | None, tokens: int, max_usd: float, cache_key: str | None,
+                    allowed: frozenset[str], coalesce: bool = False, counted: bool = False) -> Admitted:
+        """``coalesce``: on a miss, take the entry's lock (team scope only; see ``Admitted.leader``).
+        ``counted``: the rate-limit windows were already counted (``limit``). Raises
+        ``RateLimited``, ``BudgetExceeded`` or ``BudgetStoreUnavailable``."""
+        windows = self._limits.windows(who, tokens) if who is not None and not counted else []
         budgets = self._budgets.windows(who, max_usd) if who is not None else []
         lock_ms = round(self._cache.spec.coalesce_s * 1000) if coalesce else 0
         if who is None or not (windows or budgets):

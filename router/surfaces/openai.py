@@ -10,6 +10,7 @@ from policies import Endpoint
 from router import pipeline
 from router.body import parse_body
 from router.explain import explain_json
+from router.middlewares import PRINCIPAL
 from router.reload import SERVING
 from router.surfaces.http import call_for, respond
 
@@ -38,10 +39,12 @@ async def explain(request: web.Request) -> web.Response:
     """Why would this chat request go where it goes? Calls no backend."""
     gateway = request.app[SERVING].gateway
     body = parse_body(await request.read(), "chat")
+    who = request.get(PRINCIPAL)
+    headers = await gateway.gatekeeper.limit(who, pipeline.estimate_tokens(body, gateway))  # as /v1/* calls are
     facts, scan = await gateway.assess(body, "chat", request.headers, team=request.query.get("team"))
     plan = gateway.plan(facts, explain=True)
     result = explain_json(facts, scan, plan, gateway.engine.circuits.snapshot(), gateway.load.snapshot())
-    return web.Response(body=orjson.dumps(result), content_type="application/json")
+    return web.Response(body=orjson.dumps(result), content_type="application/json", headers=headers)
 
 
 async def models(request: web.Request) -> web.Response:

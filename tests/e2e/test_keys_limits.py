@@ -10,6 +10,7 @@ import aiohttp
 import openai
 import pytest
 
+from policies.sensitivity import Scanner
 from router.settings import Settings
 from tests.e2e.test_gateway_sdk import MESSAGES, local
 
@@ -169,3 +170,35 @@ async def test_redis_down_degrades_without_hanging(gateway, fake_openai):
     async with aiohttp.ClientSession() as http, http.get(url + "/readyz") as r:
         store = (await r.json())["store"]
     assert store["kind"] == "redis" and store["ok"] is False and store["rate_limits"] == "per-process"
+
+
+async def test_explain_is_under_the_same_key_and_rate_limits(gateway, fake_openai):
+    """Issue 10: explain scans the body like a real request, so it counts against the caller's
+    limits; without a key it is refused."""
+    url = await gateway(keyed_policy(fake_openai, limits="{rpm: 2}"), env={"SEARCH_KEY": "sk-search-1"})
+    body = {"model": "chat", "messages": MESSAGES}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "/v1/route/explain", json=body) as r:
+            assert r.status == 401
+        auth = {"Authorization": "Bearer sk-search-1"}
+        async with http.post(url + "/v1/route/explain", json=body, headers=auth) as r:
+            assert r.status == 200 and r.headers["x-ratelimit-remaining-requests"] == "1"
+        await client(url, "sk-search-1").chat.completions.create(model="chat", messages=MESSAGES)
+        async with http.post(url + "/v1/route/explain", json=body, headers=auth) as r:
+            assert r.status == 429 and (await r.json())["error"]["type"] == "rate_limit_error"
+
+
+async def test_a_large_body_over_the_limit_is_refused_before_it_is_scanned(gateway, fake_openai, monkeypatch):
+    """Issue 10: a body big enough to be scanned off the loop is rate-limited first, on an
+    estimate from its size — a caller over its limit cannot make the gateway scan megabytes."""
+    url = await gateway(keyed_policy(fake_openai, limits="{rpm: 1}"), env={"SEARCH_KEY": "sk-search-1"})
+    scans = []
+    original = Scanner.scan
+    monkeypatch.setattr(Scanner, "scan", lambda self, *a, **kw: scans.append(1) or original(self, *a, **kw))
+    big = [{"role": "user", "content": "lorem ipsum " * 20_000}]  # 240 KB: over the off-loop size
+    c = client(url, "sk-search-1")
+    await c.chat.completions.create(model="chat", messages=big)
+    assert len(scans) == 1
+    with pytest.raises(openai.RateLimitError):
+        await c.chat.completions.create(model="chat", messages=big)
+    assert len(scans) == 1  # refused before its scan
