@@ -14,7 +14,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from typing import Annotated, Literal
+from re import _constants as _sre_constants  # type: ignore[attr-defined]  # sre's parser: no public API
+from re import _parser as _sre_parser  # type: ignore[attr-defined]
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -126,8 +128,88 @@ class CustomDetector(_Frozen):
             try:
                 re.compile(self.regex)
             except re.error as exc:
-                raise ValueError(f"invalid regex: {exc}") from None
+                raise ValueError(f"custom detector {self.name!r}: invalid regex: {exc}") from None
+            problem = _regex_cost_problem(self.regex)
+            if problem is not None:
+                raise ValueError(f"custom detector {self.name!r}: regex {self.regex!r} {problem}")
         return self
+
+
+#: Limits that keep a custom regex linear in the text on the stdlib (backtracking) engine:
+#: it is tried at every position, so the work from one position must be bounded.
+_REGEX_MAX_WAYS = 256
+_REGEX_MAX_WIDTH = 256
+
+
+def _regex_cost_problem(regex: str) -> str | None:
+    """Why the stdlib engine could take more than linear time on ``regex`` (None: it won't).
+
+    A backtracking engine tries the pattern at every position of the text, so the work
+    from one position must not grow with the text: no backreference; a quantifier without
+    an upper bound (``*``, ``+``, ``{n,}``) only on a single character or class at the very
+    end (``T-\\d+``; ``\\d+x`` rescans a long run of digits from each of its digits: O(n²));
+    at most ``_REGEX_MAX_WAYS`` ways to match from one position (the product of the choices
+    of each quantifier and alternation: ``(a|a){1,20}`` has a million; nested quantifiers
+    multiply); at most ``_REGEX_MAX_WIDTH`` characters before that final run. Checked on
+    the tree sre parses the pattern into."""
+    try:
+        ways, width = _regex_ways(_sre_parser.parse(regex).data, tail=True)
+    except _Unbounded as exc:
+        return str(exc)
+    if ways > _REGEX_MAX_WAYS:
+        return (f"can match in {ways} ways from one position (at most {_REGEX_MAX_WAYS}: nested or "
+                "consecutive quantifiers and alternations multiply); bound or simplify them")
+    if width > _REGEX_MAX_WIDTH:
+        return f"matches up to {width} characters (at most {_REGEX_MAX_WIDTH}); lower its bounds"
+    return None
+
+
+class _Unbounded(ValueError):
+    pass
+
+
+def _regex_ways(items: list[tuple[Any, Any]], tail: bool) -> tuple[int, int]:
+    """(ways to match, max width) of a parsed sequence; ``tail``: it ends the pattern."""
+    ways, width = 1, 0
+    for i, (op, av) in enumerate(items):
+        last, name = tail and i == len(items) - 1, str(op)
+        if name in ("GROUPREF", "GROUPREF_EXISTS"):
+            raise _Unbounded("uses a backreference: the stdlib engine may take exponential time on it")
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, high, body = av
+            body_ways, body_width = _regex_ways(body.data, tail=False)
+            if high == _sre_constants.MAXREPEAT:
+                if not (last and len(body.data) == 1 and body_ways == body_width == 1):
+                    raise _Unbounded("has an unbounded quantifier (*, +, {n,}) that is not on one character or "
+                                     "class at its very end: the stdlib engine rescans it from every start "
+                                     "(O(n²)) or backtracks exponentially; give it an upper bound, e.g. {1,64}")
+                continue
+            ways *= _repeat_ways(body_ways, low, high)
+            width += high * body_width
+        elif name == "BRANCH":
+            alternatives = [_regex_ways(alternative.data, last) for alternative in av[1]]
+            ways *= sum(w for w, _ in alternatives)
+            width += max(n for _, n in alternatives)
+        elif name in ("SUBPATTERN", "ATOMIC_GROUP", "ASSERT", "ASSERT_NOT"):
+            inner = av[-1] if isinstance(av, tuple) else av
+            inner_ways, inner_width = _regex_ways(inner.data, last and not name.startswith("ASSERT"))
+            ways *= inner_ways
+            width += inner_width
+        elif name != "AT":
+            width += 1
+    return ways, width
+
+
+def _repeat_ways(body_ways: int, low: int, high: int) -> int:
+    """Ways to match ``low`` to ``high`` repetitions of a body that matches in ``body_ways``."""
+    if body_ways == 1:
+        return high - low + 1
+    total = 0
+    for k in range(low, high + 1):
+        total += body_ways**k
+        if total > _REGEX_MAX_WAYS:
+            break
+    return total
 
 
 class SensitivitySpec(_Frozen):

@@ -15,7 +15,11 @@ from router.errors import InvalidRequest
 
 __all__ = ["build_facts", "facts_json"]
 
-_CHARS_PER_TOKEN = 4  # a deliberately simple estimate; usage settles the real count
+#: A deliberately simple estimate; usage settles the real count. ``Scan.chars`` counts
+#: every text the scan reads — messages, tool definitions and schemas, names, ``stop``,
+#: unknown fields (not the API's own field names and enum words, nor inline base64
+#: media) — and ``Scan.tokens`` the token ids sent as numbers (token-array prompts/inputs).
+_CHARS_PER_TOKEN = 4
 
 
 def build_facts(body: ParsedBody, endpoint: Endpoint, headers: Mapping[str, str], scanner: Scanner,
@@ -30,7 +34,7 @@ def build_facts(body: ParsedBody, endpoint: Endpoint, headers: Mapping[str, str]
     metadata = data.get("metadata")
     facts = RequestFacts(
         model=alias, endpoint=endpoint, stream=body.stream, team=team, sensitivity=scan.level,
-        detectors=scan.detectors, input_tokens=scan.chars // _CHARS_PER_TOKEN + 1,
+        detectors=scan.detectors, input_tokens=scan.chars // _CHARS_PER_TOKEN + scan.tokens + 1,
         max_tokens=max_tokens if isinstance(max_tokens, int) else None,
         tools=bool(data.get("tools")), tags=_tags(headers),
         metadata={k: v for k, v in metadata.items() if isinstance(v, str)} if isinstance(metadata, dict) else {},
@@ -44,6 +48,7 @@ def facts_json(facts: RequestFacts, scan: Scan) -> dict[str, object]:
         "model": facts.model, "endpoint": facts.endpoint, "stream": facts.stream, "team": facts.team,
         "sensitivity": facts.sensitivity, "detectors": sorted(facts.detectors),
         "findings": [{"detector": f.detector, "level": f.level, "location": f.location} for f in scan.findings],
+        "unreadable": scan.unreadable,  # why part of the body was not scanned (then: restricted)
         "input_tokens": facts.input_tokens, "max_tokens": facts.max_tokens, "tools": facts.tools,
         "tags": sorted(facts.tags), "metadata": dict(facts.metadata),
         "now": facts.now.isoformat() if facts.now else None, "budget_remaining": facts.budget_remaining,

@@ -486,6 +486,22 @@ async def test_spillover_hysteresis_survives_requests_planned_by_other_rules(gat
 
 
 # -- explain -------------------------------------------------------------------------------------
+async def test_a_body_the_scanner_cannot_read_fails_closed_and_explain_says_why(gateway, local, closed):
+    """Issue 10: nesting past the scanner's depth cap is not read — the request is treated as
+    restricted (kept home) and explain names the reason."""
+    url = await gateway(home_policy(local, closed))
+    deep: object = "plain text"
+    for _ in range(100):
+        deep = {"x": deep}
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hello"}], "x_extra": deep}
+    _, result = await explain(url, body)
+    facts = result["facts"]
+    assert facts["sensitivity"] == "restricted" and "deep" in (facts["unreadable"] or "")
+    assert result["decision"]["targets"] == ["local"]
+    _, plain = await explain(url, {"model": "chat", "messages": [{"role": "user", "content": "hello"}]})
+    assert plain["facts"]["unreadable"] is None
+
+
 async def test_explain_shows_facts_rules_decision_and_candidates_without_calling_anything(gateway, local, closed):
     rules = "  - name: ops-team\n    when: {team: ops}\n    route: {targets: [local]}\n"
     url = await gateway(home_policy(local, closed, rules=rules, closed_extra=PRICED,

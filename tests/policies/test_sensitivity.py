@@ -302,15 +302,25 @@ def test_iter_texts_chat_locations() -> None:
         {"role": "tool", "tool_call_id": "1", "content": "result"},
         {"role": "assistant", "content": "", "function_call": {"name": "f", "arguments": "{}"}},
     )
+    # every string sent except the allowlist (top-level model, API-word roles and types);
+    # more places in tests/policies/test_scan_coverage.py
     assert list(iter_texts("chat", body)) == [
         ("messages[0].content", "sys"),
         ("messages[1].content", "dev"),
+        ("messages[2].name", "a@b.com"),
         ("messages[2].content[0].text", "one"),
+        ("messages[2].content[1].image_url.url", "x@y.com"),
         ("messages[2].content[2].text", "two"),
+        ("messages[3].tool_calls[0].id", "1"),
+        ("messages[3].tool_calls[0].function.name", "f"),
         ("messages[3].tool_calls[0].function.arguments", "{}"),
+        ("messages[3].tool_calls[1].id", "2"),
+        ("messages[3].tool_calls[1].function.name", "g"),
         ("messages[3].tool_calls[1].function.arguments", '{"a": 1}'),
+        ("messages[4].tool_call_id", "1"),
         ("messages[4].content", "result"),
         ("messages[5].content", ""),
+        ("messages[5].function_call.name", "f"),
         ("messages[5].function_call.arguments", "{}"),
     ]
 
@@ -323,7 +333,7 @@ def test_iter_texts_completions_and_embeddings() -> None:
     assert list(iter_texts("embeddings", {"input": "x"})) == [("input", "x")]
     assert list(iter_texts("embeddings", {"input": ["x", "y"]})) == [("input[0]", "x"), ("input[1]", "y")]
     assert list(iter_texts("embeddings", {"input": [[1, 2], [3]]})) == []
-    assert list(iter_texts("unknown", {"prompt": "p"})) == []
+    assert list(iter_texts("unknown", {"prompt": "p"})) == [("prompt", "p")]  # the walk needs no endpoint
 
 
 def test_findings_carry_locations() -> None:
@@ -363,7 +373,8 @@ MALFORMED: list[object] = [
 def test_malformed_bodies_never_raise(endpoint: str, body: object) -> None:
     scan = SCANNER.scan(endpoint, body)  # type: ignore[arg-type]
     assert scan == Scan("public", ())
-    assert list(iter_texts(endpoint, body)) == []  # type: ignore[arg-type]
+    texts = list(iter_texts(endpoint, body))  # type: ignore[arg-type]
+    assert texts == [] or isinstance(body, dict)  # odd shapes are still walked: every string is text
 
 
 JSONISH = st.recursive(

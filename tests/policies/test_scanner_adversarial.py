@@ -1,0 +1,150 @@
+"""``policies.sensitivity`` under hostile input: the scan stays linear in the text.
+
+Each shape in ``SHAPES`` repeats one detector's trigger (a prefix, a separator, a
+near miss) to ``size`` characters: the inputs a regex backtracks on, a detector
+re-scans from every hit on, or overlap resolution compares all pairs on. Two checks:
+
+* a generous bound per MB (``MAX_S_PER_MB``) at ``SIZE`` (256 KB by default; set
+  ``SWITCHYARD_ADVERSARIAL_KB=1024`` for the full 1 MB run), so a slow 2-core CI
+  machine never flakes while a quadratic path (seconds to minutes) always fails;
+* linearity itself: 4x the input may cost at most ~8x the time (quadratic is 16x).
+
+CPU time (``time.process_time``), best of a few runs, no sleeps. ``bench/scanner.py``
+runs the same shapes at 1 MB and prints ms per MB. Key-like literals are assembled
+from pieces so secret scanners do not flag this file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import pytest
+
+from policies.models import SensitivitySpec
+from policies.sensitivity import Scanner
+
+KB = 1024
+SIZE = int(os.environ.get("SWITCHYARD_ADVERSARIAL_KB", "256")) * KB
+MAX_S_PER_MB = 1.5
+#: 4x the input may cost this many times the time (linear: ~4; quadratic: 16).
+MAX_RATIO = 8.0
+#: Absolute slack for the ratio (timer noise on runs of a millisecond or two).
+SLACK_S = 0.005
+
+SCANNER = Scanner(SensitivitySpec())
+
+
+def _repeat(unit: str) -> Callable[[int], str]:
+    """``unit`` repeated to exactly ``size`` characters."""
+    return lambda size: (unit * (size // len(unit) + 1))[:size]
+
+
+def _wrapped(head: str, unit: str, tail: str) -> Callable[[int], str]:
+    r"""``head`` + whole ``unit``\ s + ``tail``, left-padded with spaces to ``size`` characters."""
+
+    def build(size: int) -> str:
+        text = head + unit * ((size - len(head) - len(tail)) // len(unit)) + tail
+        return " " * (size - len(text)) + text
+
+    return build
+
+
+AKIA = "AK" + "IA"
+GHP = "gh" + "p_"
+LIVE = "k_" + "live_"
+PEM = "-----BEGIN " + "PRIVATE KEY-----"
+
+#: name → builder(size) of a text of ``size`` characters.
+SHAPES: dict[str, Callable[[int], str]] = {
+    # numbers: one long cluster of digit groups (cards, SSNs, phones, IBANs, IPv4)
+    "digit_groups": _repeat("1234 "),
+    "card_runs_space": _repeat("4111 1111 1111 1111 "),
+    "card_runs_dash": _repeat("4111-1111-1111-1111-"),
+    "card_runs_glued": _repeat("4111111111111111 "),
+    "near_miss_luhn": _repeat("4111111111111112 "),
+    "digit_run": _repeat("4"),
+    "digits_mixed_seps": _repeat("1 -1.2(3)4 -"),
+    "ssn_dash": _repeat("123-45-6789-"),
+    "ssn_space": _repeat("123 45 6789 "),
+    "phone_nanp": _repeat("(415) 555-2671 "),
+    "phone_dash_chain": _repeat("800-555-0199-"),
+    "phone_plus": _repeat("+1 415 555 2671 "),
+    "phone_plus_digits": _wrapped("+", "1 ", ""),
+    "iban_spaced": _repeat("DE00 "),
+    "iban_glued": _repeat("DE89370400440532013000"),
+    "iban_groups": _wrapped("DE89 ", "3704 ", ""),
+    "ipv4_run": _repeat("1.1.1.1."),
+    "ipv4_dots": _repeat("1."),
+    # addresses and hex
+    "ipv6_colons": _repeat(":"),
+    "ipv6_groups": _repeat("1:"),
+    "ipv6_double": _repeat("::1:"),
+    "hex_colon_run": _repeat("de:ad:be:ef:"),
+    # e-mail
+    "email_at": _repeat("a@"),
+    "email_at_dots": _repeat("@."),
+    "email_labels": _wrapped("x@", "a.", "1"),
+    "email_long_label": _wrapped("x@", "a-", "1"),
+    "email_many_domains": _repeat("a@b.c"),
+    "email_domain_api_keys": _wrapped("x@", AKIA + "IOSFODNN7EXAMPL1.", "com"),
+    "email_domain_sk_keys": _wrapped("x@", "s" + "k-aB1cD2eF3gH4iJ5kL6mN7.", "com"),
+    "email_domain_ipv4": _wrapped("x@", "10.1.2.3.", "com"),
+    # keys and tokens
+    "pem_begin_lines": _repeat("a: " + PEM + "\n"),
+    "pem_begin_glued": _repeat(PEM),
+    "pem_body_no_end": _wrapped(PEM + "\n", "MIIEvQIBADANBgkqhkiG\n", ""),
+    "pem_end_lines": _repeat("-----END " + "PRIVATE KEY-----\n"),
+    "dashes": _repeat("-"),
+    "sk_dash": _repeat("sk-"),
+    "sk_long_token": _wrapped("sk-", "aB1-", ""),
+    "xox_prefix": _repeat("xoxb-1-"),
+    "jwt_eyj": _repeat("eyJ"),
+    "jwt_dot_eyj": _repeat(".eyJ"),
+    "jwt_segments": _repeat("eyJhbGciOiJIUzI1NiJ9.eyJ"),
+    "aws_prefix": _repeat(AKIA),
+    "aws_keys_glued": _repeat(AKIA + "IOSFODNN7EXAMPLE"),
+    "google_prefix": _repeat("AI" + "za"),
+    "github_prefix": _repeat(GHP),
+    "github_keys_glued": _repeat(GHP + "a" * 36),
+    "stripe_prefix": _repeat("s" + LIVE),
+    "stripe_k_live": _repeat(LIVE),
+    "bearer_prefix": _repeat("Bearer "),
+    "bearer_long_token": _wrapped("Bearer ", "a1.", ""),
+    # text shapes
+    "long_token_lower": _repeat("a"),
+    "long_token_base64": _repeat("Ab1+/"),
+    "nested_quotes": _repeat("\"'\\\"{\"a\":\"[`"),
+    "json_escapes": _repeat("\\n\\\"1234\\u0041"),
+    "unicode_digits_arabic": _repeat("\u0661\u0662\u0663\u0664 "),
+    "unicode_digits_fullwidth": _repeat("\uff14\uff11\uff11\uff11 "),
+    "unicode_mixed_digits": _repeat("4\u0661 1\uff11-"),
+    "confusables": _repeat("\u0410\u041a\u0406\u0410 \uff45\uff59\uff2a \uff20 \u0455k-"),
+}
+
+
+def _cpu_seconds(scanner: Scanner, text: str, runs: int = 3) -> float:
+    """Best of ``runs`` scans, in CPU seconds."""
+    best = float("inf")
+    for _ in range(runs):
+        start = time.process_time()
+        scanner.scan_texts([("t", text)])
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def _assert_linear(scanner: Scanner, build: Callable[[int], str]) -> None:
+    small, large = build(SIZE // 4), build(SIZE)
+    assert len(large) == SIZE
+    t_small, t_large = _cpu_seconds(scanner, small), _cpu_seconds(scanner, large, runs=1)
+    per_mb = t_large / (SIZE / (1024 * KB))
+    assert per_mb < MAX_S_PER_MB, f"{per_mb:.2f} s per MB"
+    if t_large > MAX_RATIO * t_small + SLACK_S:  # maybe noise: measure again before failing
+        t_large = _cpu_seconds(scanner, large)
+    assert t_large <= MAX_RATIO * t_small + SLACK_S, f"{t_small * 1e3:.1f} ms -> {t_large * 1e3:.1f} ms for 4x"
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_shape_scans_in_linear_time(name: str) -> None:
+    _assert_linear(SCANNER, SHAPES[name])
