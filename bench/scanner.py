@@ -1,7 +1,7 @@
 """Throughput of the sensitivity scanner (``policies.sensitivity``) on realistic prompts.
 
-    .venv/bin/python bench/scanner.py          # about 6 s
-    .venv/bin/python bench/scanner.py --quick  # about 2 s
+    .venv/bin/python bench/scanner.py          # about 30 s
+    .venv/bin/python bench/scanner.py --quick  # about 10 s
 
 Generates English-like text deterministically (seeded RNG over a word list, with the
 numbers, dates, times, versions and punctuation real prose has) at 1 KB, 16 KB and
@@ -9,7 +9,13 @@ numbers, dates, times, versions and punctuation real prose has) at 1 KB, 16 KB a
 findings of different detectors at random places). Each text is sent as one chat
 message through ``Scanner.scan`` with the default ``SensitivitySpec`` (every built-in
 detector on). Prints MB/s per size and variant, µs per 1 KB scan, and the verdict
-against the 100 MB/s target. Reports only: the exit status is 0 even on FAIL.
+against the 100 MB/s target.
+
+Then the worst case: every adversarial shape of ``tests/policies/test_scanner_adversarial.py``
+(a detector's prefix, separators or near misses repeated; long tokens; unicode digits...)
+at 1 MB, in CPU ms per MB (best of 3 runs, 1 with ``--quick``), near misses apart from the
+shapes that are real findings densely (those cost per finding). Target: at most 50 ms/MB.
+Reports only: the exit status is 0 even on FAIL.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from policies.models import SensitivitySpec  # noqa: E402
 from policies.sensitivity import Scanner  # noqa: E402
+from tests.policies.test_scanner_adversarial import DENSE, SHAPES  # noqa: E402
 
 TARGET_MB_S = 100.0
+TARGET_WORST_MS_MB = 50.0
 SIZES = (("1 KB", 1024), ("16 KB", 16 * 1024), ("256 KB", 256 * 1024))
 
 WORDS = """
@@ -135,6 +143,32 @@ def measure(scanner: Scanner, bodies: list[dict[str, object]], seconds: float) -
     return [statistics.median(s) for s in samples]
 
 
+def worst_case(scanner: Scanner, runs: int) -> None:
+    """CPU ms per MB of every adversarial shape at 1 MB, each the best of ``runs``."""
+    size = 1024 * 1024
+    print(f"worst case: adversarial shapes at 1 MB, CPU ms per MB (best of {runs}); "
+          f"target <= {TARGET_WORST_MS_MB:.0f} ms/MB")
+    results: dict[str, tuple[float, int]] = {}
+    for name, build in SHAPES.items():
+        text = build(size)
+        best = float("inf")
+        for _ in range(runs):
+            start = time.process_time()
+            found = len(scanner.scan_texts([("t", text)]).findings)
+            best = min(best, time.process_time() - start)
+        results[name] = (best * 1e3, found)
+    for title, dense in (("near misses and prefixes", False), ("real findings, densely", True)):
+        rows = sorted(((ms, name, found) for name, (ms, found) in results.items() if (name in DENSE) == dense),
+                      reverse=True)
+        print(f"  {title}:")
+        for ms, name, found in rows:
+            per_finding = f"  ({ms * 1e3 / found:.1f} µs per finding)" if dense and found else ""
+            print(f"    {name:26} {ms:8.1f} ms/MB {found:8} findings{per_finding}")
+        worst_ms, worst_name, _ = rows[0]
+        verdict = "PASS" if worst_ms <= TARGET_WORST_MS_MB else "FAIL"
+        print(f"  max ({title}): {worst_ms:.1f} ms/MB ({worst_name}) -> {verdict}")
+
+
 def message(text: str) -> dict[str, object]:
     return {"model": "bench", "messages": [{"role": "user", "content": text}]}
 
@@ -177,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, mb_s in worst.items():
         verdict = "PASS" if mb_s >= TARGET_MB_S else "FAIL"
         print(f"target: >= {TARGET_MB_S:.0f} MB/s at {label} (worst variant): {mb_s:.0f} MB/s -> {verdict}")
+    worst_case(scanner, runs=1 if args.quick else 3)
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 from re import _constants as _sre_constants  # type: ignore[attr-defined]  # sre's parser: no public API
 from re import _parser as _sre_parser  # type: ignore[attr-defined]
 from typing import Annotated, Any, Literal
@@ -137,8 +138,8 @@ class CustomDetector(_Frozen):
 
 #: Limits that keep a custom regex linear in the text on the stdlib (backtracking) engine:
 #: it is tried at every position, so the work from one position must be bounded.
-_REGEX_MAX_WAYS = 256
-_REGEX_MAX_WIDTH = 256
+_REGEX_MAX_WAYS = 16
+_REGEX_MAX_WIDTH = 128
 
 
 def _regex_cost_problem(regex: str) -> str | None:
@@ -150,8 +151,10 @@ def _regex_cost_problem(regex: str) -> str | None:
     end (``T-\\d+``; ``\\d+x`` rescans a long run of digits from each of its digits: O(n²));
     at most ``_REGEX_MAX_WAYS`` ways to match from one position (the product of the choices
     of each quantifier and alternation: ``(a|a){1,20}`` has a million; nested quantifiers
-    multiply); at most ``_REGEX_MAX_WIDTH`` characters before that final run. Checked on
-    the tree sre parses the pattern into."""
+    multiply; a quantified class followed by a literal it never matches, ``[a-z]{1,63}\\.``,
+    is no choice); at most ``_REGEX_MAX_WIDTH`` characters before that final run. Checked
+    on the tree sre parses the pattern into. The costliest pattern these limits accept
+    scans a hostile megabyte in about 0.6 s (``tests/policies/test_scanner_adversarial.py``)."""
     try:
         ways, width = _regex_ways(_sre_parser.parse(regex).data, tail=True)
     except _Unbounded as exc:
@@ -178,13 +181,15 @@ def _regex_ways(items: list[tuple[Any, Any]], tail: bool) -> tuple[int, int]:
         if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             low, high, body = av
             body_ways, body_width = _regex_ways(body.data, tail=False)
+            one_char = len(body.data) == 1 and body_ways == body_width == 1
             if high == _sre_constants.MAXREPEAT:
-                if not (last and len(body.data) == 1 and body_ways == body_width == 1):
+                if not (last and one_char):
                     raise _Unbounded("has an unbounded quantifier (*, +, {n,}) that is not on one character or "
                                      "class at its very end: the stdlib engine rescans it from every start "
                                      "(O(n²)) or backtracks exponentially; give it an upper bound, e.g. {1,64}")
                 continue
-            ways *= _repeat_ways(body_ways, low, high)
+            if not (one_char and (last or _stops_before(body.data, items[i + 1 : i + 2]))):
+                ways *= _repeat_ways(body_ways, low, high)
             width += high * body_width
         elif name == "BRANCH":
             alternatives = [_regex_ways(alternative.data, last) for alternative in av[1]]
@@ -198,6 +203,52 @@ def _regex_ways(items: list[tuple[Any, Any]], tail: bool) -> tuple[int, int]:
         elif name != "AT":
             width += 1
     return ways, width
+
+
+def _stops_before(body: list[tuple[Any, Any]], after: list[tuple[Any, Any]]) -> bool:
+    """Whether a quantifier on ``body`` (one character class) is followed by a literal that
+    class never matches, in either case (``[a-z]{1,63}\\.``, ``\\d{1,3}-``): then giving
+    characters back can never let the rest match, so its count is no choice (no product)."""
+    if len(body) != 1 or len(after) != 1 or str(after[0][0]) != "LITERAL":
+        return False
+    char = chr(after[0][1])
+    return not any(_in_class(body[0], c) for c in {char, char.lower(), char.upper()})
+
+
+def _in_class(item: tuple[Any, Any], char: str) -> bool:
+    """Whether one parsed character item (literal, class, ``.``) matches ``char``;
+    unknown items are taken to match (the safe answer)."""
+    op, av = str(item[0]), item[1]
+    if op in ("LITERAL", "NOT_LITERAL"):
+        return (chr(av).lower() == char.lower()) == (op == "LITERAL")
+    if op == "ANY":
+        return char != "\n"
+    if op != "IN":
+        return True
+    negate = any(str(o) == "NEGATE" for o, _ in av)
+    found = any(_in_set(str(o), v, char) for o, v in av if str(o) != "NEGATE")
+    return found != negate
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+_CATEGORIES: dict[str, Callable[[str], bool]] = {
+    "CATEGORY_DIGIT": str.isdecimal, "CATEGORY_SPACE": str.isspace, "CATEGORY_WORD": _is_word,
+}
+
+
+def _in_set(op: str, value: Any, char: str) -> bool:
+    if op == "LITERAL":
+        return chr(value).lower() == char.lower()
+    if op == "RANGE":
+        return any(value[0] <= ord(c) <= value[1] for c in (char, char.lower(), char.upper()))
+    if op == "CATEGORY":
+        name = str(value).replace("_UNI", "").replace("_LOC", "")
+        test = _CATEGORIES.get(name.replace("NOT_", ""))
+        return True if test is None else test(char) != ("NOT_" in name)
+    return True
 
 
 def _repeat_ways(body_ways: int, low: int, high: int) -> int:

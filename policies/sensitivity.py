@@ -20,8 +20,17 @@ Speed: every detector starts from a C-level search for a literal (``"@"``, ``"-"
 ``sk-``/``xox?-``/PEM, ``"A"`` for AWS/Google keys, ``".eyJ"``, ``"Bearer"``...) and
 validates candidates in Python only after a hit. The number detectors (card, IBAN, SSN,
 phone, IPv4) share one pass over a *digit shape* of the text, in which every ASCII digit
-is ``"0"`` so the pattern starts with a literal; only digit clusters long enough to matter
-are looked at further. Low false positives matter as much as recall: cards need a Luhn
+is ``"0"`` so the pattern starts with a literal; only digits where a number of some
+detector may start are looked at further.
+
+Linear time, whatever the input: no pattern can backtrack beyond a bounded window or
+rescan a long run from each of its characters (their lookarounds reject near misses in C,
+and a lookahead that runs far starts only where a run starts), no detector rescans from
+each hit, and overlapping hits are resolved by sorting and bisection, never all pairs.
+Policies' custom regexes are limited at load to what the engine runs in linear time
+(``policies.models``). ``tests/policies/test_scanner_adversarial.py`` holds the proof.
+
+Low false positives matter as much as recall: cards need a Luhn
 checksum and a 2-6 network prefix, IBANs a known country length and mod-97, numbers must
 not be glued to longer numbers or words, and so on (see each detector).
 
@@ -291,7 +300,6 @@ _Group = Callable[[str, frozenset[str]], list[Hit]]
 
 #: Every ASCII digit becomes "0": digit patterns then start with a literal (fast search).
 _ZERO_BYTES = bytes.maketrans(b"123456789", b"000000000")
-_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _SEP = frozenset("-. ")
 
 
@@ -342,7 +350,7 @@ def _clear_after(text: str, e: int) -> bool:
 # never candidates.
 #
 # Linear time, few Python steps: every regex here is a C-level *pre-selection*. Its
-# lookarounds are necessary conditions of the checks in Python (``_CLEAR_BEFORE`` is
+# lookarounds are necessary conditions of the checks in Python (``_CLEAR_BEFORE_1`` is
 # ``_clear_before`` on the shape...), which still decide. So input made of near misses
 # (``1234 ``, ``DE00 ``, ``123-45-6789-`` repeated) costs no Python step per near miss,
 # and a body of real candidates a few per candidate. Every lookahead that scans further
@@ -350,12 +358,11 @@ def _clear_after(text: str, e: int) -> bool:
 
 #: ``_clear_before`` / ``_clear_after`` as lookarounds on the digit shape: ASCII only (a
 #: non-ASCII letter is ``?`` there; Python checks those), a letter or digit after a
-#: backslash is an escape (``\n``), not a word.
-_CLEAR_BEFORE = r"(?:(?<![0A-Za-z_+.])(?<!0[-. ])|(?<=\\[0A-Za-z_]))"
-_CLEAR_AFTER = r"(?![0A-Za-z_]|[-. ]0)"
-#: ``_CLEAR_BEFORE`` placed after the first character of a match: a literal first keeps
-#: sre's fast search for it (a pattern that starts with a lookbehind is tried everywhere).
+#: backslash is an escape (``\n``), not a word. ``_clear_before`` is placed after the first
+#: character of a match: a literal first keeps sre's fast search for it (a pattern that
+#: starts with a lookbehind is tried at every position).
 _CLEAR_BEFORE_1 = r"(?:(?<![0A-Za-z_+.].)(?<!0[-. ].)|(?<=\\[0A-Za-z_].))"
+_CLEAR_AFTER = r"(?![0A-Za-z_]|[-. ]0)"
 
 
 def _number_hits(text: str, active: frozenset[str]) -> list[Hit]:
@@ -380,7 +387,7 @@ def _number_hits(text: str, active: frozenset[str]) -> list[Hit]:
 
 #: A maximal run of 13+ digits with single separators, not after a word, a decimal point
 #: or a digit and one separator (inside a run), not before a word or decimals.
-#: (``_CARD_SHAPE``: lookarounds after the first digit, also used by ``_CLUSTER``.)
+#: (``_CARD_SHAPE``: the lookarounds after the first digit, also used by ``_CANDIDATE``.)
 _CARD_SHAPE = r"(?<!0[ -]0)(?=(?:[ -]?0){12}0*+(?:[ -]0++)*+(?![A-Za-z_]|\.0))"
 _CARD_RUN = re.compile(r"0(?:(?<![0A-Za-z_.]0)|(?<=\\[A-Za-z_]0))" + _CARD_SHAPE + r"0*+(?:[ -]0++)*+")
 _CARD_SEPS = re.compile(r"[ -]")
@@ -465,11 +472,11 @@ def _ssn_at(text: str, shape: str, d: int) -> Span | None:
 
 # phone ---------------------------------------------------------------------------------
 
+#: ``_NANP`` from a digit, after that digit (for ``_CANDIDATE``).
+_NANP_SHAPE = r"(?=[-. ]?(?:0?00[-. ]000|\(000\) ?000)[-. ]0000" + _CLEAR_AFTER + ")"
 #: North American: optional country code, area code (parenthesised or not), exchange, line.
 #: One branch per first character (``+``, ``(``, a digit): a literal first each, for a fast
 #: search. The atomic group takes the first match at a start, as without the lookarounds.
-#: ``_NANP`` from a digit, after that digit (for ``_CLUSTER``).
-_NANP_SHAPE = r"(?=[-. ]?(?:0?00[-. ]000|\(000\) ?000)[-. ]0000" + _CLEAR_AFTER + ")"
 _NANP = re.compile(
     r"(?>(?:\+" + _CLEAR_BEFORE_1 + r"0[-. ]?(?:\(000\) ?|000[-. ])"
     r"|\(" + _CLEAR_BEFORE_1 + r"000\) ?"
@@ -654,22 +661,22 @@ def _bban(n: int) -> str:
             f"(?=0(?:[A-Z0]{{{n}}}|{groups})(?![A-Za-z0-9]))")
 
 
+#: A card, SSN, North-American number or dotted quad starts at this digit (the lookarounds
+#: after it).
+_STARTS = (r"(?=[0.(]|[-. ][0(])"  # each needs one of these next (a cheap test first)
+           r"(?:" + _CARD_SHAPE + "|" + _SSN_SHAPE + "|" + _NANP_SHAPE + "|" + _IPV4_SHAPE + ")")
 #: A candidate digit (see the top of this section); the ``iban`` group is set when it may
 #: be the first check digit of an IBAN.
-#: 7+ characters (cheap), then a card, SSN or North-American number (none of them starts
-#: after a digit and a separator), or a dotted quad.
-#: A card, SSN or North-American number (none of them starts after a digit and a
-#: separator), or a dotted quad.
-_STARTS = (r"(?:(?<!0[-. ]0)(?:" + _CARD_SHAPE + "|" + _SSN_SHAPE + "|" + _NANP_SHAPE + ")"
-           r"|" + _IPV4_SHAPE + ")")
 _CANDIDATE = re.compile(
     r"0(?:(?<!00)(?:"  # not after a digit (one test rejects the inside of a long number)
     + _iban_start() + r"(?P<iban>)"
     r"|(?=[0 ().\-]{6})(?:"  # 7+ characters of a number (a cheap test), then
+    r"(?<!0[-. ]0)(?:"  # not after a digit and a separator (one test for "1 1 1 1..."), and
     r"(?:(?<![A-Za-z_.]0)|(?<=\\[A-Za-z_]0))" + _STARTS +  # not after a word (``\n`` is no word)
     r"|(?<=\+0)(?=(?:[ ().\-]*+0){7})"  # 8+ digits after "+": a phone
     r"|(?<=\(0)(?:(?<![0A-Za-z_+.]\(0)(?<!0[-. ]\(0)|(?<=\\[0A-Za-z_]\(0))"  # "(000) 000-0000"
-    r"(?=00\) ?000[-. ]0000" + _CLEAR_AFTER + ")))"
+    r"(?=00\) ?000[-. ]0000" + _CLEAR_AFTER + "))"
+    r"|(?<=0[- ]0)" + _IPV4_SHAPE + "))"  # after a digit and a separator, only a dotted quad
     r"|(?<=\\00)(?=[0 ().\-]{6})" + _STARTS + ")"  # after an escape: "\\1" is no word either
 )
 #: The detectors tried at a candidate digit, each a function ``(text, shape, digit)``.

@@ -6,8 +6,12 @@ re-scans from every hit on, or overlap resolution compares all pairs on. Two che
 
 * a generous bound per MB (``MAX_S_PER_MB``) at ``SIZE`` (256 KB by default; set
   ``SWITCHYARD_ADVERSARIAL_KB=1024`` for the full 1 MB run), so a slow 2-core CI
-  machine never flakes while a quadratic path (seconds to minutes) always fails;
+  machine never flakes while a quadratic path (seconds to minutes) always fails; the
+  shapes made of real findings (``DENSE``) are bounded per finding instead;
 * linearity itself: 4x the input may cost at most ~8x the time (quadratic is 16x).
+
+The same for policies' custom regexes: those the engine could not run in linear time are
+rejected at load (naming the detector); the costliest ones accepted stay linear.
 
 CPU time (``time.process_time``), best of a few runs, no sleeps. ``bench/scanner.py``
 runs the same shapes at 1 MB and prints ms per MB. Key-like literals are assembled
@@ -21,13 +25,17 @@ import time
 from collections.abc import Callable
 
 import pytest
+from pydantic import ValidationError
 
-from policies.models import SensitivitySpec
+from policies.models import CustomDetector, SensitivitySpec
 from policies.sensitivity import Scanner
 
 KB = 1024
 SIZE = int(os.environ.get("SWITCHYARD_ADVERSARIAL_KB", "256")) * KB
 MAX_S_PER_MB = 1.5
+#: Shapes in ``DENSE`` are bounded per finding instead (a phone every 16 characters is 65k
+#: findings per MB, each a ``Finding`` to build and resolve against its neighbours).
+MAX_S_PER_FINDING = 30e-6
 #: 4x the input may cost this many times the time (linear: ~4; quadratic: 16).
 MAX_RATIO = 8.0
 #: Absolute slack for the ratio (timer noise on runs of a millisecond or two).
@@ -122,6 +130,10 @@ SHAPES: dict[str, Callable[[int], str]] = {
     "unicode_mixed_digits": _repeat("4\u0661 1\uff11-"),
     "confusables": _repeat("\u0410\u041a\u0406\u0410 \uff45\uff59\uff2a \uff20 \u0455k-"),
 }
+#: Shapes that are real findings, densely (a phone every 16 characters...): their cost is
+#: the cost per finding; ``bench/scanner.py`` reports them apart from the near misses.
+DENSE = frozenset({"phone_plus", "email_many_domains", "email_domain_api_keys", "email_domain_sk_keys",
+                   "pem_begin_glued"})
 
 
 def _cpu_seconds(scanner: Scanner, text: str, runs: int = 3) -> float:
@@ -134,12 +146,16 @@ def _cpu_seconds(scanner: Scanner, text: str, runs: int = 3) -> float:
     return best
 
 
-def _assert_linear(scanner: Scanner, build: Callable[[int], str]) -> None:
+def _assert_linear(scanner: Scanner, build: Callable[[int], str], dense: bool = False) -> None:
     small, large = build(SIZE // 4), build(SIZE)
     assert len(large) == SIZE
     t_small, t_large = _cpu_seconds(scanner, small), _cpu_seconds(scanner, large, runs=1)
-    per_mb = t_large / (SIZE / (1024 * KB))
-    assert per_mb < MAX_S_PER_MB, f"{per_mb:.2f} s per MB"
+    if dense:
+        findings = len(scanner.scan_texts([("t", large)]).findings)
+        assert t_large / findings < MAX_S_PER_FINDING, f"{t_large / findings * 1e6:.1f} µs per finding"
+    else:
+        per_mb = t_large / (SIZE / (1024 * KB))
+        assert per_mb < MAX_S_PER_MB, f"{per_mb:.2f} s per MB"
     if t_large > MAX_RATIO * t_small + SLACK_S:  # maybe noise: measure again before failing
         t_large = _cpu_seconds(scanner, large)
     assert t_large <= MAX_RATIO * t_small + SLACK_S, f"{t_small * 1e3:.1f} ms -> {t_large * 1e3:.1f} ms for 4x"
@@ -147,4 +163,60 @@ def _assert_linear(scanner: Scanner, build: Callable[[int], str]) -> None:
 
 @pytest.mark.parametrize("name", SHAPES)
 def test_shape_scans_in_linear_time(name: str) -> None:
-    _assert_linear(SCANNER, SHAPES[name])
+    _assert_linear(SCANNER, SHAPES[name], dense=name in DENSE)
+
+
+# --------------------------------------------------------------------------- custom regexes
+# The stdlib engine backtracks: a policy's regex is checked at load (``policies.models``)
+# so that the work from one position of the text is bounded. Rejected: what takes
+# exponential time, and what rescans a long run from each of its characters (O(n²)).
+
+SLOW_REGEXES = [
+    r"(a+)+$",  # nested quantifiers: exponential
+    r"(a|a)*b",  # an alternation under a quantifier: exponential
+    r"(\w+\s?)+$",
+    r"\d+x",  # a long run of digits rescanned from each digit: quadratic
+    r"\w+@corp\.com",
+    r"\d+$",
+    r"(\w)\1",  # a backreference
+    r"foo(?=\s+bar)",  # an unbounded lookahead
+    r"(a|a){1,30}",  # bounded, but a billion ways
+    r"\d{0,100}\d{0,100}x",  # consecutive quantifiers over the same characters multiply
+    r"a{300}b",  # too wide
+]
+
+
+@pytest.mark.parametrize("regex", SLOW_REGEXES)
+def test_slow_custom_regex_is_rejected_at_load_naming_the_detector(regex: str) -> None:
+    with pytest.raises(ValidationError, match="custom detector 'slow': regex"):
+        SensitivitySpec(custom=[CustomDetector(name="slow", level="internal", regex=regex)])
+
+
+#: Accepted regexes, with an adversarial text for each (its prefix repeated, near misses).
+#: The last ones are the most expensive shapes the check lets through.
+CUSTOM_CASES = [
+    (r"\bOPS-[0-9]{3,6}\b", _repeat("OPS-1234567 ")),
+    (r"T-\d+", _repeat("T-")),
+    (r"T-\d+", _wrapped("T-", "1", "")),
+    (r"PRJ-\d{4}", _repeat("PRJ-123")),
+    (r"x*", _repeat("x")),
+    (r"(?:\d{1,3}\.){3}\d{1,3}", _repeat("1.")),
+    (r"\b[a-z0-9-]{1,63}\.corp\.example\.net\b", _repeat("a")),
+    (r"\b(?:EMP|EID)[-_ ]?\d{6}\b", _repeat("EMP-12345")),
+    (r"(?:a?){4}b", _repeat("a")),
+    (r"\w{1,16}x", _repeat("a")),
+    (r"a{127}b", _repeat("a")),
+    (r"[a-z]{1,4}[a-z]{1,4}x", _repeat("a")),
+]
+
+
+@pytest.mark.parametrize(("regex", "build"), CUSTOM_CASES)
+def test_accepted_custom_regex_scans_in_linear_time(regex: str, build: Callable[[int], str]) -> None:
+    custom = [CustomDetector(name="mine", level="internal", regex=regex)]
+    _assert_linear(Scanner(SensitivitySpec(detectors={}, custom=custom)), build)
+
+
+def test_custom_keywords_scan_in_linear_time() -> None:
+    words = [f"codename{i}" for i in range(50)]
+    custom = [CustomDetector(name="codename", level="restricted", keywords=words)]
+    _assert_linear(Scanner(SensitivitySpec(detectors={}, custom=custom)), _repeat("codename1x codename"))
