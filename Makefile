@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 PIP_QUIET := --disable-pip-version-check -q
 
-.PHONY: run test install lint lock bench local-model clean
+.PHONY: run test install lint lock audit bench local-model clean
 
 ## install: a virtualenv with every dependency at its locked, hash-checked version
 install: $(VENV)/.installed
@@ -48,6 +48,14 @@ lock:
 	$(PYTHON) -m venv /tmp/switchyard-uv && /tmp/switchyard-uv/bin/pip $(PIP_QUIET) install uv==0.13.8
 	/tmp/switchyard-uv/bin/uv pip compile pyproject.toml --extra test --generate-hashes \
 	  --python-version 3.11 -o requirements.lock
+
+## audit: pip-audit over requirements.lock (needs PyPI and a vulnerability database; not part of CI,
+## which checks the lock offline: tests/test_supply_chain.py). Fails when it could not audit a package.
+audit:
+	test -x /tmp/switchyard-audit/bin/pip-audit || { $(PYTHON) -m venv /tmp/switchyard-audit && \
+	  /tmp/switchyard-audit/bin/pip $(PIP_QUIET) install pip-audit==2.10.1; }
+	/tmp/switchyard-audit/bin/pip-audit --requirement requirements.lock --disable-pip --strict \
+	  --progress-spinner off
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

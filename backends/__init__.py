@@ -11,6 +11,7 @@ from backends.base import Backend, BackendConfig, TimeLimits
 from backends.errors import BackendError
 from backends.kinds import CLOSED_TRAITS, DIRECT_KINDS, KIND_TRAITS, KindTraits, kind_traits
 from backends.registry import build_backend, check_kind, provider_price
+from backends.scrub import Scrubber
 from backends.types import Api, BackendRequest, BackendResponse, BackendStream, Health
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "BackendStream",
     "Health",
     "KindTraits",
+    "Scrubber",
     "TimeLimits",
     "build_backend",
     "check_kind",

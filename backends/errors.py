@@ -11,13 +11,18 @@ Tree::
     ├── UpstreamRateLimited          upstream 429                                 429
     ├── UpstreamRejected             upstream 4xx about the request itself        4xx
     │   ├── ContextLengthExceeded                                                 400
-    │   └── ContentPolicyViolation                                                400
+    │   ├── ContentPolicyViolation                                                400
+    │   └── UnsupportedInput         refused before sending: this target cannot   400
+    │                                take it (another one may: the engine fails over)
     ├── UpstreamAuthError            our credentials were refused (401/403)       502
     ├── UpstreamProtocolError        the upstream answered something unparsable   502
     └── StreamBroken                 the stream failed after it had started       (in-band)
 
 ``retryable`` means "another attempt (same or next target) may succeed"; a rejected
-request would be rejected anywhere, so it is not. Must not import ``router`` or ``policies``.
+request would be rejected anywhere, so it is not. ``message`` is what a client sees and
+``detail`` what a log keeps: every adapter is wrapped by ``backends.scrub.ScrubbedBackend``,
+which removes credentials from both and internal addresses from ``message``.
+Must not import ``router`` or ``policies``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ __all__ = [
     "ContentPolicyViolation",
     "ContextLengthExceeded",
     "StreamBroken",
+    "UnsupportedInput",
     "UpstreamAuthError",
     "UpstreamConnectError",
     "UpstreamProtocolError",
@@ -50,7 +56,8 @@ class BackendError(Exception):
                  retry_after: float | None = None, code: str | None = None,
                  param: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = message  # what a client may see (``backends.scrub``: no credentials, no addresses)
+        self.detail = message  # what a log may keep (no credentials)
         self.backend = backend
         self.retry_after = retry_after
         self.code = code
@@ -95,6 +102,11 @@ class ContextLengthExceeded(UpstreamRejected):
 
 class ContentPolicyViolation(UpstreamRejected):
     pass
+
+
+class UnsupportedInput(UpstreamRejected):
+    """The adapter refused the request before sending it (e.g. a URL it would have to fetch,
+    ``backends.urls``). Says nothing about the upstream's health; another target may take it."""
 
 
 class UpstreamAuthError(BackendError):

@@ -9,6 +9,14 @@ table (no network fetch at import). litellm exceptions become ``backends.errors`
 here. Standard OpenAI parameters pass through; parameters a provider does not support
 are dropped (``drop_params``), which keeps fallback across providers working.
 
+The gateway fetches nothing for clients: a chat request whose content holds a URL that
+litellm would download for this kind is refused before litellm sees it
+(``backends.urls``), and litellm's own image download is switched off
+(``MAX_IMAGE_URL_DOWNLOAD_SIZE_MB=0``, read once when litellm is imported) as a second line.
+Input litellm cannot translate for a kind (token-ID prompts for chat models) is refused
+the same way, as ``UnsupportedInput`` (400; the engine tries the next target), instead of
+surfacing as litellm's "connection error".
+
 Must not import ``router`` or ``policies``.
 """
 
@@ -20,6 +28,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch prices at import
+os.environ["MAX_IMAGE_URL_DOWNLOAD_SIZE_MB"] = "0"  # never download a client's image URL (not overridable)
 
 import httpx  # noqa: E402
 import litellm  # noqa: E402
@@ -39,6 +48,7 @@ from backends.errors import (  # noqa: E402
     ContentPolicyViolation,
     ContextLengthExceeded,
     StreamBroken,
+    UnsupportedInput,
     UpstreamAuthError,
     UpstreamConnectError,
     UpstreamTimeout,
@@ -46,6 +56,7 @@ from backends.errors import (  # noqa: E402
 )
 from backends.sse import DONE, data_event  # noqa: E402
 from backends.types import BackendRequest, BackendResponse, Health  # noqa: E402
+from backends.urls import check_content_urls  # noqa: E402
 
 __all__ = ["LiteLLMBackend", "known_provider", "provider_price"]
 
@@ -70,6 +81,10 @@ _COMPLETION_PARAMS = frozenset({
     "presence_penalty", "seed", "stop", "suffix", "temperature", "top_p", "user",
 })
 _EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user"})
+#: Kinds whose completions take token IDs as the prompt (``openai`` too, for models litellm
+#: does not list as chat models): litellm turns every other prompt into chat messages, which
+#: need text.
+_TOKEN_PROMPT_KINDS = frozenset({"azure_text", "text-completion-openai", "text-completion-codestral"})
 _DROP_FROM_CHUNKS = ("provider_specific_fields", "citations", "service_tier", "obfuscation")
 
 
@@ -128,6 +143,7 @@ class LiteLLMBackend:
         return common
 
     async def complete(self, request: BackendRequest) -> BackendResponse:
+        self._check_input(request)
         try:
             async with asyncio.timeout(self.config.limits.total_s):
                 result: _Answer = await self._call(request, stream=False)
@@ -141,6 +157,7 @@ class LiteLLMBackend:
     async def open_stream(self, request: BackendRequest) -> LiteLLMStream:
         if request.endpoint == "embeddings":
             raise error_from_status(400, "embeddings cannot be streamed", backend=self.name)
+        self._check_input(request)
         try:
             async with asyncio.timeout(self.config.limits.first_token_s):
                 wrapper: _Chunks = await self._call(request, stream=True)
@@ -150,6 +167,28 @@ class LiteLLMBackend:
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, self.name) from exc
         return LiteLLMStream(self.name, wrapper, self.config.limits)
+
+    def _check_input(self, request: BackendRequest) -> None:
+        """Refuse (``UnsupportedInput``, 400; another target may take it) what this kind cannot
+        take through litellm: content URLs litellm would fetch, token-ID prompts it cannot map."""
+        if request.endpoint == "chat":
+            check_content_urls(self.config.kind, self.config.model, request.body, backend=self.name)
+        elif request.endpoint == "completions":
+            why = self._prompt_refusal(request.body.get("prompt"))
+            if why is not None:
+                raise UnsupportedInput(f"{self.name} (kind {self.config.kind}) {why}", backend=self.name,
+                                       code="unsupported_prompt", param="prompt")
+
+    def _prompt_refusal(self, prompt: object) -> str | None:
+        if isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)):
+            return None
+        if not _token_ids(prompt):
+            return "takes a prompt as a string, an array of strings, or token IDs (an array of integers or of " \
+                   "such arrays)"
+        kind, model = self.config.kind, self.config.model
+        if kind in _TOKEN_PROMPT_KINDS or (kind == "openai" and model not in litellm.open_ai_chat_completion_models):
+            return None
+        return "takes only text prompts (a string or an array of strings) for this model, not token IDs"
 
     async def _call(self, request: BackendRequest, *, stream: bool) -> Any:
         """litellm's answer (its functions are untyped): an ``_Answer``, or a ``_Chunks`` when ``stream``."""
@@ -233,6 +272,14 @@ def _invented_finish(wrapper: object, chunk: Mapping[str, object]) -> bool:
             and getattr(wrapper, "intermittent_finish_reason", None) is None)
 
 
+def _token_ids(prompt: object) -> bool:
+    """An array of integers, or a non-empty array of such arrays."""
+    def ints(value: object) -> bool:
+        return isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+
+    return isinstance(prompt, list) and bool(prompt) and (ints(prompt) or all(ints(p) for p in prompt))
+
+
 def _pick(body: Mapping[str, object], allowed: frozenset[str]) -> dict[str, object]:
     return {k: v for k, v in body.items() if k in allowed and v is not None}
 
@@ -248,6 +295,7 @@ def _clean(data: dict[str, object]) -> dict[str, object]:
 def translate(exc: BaseException, backend: str) -> BackendError:
     """Map a litellm (or httpx/openai) exception onto the backend error tree."""
     message = str(getattr(exc, "message", None) or exc) or exc.__class__.__name__
+    message = message.split("\nTraceback (most recent call last):", 1)[0]  # litellm appends its own
     cause = _transport_cause(exc)
     if isinstance(cause, httpx.TimeoutException | TimeoutError):
         return UpstreamTimeout(f"{backend}: {message}", backend=backend)
@@ -259,6 +307,9 @@ def translate(exc: BaseException, backend: str) -> BackendError:
         return ContentPolicyViolation(message, backend=backend, code="content_policy_violation")
     if isinstance(exc, Timeout):
         return UpstreamTimeout(f"{backend}: {message}", backend=backend)
+    if isinstance(exc, APIConnectionError) and cause is None and _untranslatable(exc):
+        return UnsupportedInput(f"{backend}: the request cannot be translated for this provider: {message}",
+                                backend=backend, code="untranslatable_request")
     if isinstance(exc, APIConnectionError):
         return UpstreamConnectError(f"{backend}: {message}", backend=backend)
     if isinstance(exc, AuthenticationError | PermissionDeniedError):
@@ -279,6 +330,25 @@ def _transport_cause(exc: BaseException) -> BaseException | None:
             return current
         current = current.__cause__ or current.__context__
     return None
+
+
+#: What litellm's own code raises when it cannot translate a request (a plain ``Exception``
+#: too: "Invalid tool choice …"); litellm wraps it in an ``APIConnectionError``.
+_TRANSLATION_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def _untranslatable(exc: BaseException) -> bool:
+    """Whether litellm failed on its own (a Python error under it, no transport error): the
+    request is one this provider's translation cannot take (litellm raises these while it
+    builds the upstream request). The upstream is not to blame; another target may take it."""
+    seen: set[int] = set()
+    current = exc.__cause__ or exc.__context__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current) is Exception or isinstance(current, _TRANSLATION_ERRORS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _retry_after(exc: BaseException) -> float | None:

@@ -2,7 +2,7 @@
 
 Self-hosted kinds (``backends.kinds.DIRECT_KINDS``) are built directly; every other kind
 is a closed provider served by litellm, whose module is imported only when such a backend
-is built.
+is built. Every adapter comes wrapped in a ``backends.scrub.ScrubbedBackend``.
 
 Must not import ``router`` or ``policies``.
 """
@@ -16,6 +16,7 @@ import aiohttp
 from backends.base import Backend, BackendConfig
 from backends.kinds import DIRECT_KINDS
 from backends.openai_compat import OpenAICompatBackend
+from backends.scrub import ScrubbedBackend, Scrubber
 
 __all__ = ["build_backend", "check_kind", "provider_price"]
 
@@ -53,5 +54,7 @@ def provider_price(kind: str, model: str) -> tuple[float, float, float | None] |
 
 
 def build_backend(config: BackendConfig, session: aiohttp.ClientSession) -> Backend:
-    """Build the adapter for ``config.kind``; raises ``ValueError`` for an unknown kind."""
-    return _FACTORIES.get(config.kind, _closed)(config, session)
+    """Build the adapter for ``config.kind``, wrapped so that its errors leave without
+    credentials or internal addresses (``backends.scrub``); ``ValueError`` for an unknown kind."""
+    adapter = _FACTORIES.get(config.kind, _closed)(config, session)
+    return ScrubbedBackend(adapter, Scrubber.for_backends([config]))

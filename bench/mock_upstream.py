@@ -1,6 +1,7 @@
 """A fast, fixed-answer OpenAI-compatible upstream for benchmarks.
 
     python bench/mock_upstream.py --port P [--host 127.0.0.1] [--max-seconds 900]
+                                  [--delay-ms MS] [--slots N]
 
 Raw ``asyncio.Protocol`` HTTP/1.1 with keep-alive, so the mock costs as little CPU
 as possible and the numbers measured through it are dominated by the code under test.
@@ -13,6 +14,16 @@ as possible and the numbers measured through it are dominated by the code under 
 It only understands what benchmark clients send: ``Content-Length`` bodies (no
 chunked requests). It exits on SIGTERM/SIGINT, or after ``--max-seconds`` so a
 benchmark that dies without cleaning up never leaves it running for long.
+
+Opt-in behaviours (off by default, so ``overhead.py`` measures the same thing as before):
+
+- ``--delay-ms MS``: every answer is sent MS after its request arrived (a model's answer time);
+- ``--slots N``: at most N requests are being answered at once, the others wait in arrival
+  order (a GPU server's parallel slots: past them, requests queue at the upstream);
+- a request whose body carries ``"user": "mock:error"`` gets a 500 in OpenAI's error shape;
+  ``"mock:big"`` a 64 KB answer; ``"mock:slow"`` (streamed) its events 50 ms apart, 40 of
+  them (``bench/soak.py`` uses these for upstream errors, large cache entries and clients
+  that leave mid-stream).
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections import deque
+from collections.abc import Callable
 
 import orjson
 
@@ -76,6 +89,45 @@ _SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Contr
              b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n")
 _SSE_CHUNKS: tuple[bytes, ...] = tuple(b"%x\r\n%s\r\n" % (len(e), e) for e in SSE_EVENTS) + (b"0\r\n\r\n",)
 _MAX_HEAD = 64 * 1024
+_ERROR_RESPONSE = _fixed("500 Internal Server Error",
+                         b'{"error":{"message":"mock upstream error","type":"server_error","param":null,"code":null}}')
+_BIG_RESPONSE = _fixed("200 OK", orjson.dumps({
+    "id": _ID, "object": "chat.completion", "created": _CREATED, "model": _MODEL,
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "big " * 16384}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 24, "completion_tokens": 16384, "total_tokens": 16408}}))
+_SLOW_CHUNKS: tuple[bytes, ...] = tuple(b"%x\r\n%s\r\n" % (len(e), e) for e in (
+    _chunk({"role": "assistant", "content": ""}, None), *(_chunk({"content": " tok"}, None) for _ in range(38)),
+    _chunk({}, "stop"), b"data: [DONE]\n\n")) + (b"0\r\n\r\n",)
+_SLOW_INTERVAL_S = 0.05
+
+
+class Pace:
+    """``--delay-ms`` and ``--slots``: when an answer may be sent. With neither, at once."""
+
+    def __init__(self, delay_s: float = 0.0, slots: int = 0) -> None:
+        self.delay_s, self.slots = delay_s, slots
+        self.busy = 0
+        self._waiting: deque[Callable[[], None]] = deque()
+
+    @property
+    def immediate(self) -> bool:
+        return self.delay_s <= 0 and self.slots <= 0
+
+    def run(self, answer: Callable[[], None]) -> None:
+        """Call ``answer`` once a slot is free and the delay has passed."""
+        if self.slots and self.busy >= self.slots:
+            self._waiting.append(answer)
+            return
+        self.busy += 1
+        asyncio.get_running_loop().call_later(self.delay_s, self._done, answer)
+
+    def _done(self, answer: Callable[[], None]) -> None:
+        try:
+            answer()
+        finally:
+            self.busy -= 1
+            if self._waiting:
+                self.run(self._waiting.popleft())
 
 
 def _content_length(head: bytes) -> int | None:
@@ -100,9 +152,10 @@ def _wants_stream(body: bytes) -> bool:
 class MockProtocol(asyncio.Protocol):
     """One keep-alive connection: parse pipelined requests, answer each with a fixed response."""
 
-    def __init__(self) -> None:
+    def __init__(self, pace: Pace | None = None) -> None:
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
+        self._pace = pace if pace is not None and not pace.immediate else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -137,6 +190,21 @@ class MockProtocol(asyncio.Protocol):
         assert transport is not None
         if head.startswith(b"get "):
             transport.write(_MODELS_RESPONSE)
+        elif self._pace is not None:
+            self._pace.run(lambda: self._answer(transport, head, body))
+            return
+        else:
+            self._answer(transport, head, body)
+            return
+        if b"\r\nconnection: close" in head:
+            transport.close()
+
+    @staticmethod
+    def _answer(transport: asyncio.Transport, head: bytes, body: bytes) -> None:
+        if transport.is_closing():
+            return  # the client left while its answer was pending
+        if b'"mock:' in body and _special(transport, body):
+            pass
         elif _wants_stream(body):
             transport.write(_SSE_HEAD)
             for chunk in _SSE_CHUNKS:
@@ -153,12 +221,33 @@ class MockProtocol(asyncio.Protocol):
         self._buf.clear()
 
 
-async def serve(host: str, port: int, max_seconds: float) -> None:
+def _special(transport: asyncio.Transport, body: bytes) -> bool:
+    """The opt-in behaviours a request asks for in its ``user`` field; False: none."""
+    if b'"mock:error"' in body:
+        transport.write(_ERROR_RESPONSE)
+    elif b'"mock:big"' in body:
+        transport.write(_BIG_RESPONSE)
+    elif b'"mock:slow"' in body and _wants_stream(body):
+        transport.write(_SSE_HEAD)
+        loop = asyncio.get_running_loop()
+        for i, chunk in enumerate(_SLOW_CHUNKS):
+            loop.call_later(i * _SLOW_INTERVAL_S, _write_if_open, transport, chunk)
+    else:
+        return False
+    return True
+
+
+def _write_if_open(transport: asyncio.Transport, data: bytes) -> None:
+    if not transport.is_closing():
+        transport.write(data)
+
+
+async def serve(host: str, port: int, max_seconds: float, pace: Pace | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = await loop.create_server(MockProtocol, host, port, backlog=1024, reuse_address=True)
+    server = await loop.create_server(lambda: MockProtocol(pace), host, port, backlog=1024, reuse_address=True)
     async with server:
         try:
             await asyncio.wait_for(stop.wait(), timeout=max_seconds)
@@ -171,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--max-seconds", type=float, default=900.0, help="exit after this long (safety)")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="send each answer this long after its request")
+    parser.add_argument("--slots", type=int, default=0, help="answer at most this many at once (0: no limit)")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, args.max_seconds))
+    asyncio.run(serve(args.host, args.port, args.max_seconds, Pace(args.delay_ms / 1000, args.slots)))
     return 0
 
 

@@ -15,6 +15,10 @@ Then the worst case: every adversarial shape of ``tests/policies/test_scanner_ad
 (a detector's prefix, separators or near misses repeated; long tokens; unicode digits...)
 at 1 MB, in CPU ms per MB (best of 3 runs, 1 with ``--quick``), near misses apart from the
 shapes that are real findings densely (those cost per finding). Target: at most 50 ms/MB.
+Last, detection quality on the labelled corpus of ``tests/policies/corpus/`` (positives in
+every position a request carries text, look-alike negatives): recall (target >= 99 %) and
+false-positive rate (target <= 3 %), overall, per family, position and negative category,
+and the misses (``--corpus`` runs only this part).
 Reports only: the exit status is 0 even on FAIL.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -30,9 +35,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from policies.models import SensitivitySpec  # noqa: E402
+from policies.models import CustomDetector, SensitivitySpec  # noqa: E402
+from policies.regex import compile_linear  # noqa: E402
 from policies.sensitivity import Scanner  # noqa: E402
-from tests.policies.test_scanner_adversarial import DENSE, SHAPES  # noqa: E402
+from tests.policies.corpus import score as corpus_score  # noqa: E402
+from tests.policies.test_scanner_adversarial import CUSTOM_CASES, DENSE, SHAPES  # noqa: E402
 
 TARGET_MB_S = 100.0
 TARGET_WORST_MS_MB = 50.0
@@ -169,14 +176,58 @@ def worst_case(scanner: Scanner, runs: int) -> None:
         print(f"  max ({title}): {worst_ms:.1f} ms/MB ({worst_name}) -> {verdict}")
 
 
+def custom_regexes(runs: int) -> None:
+    """Policies' custom regexes on RE2 (``policies.regex``): every adversarial case of
+    ``tests/policies/test_scanner_adversarial.py`` at 1 MB, hostile and on prose; then the
+    stdlib engine on the inputs that made it backtrack, for scale."""
+    size = 1024 * 1024
+    prose = english(size, seed=11)
+    print(f"custom regexes on RE2 at 1 MB, CPU ms per MB (best of {runs}):")
+    for regex, build in CUSTOM_CASES:
+        scanner = Scanner(SensitivitySpec(detectors={}, custom=[
+            CustomDetector(name="mine", level="internal", regex=regex)]))
+        hostile, typical = _best_ms(scanner, build(size), runs), _best_ms(scanner, prose, runs)
+        print(f"    {regex:44} hostile {hostile:8.1f} ms/MB   prose {typical:6.1f} ms/MB")
+    for regex, text in ((r"(a+)+$", "a" * 24 + "b"), (r"\d+x", "1" * 10_000)):
+        start = time.process_time()
+        re.search(regex, text)
+        stdlib_ms = (time.process_time() - start) * 1e3
+        start = time.process_time()
+        compile_linear(regex).spans(text)
+        re2_ms = (time.process_time() - start) * 1e3
+        print(f"  stdlib re vs RE2: {regex!r} on {len(text)} chars: {stdlib_ms:.1f} ms vs {re2_ms:.3f} ms")
+
+
+def _best_ms(scanner: Scanner, text: str, runs: int) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        start = time.process_time()
+        scanner.scan_texts([("t", text)])
+        best = min(best, time.process_time() - start)
+    return best * 1e3
+
+
 def message(text: str) -> dict[str, object]:
     return {"model": "bench", "messages": [{"role": "user", "content": text}]}
+
+
+def corpus(scanner: Scanner) -> None:
+    """Recall and false-positive rate on the labelled corpus, with the misses."""
+    result = corpus_score.score(scanner)
+    print(f"corpus: {len(result.positives)} positives, {len(result.negatives)} negatives "
+          "(tests/policies/corpus/, default SensitivitySpec)")
+    for line in corpus_score.report(result):
+        print(f"  {line}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter runs (about 1 s in all)")
+    parser.add_argument("--corpus", action="store_true", help="only the recall / false-positive part")
     args = parser.parse_args(argv)
+    if args.corpus:
+        corpus(Scanner(SensitivitySpec()))
+        return 0
     seconds = 0.3 if args.quick else 1.5
     scanner = Scanner(SensitivitySpec())
     print(f"sensitivity scanner, every built-in detector on; python {sys.version.split()[0]}; "
@@ -212,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "PASS" if mb_s >= TARGET_MB_S else "FAIL"
         print(f"target: >= {TARGET_MB_S:.0f} MB/s at {label} (worst variant): {mb_s:.0f} MB/s -> {verdict}")
     worst_case(scanner, runs=1 if args.quick else 3)
+    custom_regexes(runs=1 if args.quick else 3)
+    corpus(scanner)
     return 0
 
 

@@ -27,6 +27,7 @@ class RequestFacts:
     detectors: frozenset[str] = frozenset()  # names of the detectors that fired
     input_tokens: int = 0  # estimate
     max_tokens: int | None = None
+    choices: int = 1  # answers asked for (n / best_of, × a completions batch): output estimates scale with it
     tools: bool = False
     tags: frozenset[str] = frozenset()
     metadata: Mapping[str, str] = field(default_factory=dict)

@@ -6,6 +6,14 @@ turning every failure into a ``PolicyIssue`` that names file, line and dotted pa
 (``policies/x.yaml:14 models.chat.targets[1]: unknown backend 'tgi-b'``). The caller hands
 in the ``KindTable`` (what each backend kind is; owned by ``backends``, passed by ``router``).
 
+Limits, checked before anything is built from the YAML (a policy is a few kilobytes; these
+stop a broken or hostile file from taking the stack, the memory or minutes of CPU):
+``MAX_POLICY_BYTES`` of text, ``MAX_DEPTH`` levels of nesting (checked while composing, so
+10,000 nested brackets are an error, not a ``RecursionError``) and ``MAX_NODES`` nodes /
+``MAX_EXPANDED_CHARS`` characters of scalars once YAML aliases are expanded (a "billion laughs"
+file composes to a few nodes that stand for billions; their expanded size is counted on the
+node graph, in time linear in the file, and the file is rejected before it is expanded).
+
 Pure apart from reading the file it is given. Must not import ``router`` or ``backends``.
 """
 
@@ -25,7 +33,16 @@ from policies.kinds import KindTable
 from policies.models import Policy
 from policies.rules import CompiledRule, compile_rules
 
-__all__ = ["LoadedPolicy", "load_policy", "load_policy_text", "read_yaml"]
+__all__ = ["MAX_DEPTH", "MAX_EXPANDED_CHARS", "MAX_NODES", "MAX_POLICY_BYTES", "LoadedPolicy", "load_policy",
+           "load_policy_text", "read_yaml"]
+
+#: The largest policy (or policy test) file read, in bytes of UTF-8.
+MAX_POLICY_BYTES = 1024 * 1024
+#: Levels of nesting (mappings and sequences), in the file and once aliases are expanded.
+MAX_DEPTH = 64
+#: Nodes, and characters of scalars, the file may stand for once its aliases are expanded.
+MAX_NODES = 100_000
+MAX_EXPANDED_CHARS = 8 * MAX_POLICY_BYTES
 
 Loc = tuple[str | int, ...]
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -125,16 +142,31 @@ def _line_of(lines: Mapping[Loc, int], loc: Loc) -> int | None:
 def load_policy(path: str | Path, env: Mapping[str, str], *, kinds: KindTable) -> LoadedPolicy:
     """Load and validate the policy file at ``path``; raise ``PolicyError`` on any problem."""
     file = str(path)
+    return load_policy_text(_read(path, "policy file"), env, kinds=kinds, file=file)
+
+
+def _read(path: str | Path, what: str) -> str:
+    """The text of ``path``, read no further than ``MAX_POLICY_BYTES`` (+1 to tell it is over)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as f:
+            raw = f.read(MAX_POLICY_BYTES + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError([PolicyIssue(file, None, "", f"cannot read policy file: {exc}")]) from exc
-    return load_policy_text(text, env, kinds=kinds, file=file)
+        raise PolicyError([PolicyIssue(str(path), None, "", f"cannot read {what}: {exc}")]) from exc
+    _check_size(text, str(path))
+    return text
+
+
+def _check_size(text: str, file: str) -> None:
+    if len(text) > MAX_POLICY_BYTES or len(text.encode()) > MAX_POLICY_BYTES:
+        raise PolicyError([PolicyIssue(file, None, "", f"file is larger than {MAX_POLICY_BYTES / 2**20:g} MiB "
+                                                       "(the limit for policy files)")])
 
 
 def load_policy_text(text: str, env: Mapping[str, str], *, kinds: KindTable, file: str = "<policy>"
                      ) -> LoadedPolicy:
     """Load a policy from YAML text (``file`` is only used in messages)."""
+    _check_size(text, file)
     data, lines, issues = _parse_yaml(text, env, file)
     issues += _references(data, lines, file)
     rules: tuple[CompiledRule, ...] = ()
@@ -157,25 +189,104 @@ def read_yaml(path: str | Path) -> object:
     for files next to policies such as policy tests. Raise ``PolicyError`` naming the file,
     and the line when YAML knows it, if the file cannot be read or parsed."""
     file = str(path)
+    text = _read(path, "file")
+    loader = _LimitedLoader(text)
     try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError([PolicyIssue(file, None, "", f"cannot read file: {exc}")]) from exc
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, file)
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         msg = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         raise PolicyError([PolicyIssue(file, mark.line + 1 if mark else None, "", f"invalid YAML: {msg}")]) from exc
     except yaml.YAMLError as exc:
         raise PolicyError([PolicyIssue(file, None, "", f"invalid YAML: {exc}")]) from exc
+    finally:
+        loader.dispose()
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses to compose more than ``MAX_DEPTH`` levels of nesting (the
+    composer recurses once per level: deeper files would exhaust the stack)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nesting deeper than {MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)  # type: ignore[arg-type]
+        finally:
+            self._depth -= 1
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node, file: str) -> None:
+    """Raise ``PolicyError`` when the document, with its aliases expanded, would exceed
+    ``MAX_NODES``, ``MAX_EXPANDED_CHARS`` or ``MAX_DEPTH``, or refers to itself. An alias is
+    the very node object of its anchor, so each node's expanded (nodes, chars, depth) is
+    computed once, children first, without recursion: linear in the composed file."""
+    done: dict[int, tuple[int, int, int]] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        key = id(node)
+        if ready:
+            open_.discard(key)
+            kids = [done[id(k)] for k in _children(node)]
+            if isinstance(node, yaml.ScalarNode):
+                nodes, chars, depth = 1, len(node.value), 0
+            else:
+                nodes = 1 + sum(k[0] for k in kids)
+                chars, depth = sum(k[1] for k in kids), 1 + max((k[2] for k in kids), default=0)
+            problem = _expansion_problem(nodes, chars, depth)
+            if problem is not None:
+                raise PolicyError([PolicyIssue(file, node.start_mark.line + 1, "",
+                                               f"invalid YAML: this node {problem} once its aliases are expanded")])
+            done[key] = (nodes, chars, depth)
+            continue
+        if key in done:
+            continue
+        if key in open_:
+            raise PolicyError([PolicyIssue(file, node.start_mark.line + 1, "",
+                                           "invalid YAML: an alias refers to a node that contains it")])
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in done)
+
+
+def _expansion_problem(nodes: int, chars: int, depth: int) -> str | None:
+    if nodes > MAX_NODES:
+        return f"stands for more than {MAX_NODES} nodes"
+    if chars > MAX_EXPANDED_CHARS:
+        return f"stands for more than {MAX_EXPANDED_CHARS} characters of text"
+    if depth > MAX_DEPTH:
+        return f"nests deeper than {MAX_DEPTH} levels"
+    return None
 
 
 def _parse_yaml(text: str, env: Mapping[str, str], file: str
                 ) -> tuple[dict[str, object], dict[Loc, int], list[PolicyIssue]]:
-    loader = yaml.SafeLoader(text)
+    loader = _LimitedLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             raise PolicyError([PolicyIssue(file, None, "", "policy file is empty")])
+        _check_expansion(node, file)
         reader = _Reader(file, env, loader)
         data = reader.build(node, ())
     except yaml.MarkedYAMLError as exc:

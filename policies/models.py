@@ -14,10 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Callable
-from re import _constants as _sre_constants  # type: ignore[attr-defined]  # sre's parser: no public API
-from re import _parser as _sre_parser  # type: ignore[attr-defined]
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -32,6 +29,7 @@ from pydantic import (
 )
 
 from policies.kinds import KindInfo, KindTable
+from policies.regex import RegexError, compile_linear
 
 __all__ = [
     "BUILTIN_DETECTORS",
@@ -66,7 +64,8 @@ BUILTIN_DETECTORS: dict[str, str] = {
     "credit_card": "restricted",  # 13-19 digits passing Luhn
     "iban": "restricted",  # mod-97 checked
     "us_ssn": "restricted",
-    "api_key": "restricted",  # cloud access keys, common token prefixes (sk-, ghp_, xox…)
+    "api_key": "restricted",  # keys and tokens by their shape: ~90 formats (policies.credentials)
+    "secret": "restricted",  # secrets by context: password = …, URL passwords, Basic credentials
     "private_key": "restricted",  # -----BEGIN … PRIVATE KEY-----
     "jwt": "restricted",
     "email": "confidential",
@@ -127,140 +126,10 @@ class CustomDetector(_Frozen):
             raise ValueError("give exactly one of regex or keywords")
         if self.regex is not None:
             try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"custom detector {self.name!r}: invalid regex: {exc}") from None
-            problem = _regex_cost_problem(self.regex)
-            if problem is not None:
-                raise ValueError(f"custom detector {self.name!r}: regex {self.regex!r} {problem}")
+                compile_linear(self.regex, self.case_sensitive)
+            except RegexError as exc:
+                raise ValueError(f"custom detector {self.name!r}: invalid regex {self.regex!r}: {exc}") from None
         return self
-
-
-#: Limits that keep a custom regex linear in the text on the stdlib (backtracking) engine:
-#: it is tried at every position, so the work from one position must be bounded.
-_REGEX_MAX_WAYS = 16
-_REGEX_MAX_WIDTH = 128
-
-
-def _regex_cost_problem(regex: str) -> str | None:
-    """Why the stdlib engine could take more than linear time on ``regex`` (None: it won't).
-
-    A backtracking engine tries the pattern at every position of the text, so the work
-    from one position must not grow with the text: no backreference; a quantifier without
-    an upper bound (``*``, ``+``, ``{n,}``) only on a single character or class at the very
-    end (``T-\\d+``; ``\\d+x`` rescans a long run of digits from each of its digits: O(n²));
-    at most ``_REGEX_MAX_WAYS`` ways to match from one position (the product of the choices
-    of each quantifier and alternation: ``(a|a){1,20}`` has a million; nested quantifiers
-    multiply; a quantified class followed by a literal it never matches, ``[a-z]{1,63}\\.``,
-    is no choice); at most ``_REGEX_MAX_WIDTH`` characters before that final run. Checked
-    on the tree sre parses the pattern into. The costliest pattern these limits accept
-    scans a hostile megabyte in about 0.6 s (``tests/policies/test_scanner_adversarial.py``)."""
-    try:
-        ways, width = _regex_ways(_sre_parser.parse(regex).data, tail=True)
-    except _Unbounded as exc:
-        return str(exc)
-    if ways > _REGEX_MAX_WAYS:
-        return (f"can match in {ways} ways from one position (at most {_REGEX_MAX_WAYS}: nested or "
-                "consecutive quantifiers and alternations multiply); bound or simplify them")
-    if width > _REGEX_MAX_WIDTH:
-        return f"matches up to {width} characters (at most {_REGEX_MAX_WIDTH}); lower its bounds"
-    return None
-
-
-class _Unbounded(ValueError):
-    pass
-
-
-def _regex_ways(items: list[tuple[Any, Any]], tail: bool) -> tuple[int, int]:
-    """(ways to match, max width) of a parsed sequence; ``tail``: it ends the pattern."""
-    ways, width = 1, 0
-    for i, (op, av) in enumerate(items):
-        last, name = tail and i == len(items) - 1, str(op)
-        if name in ("GROUPREF", "GROUPREF_EXISTS"):
-            raise _Unbounded("uses a backreference: the stdlib engine may take exponential time on it")
-        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-            low, high, body = av
-            body_ways, body_width = _regex_ways(body.data, tail=False)
-            one_char = len(body.data) == 1 and body_ways == body_width == 1
-            if high == _sre_constants.MAXREPEAT:
-                if not (last and one_char):
-                    raise _Unbounded("has an unbounded quantifier (*, +, {n,}) that is not on one character or "
-                                     "class at its very end: the stdlib engine rescans it from every start "
-                                     "(O(n²)) or backtracks exponentially; give it an upper bound, e.g. {1,64}")
-                continue
-            if not (one_char and (last or _stops_before(body.data, items[i + 1 : i + 2]))):
-                ways *= _repeat_ways(body_ways, low, high)
-            width += high * body_width
-        elif name == "BRANCH":
-            alternatives = [_regex_ways(alternative.data, last) for alternative in av[1]]
-            ways *= sum(w for w, _ in alternatives)
-            width += max(n for _, n in alternatives)
-        elif name in ("SUBPATTERN", "ATOMIC_GROUP", "ASSERT", "ASSERT_NOT"):
-            inner = av[-1] if isinstance(av, tuple) else av
-            inner_ways, inner_width = _regex_ways(inner.data, last and not name.startswith("ASSERT"))
-            ways *= inner_ways
-            width += inner_width
-        elif name != "AT":
-            width += 1
-    return ways, width
-
-
-def _stops_before(body: list[tuple[Any, Any]], after: list[tuple[Any, Any]]) -> bool:
-    """Whether a quantifier on ``body`` (one character class) is followed by a literal that
-    class never matches, in either case (``[a-z]{1,63}\\.``, ``\\d{1,3}-``): then giving
-    characters back can never let the rest match, so its count is no choice (no product)."""
-    if len(body) != 1 or len(after) != 1 or str(after[0][0]) != "LITERAL":
-        return False
-    char = chr(after[0][1])
-    return not any(_in_class(body[0], c) for c in {char, char.lower(), char.upper()})
-
-
-def _in_class(item: tuple[Any, Any], char: str) -> bool:
-    """Whether one parsed character item (literal, class, ``.``) matches ``char``;
-    unknown items are taken to match (the safe answer)."""
-    op, av = str(item[0]), item[1]
-    if op in ("LITERAL", "NOT_LITERAL"):
-        return (chr(av).lower() == char.lower()) == (op == "LITERAL")
-    if op == "ANY":
-        return char != "\n"
-    if op != "IN":
-        return True
-    negate = any(str(o) == "NEGATE" for o, _ in av)
-    found = any(_in_set(str(o), v, char) for o, v in av if str(o) != "NEGATE")
-    return found != negate
-
-
-def _is_word(char: str) -> bool:
-    return char.isalnum() or char == "_"
-
-
-_CATEGORIES: dict[str, Callable[[str], bool]] = {
-    "CATEGORY_DIGIT": str.isdecimal, "CATEGORY_SPACE": str.isspace, "CATEGORY_WORD": _is_word,
-}
-
-
-def _in_set(op: str, value: Any, char: str) -> bool:
-    if op == "LITERAL":
-        return chr(value).lower() == char.lower()
-    if op == "RANGE":
-        return any(value[0] <= ord(c) <= value[1] for c in (char, char.lower(), char.upper()))
-    if op == "CATEGORY":
-        name = str(value).replace("_UNI", "").replace("_LOC", "")
-        test = _CATEGORIES.get(name.replace("NOT_", ""))
-        return True if test is None else test(char) != ("NOT_" in name)
-    return True
-
-
-def _repeat_ways(body_ways: int, low: int, high: int) -> int:
-    """Ways to match ``low`` to ``high`` repetitions of a body that matches in ``body_ways``."""
-    if body_ways == 1:
-        return high - low + 1
-    total = 0
-    for k in range(low, high + 1):
-        total += body_ways**k
-        if total > _REGEX_MAX_WAYS:
-            break
-    return total
 
 
 class SensitivitySpec(_Frozen):
@@ -390,6 +259,9 @@ class CacheSpec(_Frozen):
     #: How long identical requests on other replicas wait for the first one's answer instead
     #: of asking the upstream too (team scope, shared store); 0: they do not wait.
     coalesce_s: Annotated[float, Field(ge=0, le=600)] = 30.0
+    #: Memory the in-memory store (no Redis) may hold in cached answers, per process; the least
+    #: recently used entries go first. With Redis, its own ``maxmemory`` policy applies.
+    max_memory_mb: Annotated[float, Field(gt=0, le=1_048_576)] = 256.0
 
 
 class TelemetrySpec(_Frozen):
@@ -499,13 +371,19 @@ class PolicySettings(_Frozen):
     """Gateway-wide settings a policy may set (its ``settings:`` block)."""
 
     max_body_mb: Annotated[float, Field(gt=0, le=1024)] = 10.0
+    #: Requests (``/v1/*``) one gateway process handles at once; beyond it, an immediate 503
+    #: ``overloaded`` with ``Retry-After`` instead of a queue (probes and ``/admin`` are not counted).
+    max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     default_alias: str | None = None
     #: How often self-hosted backends' /metrics are scraped; samples older than
     #: ``load_stale_after_s`` are ignored.
     load_scrape_interval_s: Annotated[float, Field(gt=0)] = 2.0
     load_stale_after_s: Annotated[float, Field(gt=0)] = 10.0
     #: Completion tokens assumed for cost estimates when a request sets no max_tokens.
-    estimate_max_tokens: Annotated[int, Field(ge=1)] = 512
+    estimate_max_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] = 512
+    #: The most answers one request may ask for (``n``, ``best_of``); more is a 400. Estimates,
+    #: reservations and TPM scale with what is asked.
+    max_n: Annotated[int, Field(ge=1, le=128)] = 8
     #: Watch the policy file and reload it when it changes (SIGHUP always reloads).
     watch: bool = True
     #: Budgets when the shared store cannot be reached: refuse (fail_closed) or serve unmetered.

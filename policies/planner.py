@@ -144,7 +144,7 @@ class Planner:
         return allowed, skipped, candidates
 
     def _estimates(self, allowed: list[str], facts: RequestFacts) -> dict[str, float]:
-        out_tokens = facts.max_tokens or self.policy.settings.estimate_max_tokens
+        out_tokens = (facts.max_tokens or self.policy.settings.estimate_max_tokens) * facts.choices
         return {b: cost(self.prices[b], facts.input_tokens, out_tokens) for b in allowed
                 if self.prices[b].source != "unknown"}
 

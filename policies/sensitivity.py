@@ -16,23 +16,22 @@ Owns:
 
 A ``Finding`` holds where a match is (location and offsets), never the matched text.
 
-Speed: every detector starts from a C-level search for a literal (``"@"``, ``"-"`` for
-``sk-``/``xox?-``/PEM, ``"A"`` for AWS/Google keys, ``".eyJ"``, ``"Bearer"``...) and
-validates candidates in Python only after a hit. The number detectors (card, IBAN, SSN,
-phone, IPv4) share one pass over a *digit shape* of the text, in which every ASCII digit
-is ``"0"`` so the pattern starts with a literal; only digits where a number of some
-detector may start are looked at further.
+Speed: every detector starts from a C-level search for a literal (``"@"``, ``".eyJ"``,
+and for credentials one regex per anchor character, ``"_"`` of ``ghp_``, ``"-"`` of
+``glpat-``, ``"A"`` of ``AKIA``, the ``"="`` or ``":"`` of an assignment...: see
+``policies.credentials``) and validates candidates in Python only after a hit. The number detectors (card, IBAN, SSN,
+phone, IPv4) share one pass over a *shape* of the text (``policies.numbers``).
 
 Linear time, whatever the input: no pattern can backtrack beyond a bounded window or
 rescan a long run from each of its characters (their lookarounds reject near misses in C,
 and a lookahead that runs far starts only where a run starts), no detector rescans from
 each hit, and overlapping hits are resolved by sorting and bisection, never all pairs.
-Policies' custom regexes are limited at load to what the engine runs in linear time
-(``policies.models``). ``tests/policies/test_scanner_adversarial.py`` holds the proof.
+Policies' custom regexes run on RE2, which is linear for every pattern it accepts
+(``policies.regex``). ``tests/policies/test_scanner_adversarial.py`` holds the proof.
 
-Low false positives matter as much as recall: cards need a Luhn
-checksum and a 2-6 network prefix, IBANs a known country length and mod-97, numbers must
-not be glued to longer numbers or words, and so on (see each detector).
+Low false positives matter as much as recall: cards need a network's prefix and length
+and Luhn, IBANs their country's BBAN format and mod 97, numbers must not be glued to
+longer numbers or words, and so on (see each detector, and ``policies.numbers``).
 
 Pure: no I/O, no clock, no global mutable state. Must not import ``router`` or ``backends``.
 """
@@ -50,7 +49,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeGuard
 
+from policies.credentials import credential_hits as _credential_hits
+from policies.credentials import member_secret
 from policies.models import LEVELS, SensitivitySpec, level_rank
+from policies.numbers import number_hits as _number_hits
+from policies.regex import LinearPattern, compile_linear
 
 __all__ = ["MAX_DEPTH", "MAX_TEXTS", "MAX_VALUES", "Finding", "Scan", "Scanner", "iter_texts", "redact"]
 
@@ -298,18 +301,6 @@ def _location(path: Path) -> str:
 Hit = tuple[str, int, int]  # detector, start, end
 _Group = Callable[[str, frozenset[str]], list[Hit]]
 
-#: Every ASCII digit becomes "0": digit patterns then start with a literal (fast search).
-_ZERO_BYTES = bytes.maketrans(b"123456789", b"000000000")
-_SEP = frozenset("-. ")
-
-
-def _digit_shape(text: str) -> str:
-    """``text`` with every ASCII digit replaced by ``"0"`` and every non-ASCII character by
-    ``"?"``: same length, same offsets. (Via bytes: ``str.translate`` is 30x slower on
-    non-ASCII text and has a per-call cost on small ones.)"""
-    return text.encode("ascii", "replace").translate(_ZERO_BYTES).decode("ascii")
-
-
 def _word_at(text: str, i: int) -> bool:
     """True when ``text[i]`` exists and is a letter, digit or underscore, and is not the
     letter of a backslash escape (``\\n`` in JSON tool-call arguments is a boundary)."""
@@ -323,225 +314,7 @@ def _char(text: str, i: int) -> str:
     return text[i] if 0 <= i < len(text) else ""
 
 
-def _digit_at(text: str, i: int) -> bool:
-    return "0" <= _char(text, i) <= "9"
-
-
-def _clear_before(text: str, s: int) -> bool:
-    """Nothing number-like glued to the left of ``s``."""
-    if _word_at(text, s - 1) or _char(text, s - 1) in ("+", "."):
-        return False
-    return not (_char(text, s - 1) in _SEP and _digit_at(text, s - 2))
-
-
-def _clear_after(text: str, e: int) -> bool:
-    """Nothing number-like glued to the right of ``e`` (a full stop ending a sentence is fine)."""
-    if _word_at(text, e):
-        return False
-    return not (_char(text, e) in _SEP and _digit_at(text, e + 1))
-
-
-# --------------------------------------------------------------------------- numbers
-# One pass over the digit shape finds *candidates* (``_CANDIDATE``): digits where a card
-# run, an SSN, a dotted quad or a North-American number may start, digits after ``+`` or
-# ``(`` with 8+ digits to come (a phone), and first check digits of an IBAN of its
-# country's length. Each candidate is handed to the number detectors (``_AT_DIGIT``),
-# which match there and check in Python. Short numbers, years, prices and near misses are
-# never candidates.
-#
-# Linear time, few Python steps: every regex here is a C-level *pre-selection*. Its
-# lookarounds are necessary conditions of the checks in Python (``_CLEAR_BEFORE_1`` is
-# ``_clear_before`` on the shape...), which still decide. So input made of near misses
-# (``1234 ``, ``DE00 ``, ``123-45-6789-`` repeated) costs no Python step per near miss,
-# and a body of real candidates a few per candidate. Every lookahead that scans further
-# than a few characters (a card run to its end) starts only where a run starts.
-
-#: ``_clear_before`` / ``_clear_after`` as lookarounds on the digit shape: ASCII only (a
-#: non-ASCII letter is ``?`` there; Python checks those), a letter or digit after a
-#: backslash is an escape (``\n``), not a word. ``_clear_before`` is placed after the first
-#: character of a match: a literal first keeps sre's fast search for it (a pattern that
-#: starts with a lookbehind is tried at every position).
-_CLEAR_BEFORE_1 = r"(?:(?<![0A-Za-z_+.].)(?<!0[-. ].)|(?<=\\[0A-Za-z_].))"
-_CLEAR_AFTER = r"(?![0A-Za-z_]|[-. ]0)"
-
-
-def _number_hits(text: str, active: frozenset[str]) -> list[Hit]:
-    shape = _digit_shape(text)
-    hits: list[Hit] = []
-    for m in _CANDIDATE.finditer(shape):
-        d = m.start()
-        if m.lastgroup == "iban":  # after two capitals: no other number starts here
-            span = _iban_at(text, shape, d - 2) if "iban" in active else None
-            if span is not None:
-                hits.append(("iban", *span))
-            continue
-        for name, at_digit in _AT_DIGIT:
-            if name in active:
-                span = at_digit(text, shape, d)
-                if span is not None:
-                    hits.append((name, *span))
-    return hits
-
-
-# credit_card ---------------------------------------------------------------------------
-
-#: A maximal run of 13+ digits with single separators, not after a word, a decimal point
-#: or a digit and one separator (inside a run), not before a word or decimals.
-#: (``_CARD_SHAPE``: the lookarounds after the first digit, also used by ``_CANDIDATE``.)
-_CARD_SHAPE = r"(?<!0[ -]0)(?=(?:[ -]?0){12}0*+(?:[ -]0++)*+(?![A-Za-z_]|\.0))"
-_CARD_RUN = re.compile(r"0(?:(?<![0A-Za-z_.]0)|(?<=\\[A-Za-z_]0))" + _CARD_SHAPE + r"0*+(?:[ -]0++)*+")
-_CARD_SEPS = re.compile(r"[ -]")
-_CARD_FIRST = frozenset("23456")  # Visa 4, Mastercard 2/5, Amex/Diners/JCB 3, Discover/UnionPay 6
-_LUHN_DOUBLE = MappingProxyType(str.maketrans("0123456789", "0246813579"))
-#: 7 groups of 3+ digits are 21+ digits: longer than any card.
-_CARD_GROUPS = 6
-
-
-def _luhn(digits: str) -> bool:
-    # sum() over ASCII bytes adds the digits in C; 48 is ord("0").
-    total = sum(digits[-1::-2].encode()) + sum(digits[-2::-2].translate(_LUHN_DOUBLE).encode())
-    return (total - 48 * len(digits)) % 10 == 0
-
-
-def _card_number(digits: str) -> bool:
-    return (13 <= len(digits) <= 19 and digits[0] in _CARD_FIRST
-            and digits.count(digits[0]) != len(digits) and _luhn(digits))
-
-
-def _card_in_run(run: str) -> int:
-    """Length of the card number at the start of ``run`` (a maximal digit run), or 0.
-
-    The whole run, or its leading groups (a card followed by a CVV or year), in a
-    card-like grouping: one separator kind, groups of 3-6 digits. A card has at most 19
-    digits, so at most ``_CARD_GROUPS`` groups: the run is never split further (a long run
-    of digit groups costs one split, not one join per group)."""
-    groups = _CARD_SEPS.split(run, maxsplit=_CARD_GROUPS)
-    if len(groups) == 1:
-        return len(run) if _card_number(run) else 0
-    sep = run[len(groups[0])]
-    other = run.find("-" if sep == " " else " ")
-    if other != -1:  # the grouping must use one separator: stop at the other kind
-        groups = run[:other].split(sep, _CARD_GROUPS)
-    k = 0
-    while k < min(len(groups), _CARD_GROUPS) and 3 <= len(groups[k]) <= 6:
-        k += 1
-    if k < len(groups) and len(groups[0]) >= 13:
-        k = 1  # an unseparated number followed by more numbers
-    for n in range(k, 0, -1):  # longest first: better to also cover a CVV than to cut a card
-        digits = "".join(groups[:n])
-        if len(digits) < 13:
-            break
-        if _card_number(digits):
-            return len(digits) + n - 1
-    return 0
-
-
-def _card_at(text: str, shape: str, d: int) -> Span | None:
-    m = _CARD_RUN.match(shape, d)
-    if m is None:
-        return None
-    s, e = m.span()
-    if _word_at(text, s - 1) or _char(text, s - 1) == "." or _word_at(text, e):
-        return None
-    if _char(text, e) == "." and _digit_at(text, e + 1):
-        return None
-    size = _card_in_run(text[s:e])
-    return (s, s + size) if size else None
-
-
-# us_ssn --------------------------------------------------------------------------------
-
-_SSN_SHAPE = r"(?=00(?:-00-0000| 00 0000)" + _CLEAR_AFTER + ")"
-_SSN = re.compile("0" + _CLEAR_BEFORE_1 + _SSN_SHAPE + r"00(?:-00-0000| 00 0000)")
-
-
-def _ssn_valid(digits: str) -> bool:
-    area, group, serial = digits[:3], digits[3:5], digits[5:]
-    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
-
-
-def _ssn_at(text: str, shape: str, d: int) -> Span | None:
-    m = _SSN.match(shape, d)
-    if m is None:
-        return None
-    s, e = m.span()
-    if _clear_before(text, s) and _clear_after(text, e) and _ssn_valid(text[s:e].replace(text[s + 3], "")):
-        return s, e
-    return None
-
-
-# phone ---------------------------------------------------------------------------------
-
-#: ``_NANP`` from a digit, after that digit (for ``_CANDIDATE``).
-_NANP_SHAPE = r"(?=[-. ]?(?:0?00[-. ]000|\(000\) ?000)[-. ]0000" + _CLEAR_AFTER + ")"
-#: North American: optional country code, area code (parenthesised or not), exchange, line.
-#: One branch per first character (``+``, ``(``, a digit): a literal first each, for a fast
-#: search. The atomic group takes the first match at a start, as without the lookarounds.
-_NANP = re.compile(
-    r"(?>(?:\+" + _CLEAR_BEFORE_1 + r"0[-. ]?(?:\(000\) ?|000[-. ])"
-    r"|\(" + _CLEAR_BEFORE_1 + r"000\) ?"
-    r"|0" + _CLEAR_BEFORE_1 + r"(?:[-. ]?(?:\(000\) ?|000[-. ])|00[-. ]))000[-. ]0000(?!0))" + _CLEAR_AFTER
-)
-#: E.164: ``+`` then digits with spaces, dots, dashes or a parenthesised part.
-_E164 = re.compile(r"\+0+(?:[ .\-]?(?:\(0+\)|0+))*+")
-
-
-def _phone_at(text: str, shape: str, d: int) -> Span | None:
-    """A North-American number from the ``+`` or ``(`` before ``d``, or else from ``d``;
-    failing that, an E.164 number from the ``+`` before ``d``."""
-    plus = d > 0 and shape[d - 1] == "+"
-    m = _NANP.match(shape, d - 1) if plus or (d > 0 and shape[d - 1] == "(") else None
-    m = m or _NANP.match(shape, d)
-    if m is not None and _nanp_valid(text, *m.span()):
-        return m.span()
-    if plus and not _word_at(text, d - 2):
-        e164 = _E164.match(shape, d - 1)
-        if e164 is not None and not _word_at(text, e164.end()) and 8 <= shape.count("0", *e164.span()) <= 15:
-            return e164.span()
-    return None
-
-
-def _nanp_valid(text: str, s: int, e: int) -> bool:
-    digits = [ch for ch in text[s:e] if "0" <= ch <= "9"]
-    if len(digits) == 11 and digits[0] != "1":
-        return False
-    if digits[-10] in "01" or digits[-7] in "01":  # area code and exchange start with 2-9
-        return False
-    return _clear_before(text, s) and _clear_after(text, e)
-
-
-# ip_address ----------------------------------------------------------------------------
-
-_IPV4_SHAPE = r"(?=(?>0{0,2}\.0{1,3}\.0{1,3}\.0{1,3})(?![0A-Za-z_]|\.0))"
-_IPV4 = re.compile(r"0(?:(?<![0A-Za-z_.]0)|(?<=\\[0A-Za-z_]0))" + _IPV4_SHAPE + r"0{0,2}\.0{1,3}\.0{1,3}\.0{1,3}")
-#: Words before a dotted number that make it a version or a section, not an address.
-_NOT_ADDRESS = frozenset({"v", "ver", "version", "release", "rev", "revision", "build", "section",
-                          "sec", "chapter", "ch", "fig", "figure", "table", "step", "oid", "§"})
-
-
-def _ipv4_octets(candidate: str) -> bool:
-    for part in candidate.split("."):
-        if (len(part) > 1 and part[0] == "0") or int(part) > 255:
-            return False
-    return True
-
-
-def _versionish(text: str, s: int) -> bool:
-    words = text[max(0, s - 12) : s].rstrip(" :#").split()
-    return bool(words) and words[-1].lower().rstrip(".") in _NOT_ADDRESS
-
-
-def _ipv4_at(text: str, shape: str, d: int) -> Span | None:
-    m = _IPV4.match(shape, d)
-    if m is None:
-        return None
-    s, e = m.span()
-    if _word_at(text, s - 1) or _char(text, s - 1) == "." or _word_at(text, e):
-        return None
-    if _char(text, e) == "." and _digit_at(text, e + 1):
-        return None
-    return (s, e) if _ipv4_octets(text[s:e]) and not _versionish(text, s) else None
-
+# --------------------------------------------------------------------------- ip_address (IPv6)
 
 _V6_ANCHOR = re.compile(r":[0-9A-Fa-f]{0,4}:")
 _HEX_COLON = "0123456789abcdefABCDEF:"
@@ -598,93 +371,6 @@ def _ipv6_hits(text: str, active: frozenset[str]) -> list[Hit]:
     return hits
 
 
-# iban ----------------------------------------------------------------------------------
-
-_IBAN = re.compile(r"[A-Z]{2}00(?:[A-Z0]{10,30}|(?: [A-Z0]{4}){2,7}(?: [A-Z0]{1,3})?)(?![A-Za-z0-9])")
-_IBAN_LENGTHS: Mapping[str, int] = MappingProxyType({
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
-    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
-    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
-    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
-    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32,
-    "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
-    "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
-    "PL": 28, "PS": 29, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31, "SD": 18,
-    "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23, "TN": 24,
-    "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
-})
-_IBAN_LETTERS = MappingProxyType(str.maketrans({ch: str(ord(ch) - 55) for ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}))
-
-
-def _iban_at(text: str, shape: str, s: int) -> Span | None:
-    """The valid IBAN starting at ``s``, trimmed to its country's length (a spaced IBAN
-    may be followed by more upper-case groups). Only countries in the registry count."""
-    expected = _IBAN_LENGTHS.get(text[s : s + 2])
-    if expected is None or _word_at(text, s - 1):
-        return None
-    full = _IBAN.match(shape, s)
-    if full is None:
-        return None
-    spaced = shape[s + 4] == " "  # then in groups of 4 (the pattern makes sure)
-    end = s + expected + ((expected - 1) // 4 if spaced else 0)
-    if end > full.end() or (end < full.end() and text[end] != " "):
-        return None
-    compact = text[s:end].replace(" ", "")
-    if int((compact[4:] + compact[:4]).translate(_IBAN_LETTERS)) % 97 != 1:
-        return None
-    return s, end
-
-
-def _iban_start() -> str:
-    """Lookarounds at the first check digit of an IBAN, necessary for ``_iban_at``: a known
-    country before it, not glued to a word; after it the second check digit and a BBAN of
-    exactly that country's length, compact or in groups of four, then no letter or digit.
-    The countries make a trie in one lookbehind (first letter, then second), as sre skips
-    an alternative that starts with another literal at once."""
-    trie: dict[str, dict[int, str]] = {}
-    for country, length in sorted(_IBAN_LENGTHS.items()):
-        seconds = trie.setdefault(country[0], {})
-        seconds[length - 4] = seconds.get(length - 4, "") + country[1]
-    countries = "|".join(
-        first + "(?:" + "|".join(f"[{seconds}]0{_bban(n)}" for n, seconds in by_length.items()) + ")"
-        for first, by_length in trie.items()
-    )
-    return r"(?<=[A-Z]{2}0)(?<=" + countries + r")(?:(?<![0A-Za-z_]..0)|(?<=\\...0))"
-
-
-def _bban(n: int) -> str:
-    """Lookaheads after the first check digit: the second one and ``n`` BBAN characters,
-    compact or in groups of four, then no letter or digit (that boundary first: cheap)."""
-    spaced = n + n // 4 + (1 if n % 4 else 0)
-    groups = f"(?: [A-Z0]{{4}}){{{n // 4}}}" + (f" [A-Z0]{{{n % 4}}}" if n % 4 else "")
-    return (f"(?=0(?:.{{{n}}}|.{{{spaced}}})(?![A-Za-z0-9]))"
-            f"(?=0(?:[A-Z0]{{{n}}}|{groups})(?![A-Za-z0-9]))")
-
-
-#: A card, SSN, North-American number or dotted quad starts at this digit (the lookarounds
-#: after it).
-_STARTS = (r"(?=[0.(]|[-. ][0(])"  # each needs one of these next (a cheap test first)
-           r"(?:" + _CARD_SHAPE + "|" + _SSN_SHAPE + "|" + _NANP_SHAPE + "|" + _IPV4_SHAPE + ")")
-#: A candidate digit (see the top of this section); the ``iban`` group is set when it may
-#: be the first check digit of an IBAN.
-_CANDIDATE = re.compile(
-    r"0(?:(?<!00)(?:"  # not after a digit (one test rejects the inside of a long number)
-    + _iban_start() + r"(?P<iban>)"
-    r"|(?=[0 ().\-]{6})(?:"  # 7+ characters of a number (a cheap test), then
-    r"(?<!0[-. ]0)(?:"  # not after a digit and a separator (one test for "1 1 1 1..."), and
-    r"(?:(?<![A-Za-z_.]0)|(?<=\\[A-Za-z_]0))" + _STARTS +  # not after a word (``\n`` is no word)
-    r"|(?<=\+0)(?=(?:[ ().\-]*+0){7})"  # 8+ digits after "+": a phone
-    r"|(?<=\(0)(?:(?<![0A-Za-z_+.]\(0)(?<!0[-. ]\(0)|(?<=\\[0A-Za-z_]\(0))"  # "(000) 000-0000"
-    r"(?=00\) ?000[-. ]0000" + _CLEAR_AFTER + "))"
-    r"|(?<=0[- ]0)" + _IPV4_SHAPE + "))"  # after a digit and a separator, only a dotted quad
-    r"|(?<=\\00)(?=[0 ().\-]{6})" + _STARTS + ")"  # after an escape: "\\1" is no word either
-)
-#: The detectors tried at a candidate digit, each a function ``(text, shape, digit)``.
-_AT_DIGIT: tuple[tuple[str, Callable[[str, str, int], Span | None]], ...] = (
-    ("credit_card", _card_at), ("us_ssn", _ssn_at), ("phone", _phone_at), ("ip_address", _ipv4_at),
-)
-
-
 # --------------------------------------------------------------------------- email
 
 _EMAIL_LOCAL = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-"
@@ -720,75 +406,8 @@ def _local_start(text: str, at: int) -> int:
 
 
 # --------------------------------------------------------------------------- keys and tokens
-
-#: One pass from each dash: OpenAI/Anthropic ``sk-...``, Slack ``xox?-...`` and PEM
-#: ``-----BEGIN ... PRIVATE KEY-----`` (a literal first character keeps the search fast).
-_DASH = re.compile(
-    r"-(?:(?<=sk-)(?P<sk>[A-Za-z0-9_-]{20,})"
-    r"|(?<=xox[abprs]-)(?P<xox>[A-Za-z0-9-]{10,})"
-    r"|(?P<pem>----BEGIN (?:(?:RSA|EC|OPENSSH|DSA|ENCRYPTED|PGP) )?PRIVATE KEY(?: BLOCK)?-----))"
-)
-_PEM_END = re.compile(r"-----END (?:[A-Z]+ )?PRIVATE KEY(?: BLOCK)?-----")
-_PEM_BODY = re.compile(r"(?:\s*+(?:[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z-]+: [^\n]*))*+")
-#: How far after its BEGIN line a key's END line may be.
-_PEM_REACH = 16384
-_LONG_SEGMENT = re.compile(r"[^_-]{16,}")
-
-
-def _random_looking(token: str) -> bool:
-    """A hyphen/underscore-separated part of 16+ characters (of a ``[A-Za-z0-9_-]`` token)
-    mixing at least two of digits, upper case and lower case (random keys do; English
-    words do not). Short parts are skipped in C; each test is a C string method."""
-    for m in _LONG_SEGMENT.finditer(token):
-        part = m.group()
-        classes = (not part.isalpha()) + (part != part.lower()) + (part != part.upper())
-        if classes >= 2:
-            return True
-    return False
-
-
-def _private_keys(text: str, begins: list[Span]) -> Iterator[Hit]:
-    """A key from each BEGIN line (``begins``, in text order) to the END line that follows
-    (within ``_PEM_REACH``); without one, to the end of the base64 body that follows (so
-    redaction removes the key material too). Linear in all: the next END line is searched
-    for once and reused by every BEGIN before it, and a BEGIN inside a key found is no new
-    key (it would overlap that one)."""
-    done = 0
-    end = _PEM_END.search(text, begins[0][1])
-    for s, e in begins:
-        if s < done:
-            continue
-        if end is not None and end.start() < e:
-            end = _PEM_END.search(text, e)
-        if end is not None and end.end() <= e + _PEM_REACH:
-            done = end.end()
-        else:
-            body = _PEM_BODY.match(text, e)
-            done = body.end() if body else e
-        yield "private_key", s, done
-
-
-def _dash_hits(text: str, active: frozenset[str]) -> list[Hit]:
-    hits: list[Hit] = []
-    if "-" not in text:
-        return hits
-    begins: list[Span] = []
-    for m in _DASH.finditer(text):
-        kind = m.lastgroup
-        if kind == "pem":
-            begins.append(m.span())
-            continue
-        s = m.start() - (2 if kind == "sk" else 4)
-        if _word_at(text, s - 1) or _char(text, s - 1) == "-":
-            continue
-        if kind == "sk" and _random_looking(m.group("sk")):
-            hits.append(("api_key", s, m.end()))
-        elif kind == "xox" and any(c.isdigit() for c in m.group("xox")):
-            hits.append(("api_key", s, m.end()))
-    if begins:
-        hits.extend(_private_keys(text, begins))
-    return hits
-
+# ``api_key``, ``secret`` and ``private_key``: ``policies.credentials`` (the table of formats, one pass
+# per anchor character). ``jwt`` here: a header that decodes to JSON with ``alg``.
 
 #: The lookbehind after the literal keeps the fast prefix search and makes a start inside
 #: a longer base64 run fail at once (no quadratic rescans of ``eyJeyJeyJ...``).
@@ -816,51 +435,20 @@ def _jwt_hits(text: str, active: frozenset[str]) -> list[Hit]:
     return hits
 
 
-_AWS_GOOGLE = re.compile(r"A(?:(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])|Iza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-]))")
-_GITHUB = re.compile(r"g(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})(?![A-Za-z0-9_])")
-_STRIPE = re.compile(r"k_live_[A-Za-z0-9]{16,}(?![A-Za-z0-9_])")
-_BEARER = re.compile(r"Bearer[ \t]+([A-Za-z0-9._~+/-]{20,}=*)(?![A-Za-z0-9._~+/=-])")
-
-
-def _bearer_tokens(text: str) -> Iterator[Span]:
-    """``Bearer <token>``: the token only, when 20+ characters mixing letters and digits."""
-    for m in _BEARER.finditer(text):
-        token = m.group(1).rstrip(".")
-        if not _word_at(text, m.start() - 1) and any(c.isdigit() for c in token) and any(
-            c.isalpha() for c in token
-        ):
-            yield m.start(1), m.start(1) + len(token)
-
-
-def _api_key_hits(text: str, active: frozenset[str]) -> list[Hit]:
-    """AWS, Google, GitHub, Stripe keys and bearer tokens (``sk-``/``xox`` in ``_dash_hits``)."""
-    spans: list[Span] = []
-    if "A" in text:
-        spans.extend(m.span() for m in _AWS_GOOGLE.finditer(text) if not _word_at(text, m.start() - 1))
-    if "_" in text:
-        spans.extend(m.span() for m in _GITHUB.finditer(text) if not _word_at(text, m.start() - 1))
-        spans.extend((m.start() - 1, m.end()) for m in _STRIPE.finditer(text)
-                     if _char(text, m.start() - 1) in ("s", "r") and not _word_at(text, m.start() - 2))
-    if "B" in text:
-        spans.extend(_bearer_tokens(text))
-    return [("api_key", s, e) for s, e in spans]
-
-
 # --------------------------------------------------------------------------- registry
 
 #: Built-in detectors in priority order: when two built-in findings overlap, the one of
 #: the earlier detector is kept (unless the later one has a higher level).
 _PRIORITY: tuple[str, ...] = (
-    "private_key", "jwt", "api_key", "iban", "credit_card", "us_ssn", "email", "phone", "ip_address",
+    "private_key", "jwt", "api_key", "secret", "iban", "credit_card", "us_ssn", "email", "phone", "ip_address",
 )
 #: Detector groups: one pass over the text each, finding hits for these detectors.
 _GROUPS: tuple[tuple[_Group, frozenset[str]], ...] = (
     (_number_hits, frozenset({"iban", "credit_card", "us_ssn", "phone", "ip_address"})),
     (_ipv6_hits, frozenset({"ip_address"})),
     (_email_hits, frozenset({"email"})),
-    (_dash_hits, frozenset({"api_key", "private_key"})),
+    (_credential_hits, frozenset({"api_key", "secret", "private_key"})),
     (_jwt_hits, frozenset({"jwt"})),
-    (_api_key_hits, frozenset({"api_key"})),
 )
 
 
@@ -868,7 +456,10 @@ _GROUPS: tuple[tuple[_Group, frozenset[str]], ...] = (
 class _Custom:
     name: str
     level: str
-    pattern: re.Pattern[str]
+    #: A regex, on RE2 (``policies.regex``: linear whatever the pattern) ...
+    linear: LinearPattern | None
+    #: ... or a keyword alternation, on the stdlib engine (a literal alternation is linear).
+    pattern: re.Pattern[str] | None
     #: Keywords to look for with ``in`` before running the pattern (None: no prefilter).
     needles: tuple[str, ...] | None
     lower: bool
@@ -876,19 +467,22 @@ class _Custom:
 
 def _compile_custom(name: str, level: str, regex: str | None, keywords: Iterable[str] | None,
                     case_sensitive: bool) -> _Custom:
-    flags = 0 if case_sensitive else re.IGNORECASE
     if regex is not None:
-        return _Custom(name, level, re.compile(regex, flags), None, False)
+        return _Custom(name, level, compile_linear(regex, case_sensitive), None, None, False)
+    flags = 0 if case_sensitive else re.IGNORECASE
     words = sorted(set(keywords or ()), key=len, reverse=True)
     pattern = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", flags)
     if case_sensitive:
-        return _Custom(name, level, pattern, tuple(words), False)
+        return _Custom(name, level, None, pattern, tuple(words), False)
     if all(w.isascii() for w in words):
-        return _Custom(name, level, pattern, tuple(w.lower() for w in words), True)
-    return _Custom(name, level, pattern, None, False)
+        return _Custom(name, level, None, pattern, tuple(w.lower() for w in words), True)
+    return _Custom(name, level, None, pattern, None, False)
 
 
 def _custom_spans(custom: _Custom, text: str) -> list[Span]:
+    if custom.linear is not None:
+        return custom.linear.spans(text)
+    assert custom.pattern is not None
     if custom.needles is not None:
         if custom.lower:
             if text.isascii():
@@ -1010,6 +604,9 @@ class Scanner:
                 if name in levels:
                     priority, _, rank = levels[name]
                     hits.append((priority, s, e, rank))
+        if "secret" in levels and _secret_member(text, where):
+            priority, _, rank = levels["secret"]
+            hits.append((priority, 0, len(text), rank))
         items: list[tuple[int, int, str, str]] = []
         top = 0
         for priority, s, e, rank in _dedupe(hits) if len(hits) > 1 else hits:
@@ -1026,6 +623,30 @@ class Scanner:
             items.sort()
             out.extend(Finding(name, level, location, s, e) for s, e, name, level in items)
         return top
+
+
+#: Schema members whose value is an example of the property they are in (``default``...).
+_EXAMPLE_FIELDS = frozenset({"default", "const", "examples", "example", "enum"})
+_TAIL_NAME = re.compile(r"([A-Za-z_$][A-Za-z0-9_$-]*)(?:\[\d+\])*$")
+
+
+def _secret_member(text: str, where: str | Path) -> bool:
+    """A member's value that is a secret by its member name (``{"db_password": "…"}``,
+    a schema property ``api_key``'s ``default``): ``policies.credentials.member_secret``."""
+    if len(text) > 256:
+        return False
+    name: str | None = None
+    if isinstance(where, str):
+        m = _TAIL_NAME.search(where)
+        name = m.group(1) if m else None
+    else:
+        for step in reversed(where):
+            if isinstance(step, int) or step in _EXAMPLE_FIELDS:
+                continue
+            if not isinstance(step, _NameOf):  # a member name is not scanned as a value
+                name = step if isinstance(step, str) else step.name
+            break
+    return name is not None and name not in _FIELDS and member_secret(name, text)
 
 
 # --------------------------------------------------------------------------- redaction

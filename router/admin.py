@@ -10,7 +10,7 @@ from aiohttp import web
 
 from router.errors import InvalidRequest
 from router.reload import SERVING
-from router.state.keys import create_key, find_key
+from router.state.keys import KeyIdTooShort, create_key, find_key
 
 __all__ = ["admin_backends", "admin_create_key", "admin_policy", "admin_reload", "admin_spend", "list_keys",
            "revoke_key"]
@@ -60,6 +60,7 @@ async def admin_create_key(request: web.Request) -> web.Response:
     expires_at = time.time() + expires_in if expires_in else None
     key, record = await create_key(request.app[SERVING].store, team, str(data.get("name") or ""), expires_at,
                                    float(budget) if budget else None)
+    gateway.keys.forget(record.key_hash)  # in case it was tried (and remembered as unknown) before
     gateway.auth_required = True
     body = {"key": key, "id": record.key_hash[:12], "team": team, "name": record.name,
             "expires_at": record.expires_at, "budget_monthly_usd": record.budget_monthly_usd}
@@ -74,10 +75,14 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 async def revoke_key(request: web.Request) -> web.Response:
-    """``DELETE /admin/keys/{id}``: ``id`` is the key's id (12 hex) or the plain key itself."""
+    """``DELETE /admin/keys/{id}``: ``id`` is the key's id (12 hex; at least its first 8) or the
+    plain key itself."""
     ident = request.match_info["id"]
     store = request.app[SERVING].store
-    record = await find_key(store, ident)
+    try:
+        record = await find_key(store, ident)
+    except KeyIdTooShort as exc:
+        raise InvalidRequest(str(exc), param="id") from None
     if record is None:
         raise InvalidRequest(f"no single key matches {ident[:12]!r}", param="id")
     await store.revoke_key(record.key_hash)

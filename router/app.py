@@ -1,23 +1,31 @@
-"""The aiohttp application factory and the lifecycle of what it owns.
+"""The aiohttp application factory, the lifecycle of what it owns, and serving it.
 
 Every resource (the pooled upstream ``ClientSession``, the serving gateway with its
 backends and load monitor, the policy reloader) opens and closes in one
-``cleanup_ctx`` generator.
+``cleanup_ctx`` generator. ``run_app`` serves until SIGTERM/SIGINT, then shuts down in
+this order: stop accepting, drain the requests in flight up to ``Settings.drain_s``
+(``router.inflight``, the app's ``on_shutdown``), close the connections, then close what
+the app owns — the store last of all, after every settlement.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_log import AccessLogger
 
 from policies import LoadedPolicy
 from router.dashboard import routes as dashboard_routes
 from router.gateway import open_gateway
-from router.middlewares import authenticate, errors_and_ids, observe, stamp_headers
+from router.inflight import IN_FLIGHT, InFlight, bound, drain
+from router.middlewares import authenticate, errors_and_ids, log_access_mode, observe, stamp_headers
 from router.reload import SERVING, Serving
 from router.routes import routes
 from router.settings import SETTINGS, Settings
@@ -25,7 +33,7 @@ from router.state.stats import Stats
 from router.state.store import Store, StoreUnavailable
 from router.telemetry import Telemetry
 
-__all__ = ["TELEMETRY", "create_app", "open_store"]
+__all__ = ["TELEMETRY", "create_app", "open_store", "run_app"]
 log = logging.getLogger("switchyard")
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 
@@ -35,8 +43,10 @@ def create_app(settings: Settings, loaded: LoadedPolicy, policy_path: Path | Non
     """``policy_path``: the file to reload on SIGHUP / change (``None``: no reloads).
     ``telemetry``: given by tests (an in-memory span exporter); else built from ``settings``."""
     max_body = int(loaded.policy.settings.max_body_mb * 1024 * 1024)
-    app = web.Application(client_max_size=max_body, middlewares=[errors_and_ids, observe, authenticate])
+    app = web.Application(client_max_size=max_body, middlewares=[bound, errors_and_ids, observe, authenticate])
     app[SETTINGS] = settings
+    app[IN_FLIGHT] = InFlight()
+    app.on_shutdown.append(drain)  # before the cleanup_ctx below closes the store
     if telemetry is not None:
         app[TELEMETRY] = telemetry
     app.cleanup_ctx.append(_serving_ctx(loaded, policy_path))
@@ -60,10 +70,12 @@ def _serving_ctx(loaded: LoadedPolicy, path: Path | None
         telemetry = app.get(TELEMETRY) or Telemetry(enabled=settings.telemetry)
         stats = Stats(store)
         try:
-            gateway = await open_gateway(loaded, session, store, telemetry=telemetry, stats=stats)
+            gateway = await open_gateway(loaded, session, store, telemetry=telemetry, stats=stats,
+                                         deadline=app[IN_FLIGHT].deadline)
             serving = Serving(gateway, path, session, store)
             app[SERVING] = serving
             _announce(loaded)
+            log_access_mode(settings, gateway.auth_required)
             serving.start(watch=path is not None and loaded.policy.settings.watch)
             stats.start()
             yield
@@ -75,6 +87,48 @@ def _serving_ctx(loaded: LoadedPolicy, path: Path | None
             telemetry.shutdown()
 
     return ctx
+
+
+#: aiohttp's own wait for handlers, once the drain is over (it waits up to twice this): a
+#: backstop for a handler that outlives its cut, not part of the drain.
+_BACKSTOP_S = 0.5
+
+
+def run_app(app: web.Application, settings: Settings, *, sock: socket.socket | None = None, reuse_port: bool = False,
+            access_log: logging.Logger | None = None,
+            access_log_format: str = AccessLogger.LOG_FORMAT) -> None:
+    """Serve ``app`` on ``sock`` (or ``settings.host:port``) until SIGTERM or SIGINT, then shut
+    down within ``settings.drain_s`` plus the settle bound (``router.inflight``)."""
+    asyncio.run(_serve(app, settings, sock, reuse_port, access_log, access_log_format))
+
+
+async def _serve(app: web.Application, settings: Settings, sock: socket.socket | None, reuse_port: bool,
+                 access_log: logging.Logger | None, access_log_format: str) -> None:
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=access_log, access_log_format=access_log_format,
+                           keepalive_timeout=75, shutdown_timeout=_BACKSTOP_S)
+    await runner.setup()
+    try:
+        site = (web.SockSite(runner, sock) if sock is not None
+                else web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None))
+        await site.start()
+        signum = await _signalled(signal.SIGTERM, signal.SIGINT)
+        log.info("%s: stopped accepting; draining (deadline %g s)", signal.Signals(signum).name, settings.drain_s)
+    finally:
+        await runner.cleanup()  # closes the listener, drains (on_shutdown), then the cleanup_ctx
+
+
+async def _signalled(*signals: signal.Signals) -> int:
+    """Wait for the first of ``signals``; later ones change nothing (the drain has its deadline)."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[int] = loop.create_future()
+
+    def arrived(signum: int) -> None:
+        if not got.done():
+            got.set_result(signum)
+
+    for sig in signals:
+        loop.add_signal_handler(sig, arrived, sig)
+    return await got
 
 
 def open_store(settings: Settings) -> Store:

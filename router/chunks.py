@@ -23,6 +23,9 @@ __all__ = ["ChunkTracker", "Recovery"]
 
 log = logging.getLogger("switchyard.stream")
 
+#: The estimate of relayed tokens from their text (as for prompts: ``router.facts``).
+_CHARS_PER_TOKEN = 4
+
 
 @dataclass(slots=True)
 class Recovery:
@@ -58,7 +61,9 @@ class ChunkTracker:
     chat: bool = False  # chat.completion.chunk events (not text completions)
     usage: dict[str, int] | None = None
     tool_calls: bool = False
-    content_events: int = 0
+    content_events: int = 0  # content deltas of the current part (reset by a continuation)
+    produced_events: int = 0  # content and tool-call deltas relayed, over every part
+    produced_chars: int = 0  # their characters
     malformed: int = 0
     done: bool = False
     recoveries: list[Recovery] = field(default_factory=list)
@@ -105,12 +110,25 @@ class ChunkTracker:
             piece = delta.get("content") if isinstance(delta, dict) else choice.get("text")
             if isinstance(delta, dict) and delta.get("tool_calls"):
                 self.tool_calls = True
+                self._produced(_tool_chars(delta["tool_calls"]))
             if isinstance(piece, str) and piece:
                 self.text.setdefault(index, []).append(piece)
                 self.content_events += 1
+                self._produced(len(piece))
             if choice.get("finish_reason"):
                 self.finished.add(index)
                 self.finish_reasons[index] = str(choice["finish_reason"])
+
+    def _produced(self, chars: int) -> None:
+        self.produced_events += 1
+        self.produced_chars += chars
+
+    @property
+    def produced_tokens(self) -> int:
+        """Completion tokens relayed so far, over every part and choice, for billing when no
+        usage came: one per delta, or characters / 4 when that is more (providers that send
+        several tokens in a delta)."""
+        return max(self.produced_events, -(-self.produced_chars // _CHARS_PER_TOKEN))
 
     @property
     def complete(self) -> bool:
@@ -186,6 +204,7 @@ class ChunkTracker:
                     delta["content"] = new
                     self.text.setdefault(choice.get("index", 0), []).append(new)
                     self.content_events += 1
+                    self._produced(len(new))
                 else:
                     delta.pop("content")
             elif "content" in delta and not piece:
@@ -210,6 +229,16 @@ class ChunkTracker:
             piece = piece[len(stitch.ws):] if piece.startswith(stitch.ws) else piece
             stitch.ws = ""
         return piece
+
+
+def _tool_chars(calls: object) -> int:
+    """Characters of a tool-call delta's names and arguments."""
+    total = 0
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            total += sum(len(v) for k in ("name", "arguments") if isinstance(v := function.get(k), str))
+    return total
 
 
 def _sum_usage(usage: dict[str, object], tokens_before: int) -> dict[str, int]:

@@ -1,14 +1,15 @@
 """The ``switchyard`` command.
 
-    switchyard serve [--policy FILE] [--host H] [--port P] [--workers N]
+    switchyard serve [--policy FILE] [--host H] [--port P] [--workers N] [--drain-s S]
     switchyard policy check FILE…
     switchyard policy schema [--output FILE]
     switchyard report [--since 24h] [--json] [--redis-url URL | --url URL --key K]
     switchyard --version
 
-``serve`` reads ``SWITCHYARD_POLICY``, ``SWITCHYARD_HOST``, ``SWITCHYARD_PORT`` and
-``SWITCHYARD_WORKERS`` when the flags are not given; the default policy is the shipped
-``policies/default.yaml``.
+``serve`` reads ``SWITCHYARD_POLICY``, ``SWITCHYARD_HOST``, ``SWITCHYARD_PORT``,
+``SWITCHYARD_WORKERS`` and ``SWITCHYARD_DRAIN_S`` when the flags are not given; the default
+policy is the shipped ``policies/default.yaml``. SIGTERM (or SIGINT) drains: see
+``router.app.run_app``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from aiohttp import web
-
 from policies import LoadedPolicy, PolicyError, UnknownAlias, load_policy, policy_schema_json
-from router.runtime import KIND_TABLE, check_backends
+from router import logfilter
+from router.runtime import KIND_TABLE, check_backends, policy_scrubber
 from router.settings import Settings
 
 __all__ = ["main"]
@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (env SWITCHYARD_LOG_LEVEL)")
     serve.add_argument("--redis-url", help="shared state for replicas (env SWITCHYARD_REDIS_URL; default in-memory)")
+    serve.add_argument("--drain-s", type=float,
+                       help="on SIGTERM, seconds requests in flight get to finish (env SWITCHYARD_DRAIN_S; default 10)")
     keys = sub.add_parser("keys", help="manage virtual keys in the shared store (Redis)")
     keys.add_argument("--redis-url", help="env SWITCHYARD_REDIS_URL")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -64,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--budget-usd", type=float, help="this key's own budget, USD per UTC month")
     listing = keys_sub.add_parser("list", help="list keys (ids, never the keys)")
     listing.add_argument("--team")
-    revoke = keys_sub.add_parser("revoke", help="revoke a key by id (12 hex) or the key itself")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id (12 hex, at least the first 8) or the key itself")
     revoke.add_argument("id")
     report = sub.add_parser("report", help="spend, tokens, savings and top rules for a time window")
     report.add_argument("--since", default="24h", help="the window, e.g. 90m, 24h, 30d (default 24h)")
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env(os.environ, policy=args.policy, host=args.host, port=args.port,
                                      workers=args.workers, log_level=args.log_level, redis_url=args.redis_url,
+                                     drain_s=args.drain_s,
                                      access_log=False if args.no_access_log else None)
     except ValueError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)
@@ -180,7 +183,8 @@ def explain_offline(request: Path, policy: Path | None, team: str | None) -> int
         return 1
     try:
         raw = sys.stdin.buffer.read() if str(request) == "-" else request.read_bytes()
-        facts, scan = build_facts(parse_body(raw, "chat"), "chat", {}, Scanner(loaded.policy.sensitivity),
+        body = parse_body(raw, "chat", loaded.policy.settings.max_n)
+        facts, scan = build_facts(body, "chat", {}, Scanner(loaded.policy.sensitivity),
                                   loaded.policy.settings, team=team)
         plan = build_planner(loaded).plan(facts, explain=True)
     except OSError as exc:
@@ -221,15 +225,14 @@ def serve(settings: Settings) -> int:
 
 def _serve_one(settings: Settings, loaded: LoadedPolicy, *, reuse_port: bool,
                sock: socket.socket | None = None) -> None:
-    from router.app import create_app  # the app (and aiohttp server parts) only when serving
+    from router.app import create_app, run_app  # the app (and aiohttp server parts) only when serving
 
     app = create_app(settings, loaded, policy_path=settings.policy)
+    logfilter.install(policy_scrubber(loaded, (k for k in (settings.admin_key, settings.dashboard_key) if k)))
     log.info("switchyard %s listening on http://%s:%d (pid %d)", _version(), settings.host, settings.port,
              os.getpid())
-    web.run_app(app, host=None if sock else settings.host, port=None if sock else settings.port, sock=sock,
-                reuse_port=reuse_port or None, print=None, handler_cancellation=True,
-                access_log=log.getChild("access") if settings.access_log else None,
-                access_log_format=ACCESS_FORMAT, shutdown_timeout=10)
+    run_app(app, settings, sock=sock, reuse_port=reuse_port,
+            access_log=log.getChild("access") if settings.access_log else None, access_log_format=ACCESS_FORMAT)
 
 
 def _worker(settings: Settings, sock: socket.socket) -> None:

@@ -1,10 +1,10 @@
 """What the gateway shows about itself: ``GET /metrics`` (Prometheus text), the built-in
 dashboard (``GET /dashboard``, its assets, and ``GET /dashboard/data``).
 
-Access is checked by the ``authenticate`` middleware: when an admin key is configured,
-``/metrics`` and ``/dashboard/data`` need it or the read-only dashboard key
-(``SWITCHYARD_DASHBOARD_KEY``); the page and its assets hold no data and are public (the page
-asks for the key). Without an admin key, everything here is open, like ``/admin/*``.
+Access is checked by the ``authenticate`` middleware by each route's level
+(``router.routes.ACCESS``): ``/metrics`` and ``/dashboard/data`` need the admin key or the
+read-only dashboard key (``SWITCHYARD_DASHBOARD_KEY``), open only while no key of any kind
+is configured; the page and its assets hold no data and are public (the page asks for the key).
 """
 
 from __future__ import annotations

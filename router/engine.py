@@ -6,7 +6,10 @@ Given a ``Plan``, try its targets in order and never anything outside it:
 - each target gets retries with backoff (``router.retry``) for failures that may pass;
 - a retryable failure that persists moves on to the next target (failover);
 - a request the upstream rejected is returned at once, except a context-length error,
-  which moves on only to targets configured with a larger ``context_window``.
+  which moves on only to targets configured with a larger ``context_window``, and a
+  request an adapter refused before sending it (``UnsupportedInput``: say, an image URL
+  the gateway would have to fetch), which moves on to the next target; it is the answer
+  (a 400) only when every target refused it.
 
 Every try at a backend holds one ``Lease``: it counts the try in the backend's in-flight
 load from the moment it starts until it ends, and tells the backend's circuit how it went.
@@ -28,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from backends import Backend, BackendError, BackendRequest, BackendResponse, BackendStream
-from backends.errors import ContextLengthExceeded, UpstreamProtocolError
+from backends.errors import ContextLengthExceeded, UnsupportedInput, UpstreamProtocolError
 from policies import BackendSpec, Plan
 from policies.sensitivity import Scan, redact
 from router.chunks import ChunkTracker
+from router.deadline import Deadline
 from router.errors import AllBackendsFailed, NoBackendAvailable, PolicyDenied
 from router.health import Circuit, Circuits
 from router.load import LoadMonitor
@@ -114,11 +118,13 @@ class StreamAnswer:
 
 class Engine:
     def __init__(self, runtime: Runtime, circuits: Circuits, load: LoadMonitor,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None, deadline: Deadline | None = None) -> None:
         self.runtime = runtime
         self.circuits = circuits
         self.load = load
         self.telemetry = telemetry  # spans for attempts of traced requests (None: never traced)
+        #: the process's drain deadline: attempts (and the relay, ``router.streaming``) are cut when it passes
+        self.deadline = deadline or Deadline()
 
     def spec(self, name: str) -> BackendSpec:
         return self.runtime.loaded.policy.backends[name]
@@ -129,26 +135,28 @@ class Engine:
     async def complete(self, plan: Plan, request: BackendRequest, scan: Scan,
                        record: RequestRecord | None = None) -> Answer:
         run = _Run(self, plan, request, scan, record)
-        for name, backend in run.candidates():
-            try:
-                response = await run.attempt(name, _completer(backend))
-            except BackendError as exc:
-                run.after_failure(name, exc)
-                continue
-            return Answer(name, response, run.failures, run.upstream_s)
+        with self.deadline.cuttable():
+            for name, backend in run.candidates():
+                try:
+                    response = await run.attempt(name, _completer(backend))
+                except BackendError as exc:
+                    run.after_failure(name, exc)
+                    continue
+                return Answer(name, response, run.failures, run.upstream_s)
         raise run.exhausted()
 
     async def open_stream(self, plan: Plan, request: BackendRequest, scan: Scan,
                           record: RequestRecord | None = None) -> StreamAnswer:
         run = _Run(self, plan, request, scan, record)
-        for name, backend in run.candidates():
-            try:
-                answer = await run.attempt(name, _opener(name, backend, run), stream=True)
-            except BackendError as exc:
-                run.after_failure(name, exc)
-                continue
-            answer.upstream_s = run.upstream_s
-            return answer
+        with self.deadline.cuttable():
+            for name, backend in run.candidates():
+                try:
+                    answer = await run.attempt(name, _opener(name, backend, run), stream=True)
+                except BackendError as exc:
+                    run.after_failure(name, exc)
+                    continue
+                answer.upstream_s = run.upstream_s
+                return answer
         raise run.exhausted()
 
     async def recover(self, plan: Plan, request: BackendRequest, scan: Scan, tracker: ChunkTracker,
@@ -166,15 +174,16 @@ class Engine:
             scan = self.runtime.scanner.scan(continuation.endpoint, continuation.body, floor=scan.level)
         run = _Run(self, plan, continuation, scan, record, exclude=failed, prefill=True)
         reasons: list[str] = []
-        for name, backend in run.candidates():
-            try:
-                answer = await run.attempt(name, _opener(name, backend, run), stream=True)
-            except BackendError as exc:
-                failed.add(name)
-                reasons.append(f"{name}: {exc.message}")
-                continue
-            answer.lease.continued()
-            return answer, [f"{n}: {why}" for n, why in run.skipped] + reasons
+        with self.deadline.cuttable():
+            for name, backend in run.candidates():
+                try:
+                    answer = await run.attempt(name, _opener(name, backend, run), stream=True)
+                except BackendError as exc:
+                    failed.add(name)
+                    reasons.append(f"{name}: {exc.message}")
+                    continue
+                answer.lease.continued()
+                return answer, [f"{n}: {why}" for n, why in run.skipped] + reasons
         reasons = [f"{n}: {why}" for n, why in run.skipped] + reasons
         return None, reasons or ["no other allowed target"]
 
@@ -292,6 +301,10 @@ class _Run:
                     result = await call(request, lease)
                 else:
                     result = await self._traced(name, spec, request, lease, call)
+            except UnsupportedInput as exc:  # refused before sending: no verdict on the backend's health
+                lease.abandoned()
+                self.failures.append((name, exc))
+                raise
             except BackendError as exc:
                 lease.failed(exc)
                 self.failures.append((name, exc))
@@ -325,7 +338,7 @@ class _Run:
             if window is None:
                 raise exc
             self.context_floor = max(window, self.context_floor or 0)
-        elif not exc.retryable:
+        elif not exc.retryable and not isinstance(exc, UnsupportedInput):
             raise exc
 
     def exhausted(self) -> Exception:
@@ -336,4 +349,6 @@ class _Run:
         last = self.failures[-1][1]
         if isinstance(last, ContextLengthExceeded):
             return last
+        if all(isinstance(exc, UnsupportedInput) for _, exc in self.failures):
+            return self.failures[0][1]  # no target could take the request as it is: the client's to fix
         return AllBackendsFailed(self.plan.alias, self.failures, self.skipped, rule=self.plan.rule)

@@ -11,11 +11,19 @@ Tree::
     ├── BudgetStoreUnavailable, KeyStoreUnavailable   503   the shared store cannot answer
     ├── ModelNotFound        404    unknown model alias (lists the available ones)
     ├── PolicyDenied         403    a rule denies the request (``route.deny``)
+    ├── Forbidden            403    the caller's key does not reach what it asked for
     ├── NoBackendAvailable   503    the plan has no usable target
+    ├── Overloaded           503    this process has ``settings.max_in_flight`` requests in flight
+    ├── ShuttingDown         503    this process is draining (SIGTERM): retry, another replica answers
     └── AllBackendsFailed    502/503/504/429  every target was tried and failed
 
 Backend errors (``backends.errors.BackendError``) keep their own status and type;
 aiohttp's HTTP exceptions (404/405/413…) keep their status.
+
+What a client sees is scrubbed (``error_info``'s ``scrubber``: the policy's, else the
+generic one): no credential, no internal address, whatever raised it. Backend errors are
+scrubbed once already where they leave ``backends``; this catches everything else (a
+store's address in a 503, say). Logs get ``log_detail``: credentials removed, addresses kept.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from backends import Scrubber
 from backends.errors import BackendError, UpstreamRateLimited, UpstreamTimeout
 
 __all__ = [
@@ -33,15 +42,19 @@ __all__ = [
     "BudgetStoreUnavailable",
     "KeyStoreUnavailable",
     "ErrorInfo",
+    "Forbidden",
     "GatewayError",
     "InvalidRequest",
     "ModelNotFound",
     "NoBackendAvailable",
+    "Overloaded",
     "PolicyDenied",
     "RateLimited",
+    "ShuttingDown",
     "Unauthorized",
     "error_info",
     "error_json",
+    "log_detail",
     "StatsStoreUnavailable",
     "TelemetryOff",
 ]
@@ -125,6 +138,26 @@ class PolicyDenied(GatewayError):
     code = "policy_denied"
 
 
+class Forbidden(GatewayError):
+    status = 403
+    error_type = "permission_error"
+    code = "forbidden"
+
+
+class Overloaded(GatewayError):
+    status = 503
+    error_type = "service_unavailable"
+    code = "overloaded"
+    retry_after = 1.0
+
+
+class ShuttingDown(GatewayError):
+    status = 503
+    error_type = "service_unavailable"
+    code = "shutting_down"
+    retry_after = 1.0
+
+
 class NoBackendAvailable(GatewayError):
     status = 503
     error_type = "service_unavailable"
@@ -140,11 +173,10 @@ class AllBackendsFailed(GatewayError):
     def __init__(self, alias: str, failures: list[tuple[str, BackendError]],
                  skipped: list[tuple[str, str]] | None = None, rule: str | None = None) -> None:
         self.failures = failures
-        detail = "; ".join(f"{name}: {err.message}" for name, err in failures)
-        if skipped:
-            detail += "; skipped " + ", ".join(f"{name} ({why})" for name, why in skipped)
         under = f" under rule {rule!r}" if rule else ""
-        super().__init__(f"all backends failed for model {alias!r}{under}: {detail}")
+        self._head = f"all backends failed for model {alias!r}{under}: "
+        self._tail = "; skipped " + ", ".join(f"{name} ({why})" for name, why in skipped) if skipped else ""
+        super().__init__(self._describe(detail=False))
         errors = [err for _, err in failures]
         self.retry_after = min((e.retry_after for e in errors if e.retry_after), default=None)
         if all(isinstance(e, UpstreamTimeout) for e in errors):
@@ -156,9 +188,24 @@ class AllBackendsFailed(GatewayError):
         else:
             self.status = 502
 
+    def _describe(self, *, detail: bool) -> str:
+        """Each failure as ``backend (error type): message`` (its log ``detail`` when asked),
+        without naming the backend twice when its message already starts with its name."""
+        parts = []
+        for name, err in self.failures:
+            text = err.detail if detail else err.message
+            text = text.removeprefix(f"{name}: ") if text.startswith(f"{name}: ") else text
+            parts.append(f"{name} ({err.error_type}): {text}")
+        return self._head + "; ".join(parts) + self._tail
+
     @property
     def tried(self) -> str:
         return ",".join(dict.fromkeys(name for name, _ in self.failures))
+
+    @property
+    def detail(self) -> str:
+        """The message with each failure's log detail (addresses kept) instead of its message."""
+        return self._describe(detail=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,14 +222,20 @@ _HTTP_TYPES = {404: ("not_found_error", "not_found"), 405: ("invalid_request_err
                413: ("invalid_request_error", "request_too_large")}
 
 
-def error_info(exc: BaseException) -> ErrorInfo:
-    """The one mapping from an exception to what the client sees."""
+_GENERIC = Scrubber()  # no configured secrets: the credential and address patterns only
+
+
+def error_info(exc: BaseException, scrubber: Scrubber | None = None) -> ErrorInfo:
+    """The one mapping from an exception to what the client sees (its message scrubbed by
+    ``scrubber``: pass the policy's, which also knows every configured key and backend
+    address; without one, the credential and address patterns still apply)."""
+    scrubber = scrubber or _GENERIC
     if isinstance(exc, GatewayError):
-        return ErrorInfo(exc.status, exc.message, exc.error_type, exc.code, exc.param,
+        return ErrorInfo(exc.status, scrubber.public(exc.message), exc.error_type, exc.code, exc.param,
                          getattr(exc, "retry_after", None))
     if isinstance(exc, BackendError):
         prefix = f"{exc.backend}: " if exc.backend and not exc.message.startswith(exc.backend) else ""
-        return ErrorInfo(exc.status, prefix + exc.message, exc.error_type, exc.code, exc.param,
+        return ErrorInfo(exc.status, scrubber.public(prefix + exc.message), exc.error_type, exc.code, exc.param,
                          exc.retry_after)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return ErrorInfo(413, f"request body too large: {exc.text} Raise settings.max_body_mb to allow more.",
@@ -192,6 +245,13 @@ def error_info(exc: BaseException) -> ErrorInfo:
                                                    else "server_error", None))
         return ErrorInfo(exc.status, exc.reason if exc.status != 404 else "no such route", etype, code)
     return ErrorInfo(500, "internal gateway error (see the gateway log for this request id)", "server_error")
+
+
+def log_detail(exc: BaseException, scrubber: Scrubber | None = None) -> str:
+    """What the log says about ``exc``: the detail behind the client's message (addresses
+    kept), never a credential."""
+    detail = exc.detail if isinstance(exc, BackendError | AllBackendsFailed) else str(exc)
+    return (scrubber or _GENERIC).credentials(detail)
 
 
 def error_json(info: ErrorInfo) -> bytes:

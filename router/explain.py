@@ -1,6 +1,9 @@
 """The answer to "why did this request go there?": facts, every rule with why it matched or
 not, the decision, and every candidate with its standing (allowed or not and why, circuit,
-load, estimated cost). Built from a plan made with ``explain=True``; calls no backend."""
+load, estimated cost). Built from a plan made with ``explain=True``; calls no backend.
+
+Whose request: the caller's team by default; another team's (``?team=``) only for the admin
+key, or while the gateway is open (``explain_team``) — a team's rules are its own business."""
 
 from __future__ import annotations
 
@@ -8,9 +11,21 @@ from collections.abc import Mapping
 
 from policies import BackendLoad, Plan, RequestFacts
 from policies.sensitivity import Scan
+from router.errors import Forbidden
 from router.facts import facts_json
 
-__all__ = ["explain_json"]
+__all__ = ["explain_json", "explain_team"]
+
+
+def explain_team(asked: str | None, caller_team: str | None, *, admin: bool, open_gateway: bool) -> str | None:
+    """The team to explain for: ``asked`` (``?team=``) when it is the caller's own, or the
+    caller holds the admin key, or the gateway is open; else ``Forbidden``. Default: the caller's."""
+    if asked is None or asked == caller_team:
+        return caller_team if asked is None else asked
+    if admin or open_gateway:
+        return asked
+    raise Forbidden("explaining another team's request needs the admin key (Authorization: Bearer <admin key>); "
+                    "leave out ?team= to explain your own", param="team")
 
 
 def explain_json(facts: RequestFacts, scan: Scan, plan: Plan, circuits: Mapping[str, Mapping[str, object]],

@@ -35,7 +35,7 @@ def build_facts(body: ParsedBody, endpoint: Endpoint, headers: Mapping[str, str]
     facts = RequestFacts(
         model=alias, endpoint=endpoint, stream=body.stream, team=team, sensitivity=scan.level,
         detectors=scan.detectors, input_tokens=scan.chars // _CHARS_PER_TOKEN + scan.tokens + 1,
-        max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+        max_tokens=max_tokens if isinstance(max_tokens, int) else None, choices=body.choices,
         tools=bool(data.get("tools")), tags=_tags(headers),
         metadata={k: v for k, v in metadata.items() if isinstance(v, str)} if isinstance(metadata, dict) else {},
         now=now or datetime.now(UTC))
@@ -49,7 +49,8 @@ def facts_json(facts: RequestFacts, scan: Scan) -> dict[str, object]:
         "sensitivity": facts.sensitivity, "detectors": sorted(facts.detectors),
         "findings": [{"detector": f.detector, "level": f.level, "location": f.location} for f in scan.findings],
         "unreadable": scan.unreadable,  # why part of the body was not scanned (then: restricted)
-        "input_tokens": facts.input_tokens, "max_tokens": facts.max_tokens, "tools": facts.tools,
+        "input_tokens": facts.input_tokens, "max_tokens": facts.max_tokens, "choices": facts.choices,
+        "tools": facts.tools,
         "tags": sorted(facts.tags), "metadata": dict(facts.metadata),
         "now": facts.now.isoformat() if facts.now else None, "budget_remaining": facts.budget_remaining,
     }

@@ -19,6 +19,7 @@ import aiohttp
 from policies import Endpoint, LoadedPolicy, Plan, Policy, RequestFacts, TokenPrice, UnknownAlias
 from policies.sensitivity import Scan
 from router.body import ParsedBody
+from router.deadline import Deadline
 from router.engine import Engine
 from router.errors import ModelNotFound
 from router.facts import build_facts
@@ -30,6 +31,7 @@ from router.state.budgets import Budgets
 from router.state.cache import ResponseCache
 from router.state.keys import KeyRing
 from router.state.limits import RateLimiter
+from router.state.memory_store import MemoryStore
 from router.state.stats import Stats
 from router.state.store import Store, StoreUnavailable
 from router.telemetry import Telemetry
@@ -101,10 +103,10 @@ class Gateway:
 
 async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession, store: Store,
                        previous: Gateway | None = None, telemetry: Telemetry | None = None,
-                       stats: Stats | None = None) -> Gateway:
+                       stats: Stats | None = None, deadline: Deadline | None = None) -> Gateway:
     """Build and start the serving state for ``loaded`` (see ``build_gateway``)."""
     gateway = build_gateway(build_runtime(loaded, session), store, previous=previous, telemetry=telemetry,
-                            stats=stats, stored_keys=await _store_has_keys(store))
+                            stats=stats, stored_keys=await _store_has_keys(store), deadline=deadline)
     if not gateway.auth_required:
         log.warning("NO VIRTUAL KEYS CONFIGURED: this gateway is OPEN — anyone who can reach it can use it. "
                     "Add teams.<team>.keys to the policy or create keys with `switchyard keys create`.")
@@ -114,10 +116,11 @@ async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession, sto
 
 def build_gateway(runtime: Runtime, store: Store, *, previous: Gateway | None = None,
                   telemetry: Telemetry | None = None, stats: Stats | None = None,
-                  stored_keys: bool = False) -> Gateway:
+                  stored_keys: bool = False, deadline: Deadline | None = None) -> Gateway:
     """The serving state over ``runtime`` (not started). Circuit state carries over from
     ``previous`` for backends whose name and circuit settings did not change; so do its
-    telemetry and counters (one per process). ``stored_keys``: the store holds virtual keys."""
+    telemetry, counters and drain deadline (one per process). ``stored_keys``: the store
+    holds virtual keys."""
     loaded = runtime.loaded
     telemetry = telemetry or (previous.telemetry if previous else Telemetry(enabled=False))
     stats = stats or (previous.stats if previous else Stats(store))
@@ -128,8 +131,11 @@ def build_gateway(runtime: Runtime, store: Store, *, previous: Gateway | None = 
                        stale_after_s=settings.load_stale_after_s)
     keys, limits = KeyRing(loaded.policy, store), RateLimiter(loaded.policy, store)
     budgets, cache = Budgets(loaded.policy, store), ResponseCache(loaded.policy.cache, store)
+    if isinstance(store, MemoryStore):  # Redis caps its own memory (maxmemory)
+        store.max_blob_bytes = int(loaded.policy.cache.max_memory_mb * 1024 * 1024)
     telemetry.record_content = loaded.policy.telemetry.record_content
-    return Gateway(runtime, Engine(runtime, circuits, load, telemetry), load, keys, limits, budgets, cache,
+    deadline = deadline or (previous.engine.deadline if previous else None)
+    return Gateway(runtime, Engine(runtime, circuits, load, telemetry, deadline), load, keys, limits, budgets, cache,
                    Gatekeeper(store, limits, budgets, cache), telemetry, stats,
                    reference_price(loaded.policy, runtime.planner.prices),
                    auth_required=keys.has_policy_keys or stored_keys,

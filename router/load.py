@@ -224,7 +224,7 @@ class LoadMonitor:
 
 
 def _describe_error(exc: BaseException) -> str:
-    text = str(exc)
+    text = exc.detail if isinstance(exc, BackendError) else str(exc)  # for the log and the admin: no credentials
     if isinstance(exc, BackendError) and text:
         return text  # already names the backend and what failed
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

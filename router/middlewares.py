@@ -1,4 +1,6 @@
-"""HTTP middlewares: request id, and mapping every exception to an OpenAI-shaped error.
+"""HTTP middlewares: request id, mapping every exception to an OpenAI-shaped error
+(scrubbed: no credential, no internal address), and access by each route's level
+(``router.routes.ACCESS``).
 
 Plain ``async def (request, handler)`` functions. Headers every response carries
 (``x-request-id``, ``x-switchyard-backend``, ``x-switchyard-route``) are stamped in
@@ -17,13 +19,23 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from router.errors import AllBackendsFailed, KeyStoreUnavailable, RateLimited, Unauthorized, error_info, error_json
+from router.errors import (
+    AllBackendsFailed,
+    KeyStoreUnavailable,
+    RateLimited,
+    Unauthorized,
+    error_info,
+    error_json,
+    log_detail,
+)
 from router.record import RequestRecord
 from router.reload import SERVING
-from router.settings import SETTINGS
+from router.routes import Access, access_of
+from router.settings import SETTINGS, Settings
 from router.state.keys import AuthError, Principal, bearer_token
 
-__all__ = ["PRINCIPAL", "RECORD", "REQUEST_ID", "authenticate", "errors_and_ids", "observe", "stamp_headers"]
+__all__ = ["PRINCIPAL", "RECORD", "REQUEST_ID", "authenticate", "errors_and_ids", "is_admin", "is_open",
+           "log_access_mode", "observe", "stamp_headers"]
 
 log = logging.getLogger("switchyard.http")
 
@@ -52,10 +64,12 @@ async def errors_and_ids(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 def _error_response(request: web.Request, exc: Exception) -> web.Response:
-    info = error_info(exc)
+    serving = request.app.get(SERVING)
+    scrubber = serving.gateway.runtime.scrubber if serving is not None else None  # every configured key
+    info = error_info(exc, scrubber)
     if info.status >= 500 and not isinstance(exc, web.HTTPException):
         level = logging.ERROR if info.status == 500 else logging.WARNING
-        log.log(level, "request %s failed: %s", request[REQUEST_ID], info.message,
+        log.log(level, "request %s failed: %s", request[REQUEST_ID], log_detail(exc, scrubber),
                 exc_info=info.status == 500)
     response = web.Response(status=info.status, body=error_json(info), content_type="application/json")
     if info.retry_after is not None:
@@ -96,45 +110,89 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``/v1/*``: a virtual key → its team (unless the gateway is open: no keys configured).
-    ``/admin/*``: the admin key; ``/metrics`` and ``/dashboard/data``: the admin key or the
-    read-only dashboard key — both only when an admin key is configured."""
-    path = request.path
-    if path.startswith("/v1/"):
-        gateway = request.app[SERVING].gateway
-        if gateway.auth_required:
-            try:
-                request[PRINCIPAL] = await gateway.keys.authenticate(request.headers)
-            except AuthError as exc:
-                if exc.code == "key_store_unavailable":
-                    raise KeyStoreUnavailable(exc.message) from None
-                raise Unauthorized(exc.message, exc.code) from None
-    elif path.startswith("/admin/"):
+    """Let the caller in by the level of the route it matched (``router.routes``)."""
+    level = access_of(request)
+    if level is Access.CLIENT or level is Access.CLIENT_OR_ADMIN:
+        if not (level is Access.CLIENT_OR_ADMIN and is_admin(request)):
+            await _check_client(request)
+    elif level is Access.DASHBOARD:
+        _check_dashboard(request)
+    elif level is Access.ADMIN:
         _check_admin(request)
-    elif path in _READER_PATHS:
-        _check_reader(request)
     return await handler(request)
 
 
-_READER_PATHS = frozenset({"/metrics", "/dashboard/data"})  # the page and its assets hold no data
+def is_open(request: web.Request) -> bool:
+    """No credential of any kind is configured: no virtual key, no admin or dashboard key."""
+    settings = request.app[SETTINGS]
+    return (settings.admin_key is None and settings.dashboard_key is None
+            and not request.app[SERVING].gateway.auth_required)
+
+
+def is_admin(request: web.Request) -> bool:
+    """The request carries the admin key (never true when none is configured)."""
+    return _bearer_is(request, request.app[SETTINGS].admin_key)
+
+
+async def _check_client(request: web.Request) -> None:
+    gateway = request.app[SERVING].gateway
+    if not gateway.auth_required:
+        return
+    try:
+        request[PRINCIPAL] = await gateway.keys.authenticate(request.headers)
+    except AuthError as exc:
+        if exc.code == "key_store_unavailable":
+            raise KeyStoreUnavailable(exc.message) from None
+        raise Unauthorized(exc.message, exc.code) from None
+
+
+_SET_ADMIN_KEY = "set SWITCHYARD_ADMIN_KEY on the gateway and send it as Authorization: Bearer <admin key>"
 
 
 def _check_admin(request: web.Request) -> None:
     settings = request.app[SETTINGS]
-    if settings.admin_key is None:
-        if request.path.startswith("/admin/keys"):
-            raise Unauthorized("key management needs an admin key: set SWITCHYARD_ADMIN_KEY", "admin_key_not_set")
+    if settings.admin_key is not None:
+        if not is_admin(request):
+            raise Unauthorized("this endpoint needs the admin key (Authorization: Bearer <SWITCHYARD_ADMIN_KEY>)",
+                               "invalid_admin_key")
         return
-    if not _bearer_is(request, settings.admin_key):
-        raise Unauthorized("this endpoint needs the admin key (Authorization: Bearer <SWITCHYARD_ADMIN_KEY>)",
-                           "invalid_admin_key")
+    if request.path.startswith("/admin/keys"):
+        raise Unauthorized(f"key management needs an admin key: {_SET_ADMIN_KEY}", "admin_key_not_set")
+    if not is_open(request):
+        raise Unauthorized(f"the admin API is closed: this gateway has keys but no admin key; {_SET_ADMIN_KEY}",
+                           "admin_key_not_set")
 
 
-def _check_reader(request: web.Request) -> None:
+def _check_dashboard(request: web.Request) -> None:
     settings = request.app[SETTINGS]
-    if settings.admin_key is not None and not _bearer_is(request, settings.admin_key, settings.dashboard_key):
-        raise Unauthorized("this endpoint needs the dashboard key or the admin key (Authorization: Bearer …)",
-                           "invalid_dashboard_key")
+    if _bearer_is(request, settings.admin_key, settings.dashboard_key) or is_open(request):
+        return
+    if settings.admin_key is None and settings.dashboard_key is None:
+        raise Unauthorized("this endpoint is closed: this gateway has keys but no dashboard or admin key; set "
+                           "SWITCHYARD_DASHBOARD_KEY (read-only) or SWITCHYARD_ADMIN_KEY", "admin_key_not_set")
+    raise Unauthorized("this endpoint needs the dashboard key or the admin key (Authorization: Bearer …)",
+                       "invalid_dashboard_key")
+
+
+def log_access_mode(settings: Settings, keys_exist: bool) -> None:
+    """Say at start-up who may use the admin API and the dashboard data, and how to close them."""
+    if settings.admin_key is None and settings.dashboard_key is None and not keys_exist:
+        log.warning("ADMIN API OPEN: /admin/*, /metrics and /dashboard/data answer anyone (no virtual keys, no "
+                    "admin key). Set SWITCHYARD_ADMIN_KEY=<long random secret, e.g. `openssl rand -hex 32`> to "
+                    "close them (and SWITCHYARD_DASHBOARD_KEY for read-only /metrics and dashboard access).")
+        return
+    if settings.admin_key is None:
+        log.warning("the admin API (/admin/*) refuses every request: no admin key is set. Set "
+                    "SWITCHYARD_ADMIN_KEY=<long random secret, e.g. `openssl rand -hex 32`> and send it as "
+                    "Authorization: Bearer <admin key>.")
+    if settings.admin_key is None and settings.dashboard_key is None:
+        log.warning("/metrics and /dashboard/data refuse every request: set SWITCHYARD_DASHBOARD_KEY (read-only) "
+                    "or SWITCHYARD_ADMIN_KEY.")
+    else:
+        log.info("admin API: %s; /metrics and /dashboard/data: %s",
+                 "admin key" if settings.admin_key else "closed (no admin key)",
+                 " or ".join(k for k, v in (("dashboard key", settings.dashboard_key),
+                                            ("admin key", settings.admin_key)) if v))
 
 
 def _bearer_is(request: web.Request, *keys: str | None) -> bool:

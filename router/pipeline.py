@@ -24,17 +24,20 @@ What a surface (a codec, ``router/surfaces/``) provides, in shared terms:
 The pipeline guarantees, for every surface: the allowed set is computed once by the
 planner and every answer — fresh, cached or coalesced — comes from it; a budget
 reservation is settled or released exactly once (``router.state.admission.Hold``);
-failed attempts are never billed; a cache entry is only a complete answer.
+failed attempts are never billed, and a stream is billed for what the upstream produced
+(its usage, else the relayed tokens), also when its client leaves or it breaks; a cache
+entry is only a complete answer.
 
 Must not import aiohttp: it is unit-tested without a server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -50,13 +53,19 @@ from router.record import RequestRecord
 from router.state.admission import Admitted, Hold
 from router.state.cache import CachedAnswer, replay_sse
 from router.state.keys import Principal
-from router.streaming import Sink, StreamJob, relay
+from router.streaming import Sink, StreamJob, StreamOutcome, absorb_cancellation, relay
 from router.telemetry import provider_name
 
-__all__ = ["CALL_HEADERS", "Call", "Outcome", "Reply", "StreamReply", "estimate_tokens", "run"]
+__all__ = ["CALL_HEADERS", "MOST_TOKENS", "MOST_USD", "Call", "Outcome", "Reply", "StreamReply", "estimate_tokens",
+           "run"]
 
 #: The request headers the pipeline reads (lower-case); a surface copies just these into the call.
 CALL_HEADERS = ("x-switchyard-sensitivity", "x-switchyard-tags", "cache-control", "traceparent")
+#: The most one request counts against rate limits (tokens) and reserves (USD): far beyond any
+#: limit a policy sets (such a request is refused as over it), well inside the store's 64-bit
+#: counters (budgets are kept in nano-USD).
+MOST_TOKENS = 2**53
+MOST_USD = 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +92,9 @@ class Reply:
 @dataclass(frozen=True, slots=True)
 class StreamReply:
     """A streamed answer (fresh, or a cached one replayed). ``send`` must be called exactly
-    once, at once: it owns the upstream stream and the request's hold until it returns."""
+    once, at once: it owns the upstream stream and the request's hold until it returns. It
+    returns normally when the client goes away, also when the server cancels the handler for
+    it: the cancellation is absorbed once the stream is settled and recorded."""
 
     headers: dict[str, str]
     _send: Callable[[Sink], Awaitable[None]]
@@ -176,9 +187,10 @@ class _Flight:
     async def _admit(self) -> Admitted:
         """Rate limits, budget reservation and the cache lookup: one store round trip."""
         gateway, facts, lookup = self.gateway, self.facts, self.lookup
-        at_most = facts.input_tokens + (facts.max_tokens or gateway.runtime.loaded.policy.settings.estimate_max_tokens)
+        out = (facts.max_tokens or gateway.runtime.loaded.policy.settings.estimate_max_tokens) * facts.choices
+        at_most = min(facts.input_tokens + out, MOST_TOKENS)
         coalesce = lookup is not None and lookup.read and lookup.write and not self.call.body.stream
-        most_usd = max(self.plan.estimates.values(), default=0.0)
+        most_usd = min(max(self.plan.estimates.values(), default=0.0), MOST_USD)
         admitted = await gateway.gatekeeper.admit(self.call.principal, at_most, most_usd,
                                                   lookup.key if lookup is not None and lookup.read else None,
                                                   self.plan.allowed, coalesce=coalesce,
@@ -209,7 +221,7 @@ class _Flight:
             return Reply(hit.body, headers)
         options = self.call.body.data.get("stream_options")
         events = replay_sse(hit.body, isinstance(options, dict) and options.get("include_usage") is True)
-        return StreamReply(headers, functools.partial(_replay, headers, events))
+        return StreamReply(headers, functools.partial(_replay, self.rec, headers, events))
 
     async def _complete(self, hold: Hold, headers: dict[str, str]) -> Outcome:
         if self.lookup is None:
@@ -268,8 +280,8 @@ class _Flight:
 
     async def _relay(self, request: BackendRequest, answer: StreamAnswer, hold: Hold, headers: dict[str, str],
                      sink: Sink) -> None:
-        """Relay the stream, then settle its cost from its usage and, when it was clean,
-        store it in the cache. A stream that did not finish is released, never billed."""
+        """Relay the stream, then settle it (``_settle_stream``) — to the end even when the
+        handler is cancelled meanwhile: curl closes its connection right after ``[DONE]``."""
         rec, engine = self.rec, self.gateway.engine
         async with hold:
             started = time.perf_counter()
@@ -277,20 +289,33 @@ class _Flight:
                 outcome = await relay(sink, StreamJob(engine, self.plan, request, self.scan, rec), answer, headers)
             finally:
                 rec.upstream_s = answer.upstream_s + (time.perf_counter() - started)
-            rec.recovered = outcome.recovered
-            rec.reason = outcome.reason or rec.reason
-            if outcome.backend is None:
-                self._answered(answer.backend, None, None)
-                rec.error_type = "stream_interrupted"
-                return
-            usage = outcome.usage or {"prompt_tokens": self.facts.input_tokens,
-                                      "completion_tokens": outcome.content_events}
-            spent = usage_cost(usage, self.gateway.runtime.planner.prices[outcome.backend])
-            self._answered(outcome.backend, usage, spent)
-            lookup = self.lookup
-            fresh = (CachedAnswer(outcome.backend, orjson.dumps(outcome.answer))
-                     if lookup is not None and lookup.write and outcome.answer is not None else None)
-            rec.cache_stored = await hold.settle(spent, fresh)
+            await _to_the_end(self._settle_stream(hold, outcome))
+
+    async def _settle_stream(self, hold: Hold, outcome: StreamOutcome) -> None:
+        """Whenever the upstream produced tokens, settle what was produced: its usage, else the
+        relayed content's tokens plus the input estimate. A stream that reached the client
+        whole is a success (and may fill the cache); one cut short is billed all the same and
+        recorded as what happened; one that produced nothing is released."""
+        rec = self.rec
+        rec.recovered = outcome.recovered
+        rec.reason = outcome.reason or rec.reason
+        if outcome.broken:
+            rec.error_type = "stream_interrupted"
+        elif not outcome.delivered:
+            rec.error_type, rec.status = "client_closed", 499
+        usage = outcome.usage
+        if usage is None and (outcome.delivered or outcome.produced_tokens):
+            usage = {"prompt_tokens": self.facts.input_tokens, "completion_tokens": outcome.produced_tokens}
+        if usage is None:
+            self._answered(outcome.backend, None, None)
+            rec.cache_stored = await hold.settle(0.0)  # nothing produced: nothing to pay
+            return
+        spent = usage_cost(usage, self.gateway.runtime.planner.prices[outcome.backend])
+        self._answered(outcome.backend, usage, spent)
+        lookup = self.lookup
+        fresh = (CachedAnswer(outcome.backend, orjson.dumps(outcome.answer))
+                 if lookup is not None and lookup.write and outcome.answer is not None else None)
+        rec.cache_stored = await hold.settle(spent, fresh)
 
     def _headers(self, backend: str, failures: list[tuple[str, BackendError]]) -> dict[str, str]:
         plan = self.plan
@@ -314,18 +339,41 @@ class _Flight:
 
 def estimate_tokens(body: ParsedBody, gateway: Gateway) -> int:
     """Tokens a request may use, before it is scanned: its size on the wire / 4 (an upper
-    bound of the scan's estimate) plus ``max_tokens`` or the policy's default."""
+    bound of the scan's estimate) plus ``max_tokens`` (or the policy's default) for each
+    answer asked for (``ParsedBody.choices``)."""
     data = body.data
     most = data.get("max_completion_tokens") or data.get("max_tokens")
     limit = most if isinstance(most, int) else gateway.runtime.loaded.policy.settings.estimate_max_tokens
-    return body.size // 4 + 1 + limit
+    return min(body.size // 4 + 1 + limit * body.choices, MOST_TOKENS)
 
 
-async def _replay(headers: dict[str, str], events: list[bytes], sink: Sink) -> None:
-    await sink.open(headers)
-    for event in events:
-        await sink.write(event)
-    await sink.close()
+async def _replay(rec: RequestRecord, headers: dict[str, str], events: list[bytes], sink: Sink) -> None:
+    """A cached answer as a stream; a client that leaves before its end is recorded so."""
+    sent = False
+    try:
+        await sink.open(headers)
+        for event in events:
+            await sink.write(event)
+        sent = True
+        await sink.close()
+    except (ConnectionError, asyncio.CancelledError) as exc:
+        if isinstance(exc, asyncio.CancelledError):
+            absorb_cancellation()
+        if not sent:
+            rec.error_type, rec.status = "client_closed", 499
+
+
+async def _to_the_end(step: Coroutine[object, object, None]) -> None:
+    """Run ``step`` to its end even if this task is cancelled meanwhile (the cancellation is
+    absorbed: the request has nothing left to interrupt, and what it got must be settled)."""
+    task = asyncio.ensure_future(step)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():  # the step itself was cancelled (the loop is closing)
+                raise
+            absorb_cancellation()
 
 
 def _planned(rec: RequestRecord, body: ParsedBody, facts: RequestFacts, plan: Plan) -> RequestRecord:

@@ -102,7 +102,7 @@ def _run_case(i: int, case: object, planner: Planner, scanner: Scanner, settings
 def _plan(case: dict[str, object], planner: Planner, scanner: Scanner, settings: PolicySettings
           ) -> tuple[Plan, str]:
     request = case.get("request")
-    body = parse_body(orjson.dumps(request), "chat")
+    body = parse_body(orjson.dumps(request), "chat", settings.max_n)
     headers = {str(k).lower(): str(v) for k, v in _mapping(case.get("headers"), "headers").items()}
     now = case.get("now")
     when = datetime.fromisoformat(str(now).replace("Z", "+00:00")) if now else datetime(2026, 1, 5, 12, tzinfo=UTC)

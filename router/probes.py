@@ -1,11 +1,16 @@
 """Probes: liveness (``/healthz``) and readiness (``/readyz``: a policy is loaded and some
-alias has a reachable target; the shared store's health)."""
+alias has a reachable target; the shared store's health).
+
+Both are public, so ``/readyz`` tells anyone only ``ready`` (200) or ``not ready`` (503);
+the details (each alias and backend, the reload and store state — backend addresses and
+store errors among them) only to a caller with the admin key."""
 
 from __future__ import annotations
 
 import orjson
 from aiohttp import web
 
+from router.middlewares import is_admin
 from router.reload import SERVING
 from router.state.store import StoreUnavailable
 
@@ -26,9 +31,11 @@ async def readyz(request: web.Request) -> web.Response:
         aliases[alias] = {"ready": any(health[t].ok for t in targets),
                           "targets": {t: health[t].ok for t in targets}}
     ready = any(a["ready"] for a in aliases.values())
-    body = {"status": "ready" if ready else "unavailable", "policy": runtime.loaded.source,
-            "models": aliases, "backends": {n: {"ok": h.ok, "detail": h.detail} for n, h in health.items()},
-            "reload": request.app[SERVING].status(), "store": await _store_status(request)}
+    body: dict[str, object] = {"status": "ready" if ready else "not ready"}
+    if is_admin(request):
+        body |= {"policy": runtime.loaded.source, "models": aliases,
+                 "backends": {n: {"ok": h.ok, "detail": h.detail} for n, h in health.items()},
+                 "reload": request.app[SERVING].status(), "store": await _store_status(request)}
     return web.Response(status=200 if ready else 503, body=orjson.dumps(body),
                         content_type="application/json")
 

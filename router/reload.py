@@ -61,20 +61,26 @@ class Serving:
                 "reload_failures": self.failures, "last_error": self.last_error}
 
     async def reload(self, trigger: str) -> dict[str, object]:
-        """Load the policy file again and swap it in if valid; returns ``status()``."""
+        """Load the policy file again and swap it in if valid; returns ``status()``. Never
+        raises: whatever goes wrong is a rejected reload (``last_error``), the old policy serving.
+        The file is read, parsed and validated in a worker thread (``policies.loader`` bounds its
+        size, nesting and alias expansion), so a hostile file cannot stall the event loop."""
         if self.path is None:
             self.last_error = {"at": _now(), "trigger": trigger, "issues": ["no policy file to reload"]}
             return self.status()
         async with self._lock:
             try:
-                loaded = load_policy(self.path, self._env, kinds=KIND_TABLE)
-                check_backends(loaded)
+                loaded = await asyncio.to_thread(self._load, self.path)
+                if loaded.sha256 == self.loaded.sha256 and trigger == "file":
+                    return self.status()
+                new = await open_gateway(loaded, self._session, self.store, previous=self.gateway)
             except PolicyError as exc:
                 self._rejected(trigger, [str(i) for i in exc.issues])
                 return self.status()
-            if loaded.sha256 == self.loaded.sha256 and trigger == "file":
+            except Exception as exc:  # noqa: BLE001 - a reload must never take the gateway down
+                log.exception("policy reload (%s) failed", trigger)
+                self._rejected(trigger, [f"{self.path}: cannot load the policy: {type(exc).__name__}: {exc}"[:500]])
                 return self.status()
-            new = await open_gateway(loaded, self._session, self.store, previous=self.gateway)
             old, self.gateway = self.gateway, new
             self._retire(old)
             self.loaded_at, self.last_error = datetime.now(UTC), None
@@ -82,6 +88,12 @@ class Serving:
             log.info("policy reloaded (%s): %s sha256 %s, rules: %s", trigger, loaded.source, loaded.sha256[:12],
                      ", ".join(r.name for r in loaded.rules) or "none")
             return self.status()
+
+    def _load(self, path: Path) -> LoadedPolicy:
+        """Read and validate ``path`` (runs in a worker thread: pure, no event loop)."""
+        loaded = load_policy(path, self._env, kinds=KIND_TABLE)
+        check_backends(loaded)
+        return loaded
 
     def _rejected(self, trigger: str, issues: list[str]) -> None:
         self.failures += 1

@@ -8,6 +8,7 @@ hands policy what a backend kind is (``KIND_TABLE``, from ``backends.KIND_TRAITS
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -21,6 +22,7 @@ from backends import (
     BackendConfig,
     Health,
     KindTraits,
+    Scrubber,
     TimeLimits,
     build_backend,
     check_kind,
@@ -29,7 +31,8 @@ from backends import (
 from policies import BackendSpec, KindInfo, KindTable, LoadedPolicy, Planner, PolicyError, TokenPrice
 from policies.sensitivity import Scanner
 
-__all__ = ["KIND_TABLE", "Runtime", "backend_config", "build_planner", "build_runtime", "check_backends"]
+__all__ = ["KIND_TABLE", "Runtime", "backend_config", "build_planner", "build_runtime", "check_backends",
+           "policy_scrubber"]
 
 
 def _kind_info(traits: KindTraits) -> KindInfo:
@@ -48,6 +51,8 @@ class Runtime:
     scanner: Scanner
     backends: dict[str, Backend]
     models_json: bytes  # GET /v1/models, serialised once
+    #: every configured key and backend address: what error messages and logs must not show
+    scrubber: Scrubber = Scrubber()
 
     async def probe(self) -> dict[str, Health]:
         """Health of every backend, probed concurrently."""
@@ -101,7 +106,12 @@ def build_runtime(loaded: LoadedPolicy, session: aiohttp.ClientSession) -> Runti
     models = [{"id": alias, "object": "model", "created": 0, "owned_by": "switchyard"}
               for alias in loaded.policy.models]
     return Runtime(loaded, build_planner(loaded), Scanner(loaded.policy.sensitivity), backends,
-                   orjson.dumps({"object": "list", "data": models}))
+                   orjson.dumps({"object": "list", "data": models}), policy_scrubber(loaded))
+
+
+def policy_scrubber(loaded: LoadedPolicy, extra: Iterable[str] = ()) -> Scrubber:
+    """What errors and logs must not show: every backend's key, header secrets and address."""
+    return Scrubber.for_backends((backend_config(n, s) for n, s in loaded.policy.backends.items()), extra)
 
 
 def build_planner(loaded: LoadedPolicy) -> Planner:

@@ -28,6 +28,13 @@ class Settings:
     admin_key: str | None = field(default=None, repr=False)  # required on /admin/* when set
     dashboard_key: str | None = field(default=None, repr=False)  # read-only: /dashboard and /metrics
     telemetry: bool = True  # metrics (and traces, when an OTLP endpoint is set); off: neither
+    #: On SIGTERM: how long requests in flight get to finish before what still waits on an
+    #: upstream is cut (streams end with an error event and [DONE]); see ``router.inflight``.
+    drain_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.drain_s <= 3600:
+            raise ValueError(f"the drain deadline must be 0-3600 s, got {self.drain_s!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
@@ -41,6 +48,8 @@ class Settings:
             values["port"] = _int(env["SWITCHYARD_PORT"], "SWITCHYARD_PORT")
         if "SWITCHYARD_WORKERS" in env:
             values["workers"] = _int(env["SWITCHYARD_WORKERS"], "SWITCHYARD_WORKERS")
+        if "SWITCHYARD_DRAIN_S" in env:
+            values["drain_s"] = _seconds(env["SWITCHYARD_DRAIN_S"], "SWITCHYARD_DRAIN_S")
         if "SWITCHYARD_LOG_LEVEL" in env:
             values["log_level"] = env["SWITCHYARD_LOG_LEVEL"].upper()
         if env.get("SWITCHYARD_REDIS_URL"):
@@ -65,6 +74,13 @@ def _int(value: str, name: str) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _seconds(value: str, name: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -8,7 +8,9 @@ stitched into the same client stream (``ChunkTracker``). When nothing can contin
 the client gets an OpenAI-shaped error event and ``[DONE]``: a truncated answer is
 never presented as a clean finish. An answer that is complete (finish reason, and usage
 when asked) ends promptly even if the upstream never sends ``[DONE]``. A client that
-goes away (the sink raises ``ConnectionError``) closes (cancels) the upstream request.
+goes away (the sink raises ``ConnectionError``, or the server cancels the handler when the
+connection closes: curl closes it right after ``[DONE]``) closes (cancels) the upstream
+request; the relay still reports what was delivered and produced, so it can be settled.
 
 Events are OpenAI chat/completions chunks; a surface with another wire format translates
 them in its sink. Must not import aiohttp: the pipeline is testable without a server.
@@ -31,7 +33,7 @@ from router.chunks import ChunkTracker, Recovery
 from router.engine import Engine, StreamAnswer
 from router.record import RequestRecord
 
-__all__ = ["Sink", "StreamJob", "StreamOutcome", "relay", "tracker_for"]
+__all__ = ["Sink", "StreamJob", "StreamOutcome", "absorb_cancellation", "relay", "tracker_for"]
 
 log = logging.getLogger("switchyard.stream")
 
@@ -73,12 +75,21 @@ class StreamJob:
 
 @dataclass(frozen=True, slots=True)
 class StreamOutcome:
-    """How a relayed stream ended: ``backend`` that finished it (``None``: it did not finish —
-    error event or client gone), the usage it reported (or ``None``) and the content events seen."""
+    """How a relayed stream ended.
 
-    backend: str | None
+    ``delivered``: the whole answer and ``[DONE]`` were written to the client (whatever the
+    client did with its connection afterwards). ``backend``: the backend whose tokens were
+    relayed last. ``usage``: what the upstream reported
+    (``None``: nothing), ``produced_tokens``: completion tokens relayed, counted from the
+    content when there is no usage. ``client_gone``: the client went away (its connection
+    closed, or the handler was cancelled because of it) before the relay was over."""
+
+    delivered: bool
+    backend: str
     usage: Mapping[str, object] | None
-    content_events: int
+    produced_tokens: int
+    client_gone: bool = False
+    broken: bool = False  # it ended with an error event: it broke and could not be continued
     recovered: bool = False  # it broke and was continued on another backend
     reason: str | None = None  # why (each break: backend and error)
     answer: dict[str, object] | None = None  # a clean chat stream as its JSON answer (for the cache)
@@ -86,32 +97,76 @@ class StreamOutcome:
 
 async def relay(sink: Sink, job: StreamJob, answer: StreamAnswer, headers: Mapping[str, str]) -> StreamOutcome:
     """Relay ``answer`` (and its continuations) into ``sink``; owns ``answer`` from here on:
-    every stream it opened is closed (and its lease ended) when this returns or raises."""
+    every stream it opened is closed (and its lease ended) when this returns. Always returns
+    an outcome: a client that goes away — the sink raises ``ConnectionError``, or the server
+    cancels the handler because the connection closed — ends the relay, and the cancellation
+    is absorbed (what was produced is still to be settled by the caller)."""
     tracker = tracker_for(job.request.body)
     failed = {name for name, _ in answer.failures}
     current: StreamAnswer | None = answer
-    finished: str | None = None
+    producer, delivered, gone = answer.backend, False, False
     try:
         await sink.open(headers)
-        while current is not None and not (tracker.done or tracker.complete):
-            try:
-                await _pump(sink, tracker, current)
-            except BackendError as exc:
-                current = await _recover(sink, job, tracker, current, exc, failed)
+        try:
+            while current is not None and not (tracker.done or tracker.complete):
+                producer = current.backend
+                try:
+                    with job.engine.deadline.cuttable():
+                        await _pump(sink, tracker, current)
+                except BackendError as exc:
+                    current = await _recover(sink, job, tracker, current, exc, failed)
+        except asyncio.CancelledError:
+            if not job.engine.deadline.absorb():
+                raise
+            await _cut_at_deadline(sink, tracker, current)
+            current = None
         if not tracker.done:
             await sink.write(DONE)
+        delivered = current is not None  # else the client got an error event (and [DONE])
         await sink.close()
-        finished = current.backend if current is not None else None
         if current is not None and not tracker.done:
             await _drain(current)
-    except ConnectionError:
-        log.info("client went away mid-stream; closing the %s upstream", current.backend if current else "-")
+    except (ConnectionError, asyncio.CancelledError) as exc:
+        gone = True
+        if isinstance(exc, asyncio.CancelledError):
+            absorb_cancellation()
+        if not delivered:
+            log.info("client went away mid-stream; closing the %s upstream", current.backend if current else "-")
     finally:
         if current is not None:
-            await current.close()
+            gone = not await _closed(current) or gone
     reason = "; ".join(f"{r.broken}: {r.reason}" for r in tracker.recoveries) or None
-    whole = tracker.as_answer() if finished is not None else None
-    return StreamOutcome(finished, tracker.usage, tracker.content_events, bool(tracker.recoveries), reason, whole)
+    return StreamOutcome(delivered, producer, tracker.usage, tracker.produced_tokens, gone, current is None,
+                         bool(tracker.recoveries), reason, tracker.as_answer() if delivered else None)
+
+
+def absorb_cancellation() -> None:
+    """After catching the ``CancelledError`` the server raises in a handler whose client went
+    away, when the handler turns it into an outcome: the task is no longer being cancelled."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+async def _closed(current: StreamAnswer) -> bool:
+    """Close ``current``; ``False`` when a cancellation arrived meanwhile (absorbed)."""
+    try:
+        await current.close()
+    except asyncio.CancelledError:
+        absorb_cancellation()
+        return False
+    return True
+
+
+async def _cut_at_deadline(sink: Sink, tracker: ChunkTracker, current: StreamAnswer | None) -> None:
+    """The process's drain deadline passed mid-stream (``router.deadline``): the client gets
+    an error event and ``[DONE]``, never a cut mid-chunk; what was produced is settled."""
+    if current is not None:
+        await current.close()
+    await sink.write(error_event("the gateway is shutting down: this answer was cut short at its drain "
+                                 "deadline; retry the request", "service_unavailable", "shutting_down"))
+    await sink.write(DONE)
+    tracker.done = True
 
 
 async def _drain(current: StreamAnswer, grace_s: float = 0.5) -> None:

@@ -154,7 +154,8 @@ class Telemetry:
         # The three per-request counters are summed here (a dict increment per request) and
         # reported as observable counters when a reader collects: the SDK's synchronous
         # ``add`` costs ~7 µs per call in attribute processing alone (bench/telemetry.py).
-        self._sums: dict[str, dict[tuple[tuple[str, str], ...], float]] = {"cost": {}, "savings": {}, "requests": {}}
+        self._sums: dict[str, dict[tuple[tuple[str, str], ...], float]] = {"cost": {}, "savings": {}, "requests": {},
+                                                                            "shed": {}}
         meter.create_observable_counter("switchyard.cost", [self._observe("cost")], unit="USD",
                                         description="Cost of answered requests")
         meter.create_observable_counter("switchyard.savings", [self._observe("savings")], unit="USD",
@@ -162,6 +163,9 @@ class Telemetry:
                                                     "actual cost (never negative per request)")
         meter.create_observable_counter("switchyard.requests", [self._observe("requests")], unit="{request}",
                                         description="Requests by outcome")
+        meter.create_observable_counter("switchyard.requests.shed", [self._observe("shed")], unit="{request}",
+                                        description="Requests refused before they were handled: overloaded "
+                                                    "(settings.max_in_flight) or shutting_down")
         self._queue = meter.create_gauge("switchyard.backend.queue_depth", unit="{request}",
                                          description="Requests waiting at a self-hosted backend (its /metrics)")
         self._in_flight = meter.create_gauge("switchyard.backend.in_flight", unit="{request}",
@@ -258,7 +262,7 @@ class Telemetry:
             outcome += (("error.type", r.error_type),)
         sums = self._sums
         sums["requests"][outcome] = sums["requests"].get(outcome, 0) + 1
-        if r.backend is not None and r.error_type is None:
+        if r.backend is not None and (r.error_type is None or r.cost_usd):  # + a cut stream's billed part
             where = (("switchyard.team", team), ("switchyard.alias", alias), ("switchyard.backend", r.backend))
             key = where + (("gen_ai.provider.name", r.provider or "-"),
                            ("switchyard.self_hosted", "true" if r.self_hosted else "false"), ("switchyard.rule", rule))
@@ -274,6 +278,13 @@ class Telemetry:
             return [Observation(value, dict(key)) for key, value in list(sums.items())]
 
         return observe
+
+    def shed(self, reason: str) -> None:
+        """A request refused at the door (``overloaded`` or ``shutting_down``)."""
+        if self.enabled:
+            key = (("switchyard.reason", reason),)
+            sums = self._sums["shed"]
+            sums[key] = sums.get(key, 0) + 1
 
     def backend_state(self, backend: str, queue_depth: float | None, in_flight: int, circuit: str) -> None:
         if not self.enabled:

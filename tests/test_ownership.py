@@ -29,6 +29,7 @@ OWNERS = {
     "tenacity": ("router.retry",),
     "pydantic": ("policies.loader", "policies.models", "policies.schema"),
     "yaml": ("policies.loader",),
+    "re2": ("policies.regex",),
 }
 
 

@@ -5,6 +5,13 @@ Keys are never stored or logged in plain text: only their sha256. Comparison is
 constant-time (``hmac.compare_digest``). A key revoked in the store is refused on every
 replica as soon as the change announcement reaches it (``RedisStore`` caches key records
 only while subscribed to those announcements); expiry is checked on every request.
+
+A key the store does not know is remembered as unknown for ``UNKNOWN_TTL_S`` (at most
+``UNKNOWN_MAX`` of them, least recently seen dropped first), so a client retrying a bad
+key, or someone trying the same random keys, costs the store one lookup per key per TTL.
+A key created in this process is forgotten from that list at once (``KeyRing.forget``);
+one created elsewhere and tried here before it existed is refused for at most the TTL.
+Revoking by id needs at least ``MIN_ID_PREFIX`` hex digits of it (ids are 12).
 """
 
 from __future__ import annotations
@@ -14,16 +21,21 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from policies import Policy
 from router.state.store import KeyRecord, KeyStore, StoreUnavailable
 
-__all__ = ["AuthError", "KeyRing", "Principal", "bearer_token", "create_key", "find_key", "hash_key", "new_key"]
+__all__ = ["MIN_ID_PREFIX", "UNKNOWN_MAX", "UNKNOWN_TTL_S", "AuthError", "KeyIdTooShort", "KeyRing", "Principal",
+           "bearer_token", "create_key", "find_key", "hash_key", "new_key"]
 
 log = logging.getLogger("switchyard.keys")
 _PREFIX = "sk-sy-"
+UNKNOWN_TTL_S = 5.0  # how long a key the store does not know is refused without asking it again
+UNKNOWN_MAX = 10_000  # unknown keys remembered per process (about 1 MB)
+MIN_ID_PREFIX = 8  # hex digits of a key id that revoking by prefix needs
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +62,20 @@ class AuthError(Exception):
         self.code = code
 
 
+class KeyIdTooShort(ValueError):
+    """A key id prefix too short to name one key safely."""
+
+
 class KeyRing:
-    def __init__(self, policy: Policy, store: KeyStore) -> None:
+    def __init__(self, policy: Policy, store: KeyStore, *, unknown_ttl_s: float = UNKNOWN_TTL_S,
+                 unknown_max: int = UNKNOWN_MAX, clock: Callable[[], float] = time.monotonic) -> None:
         self._policy_keys: dict[str, str] = {h: team for team, spec in policy.teams.items()
                                              for h in spec.key_hashes()}
         self._store = store
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # sha256 → refused without a lookup until
+        self._unknown_ttl_s = unknown_ttl_s
+        self._unknown_max = unknown_max
+        self._clock = clock
 
     @property
     def has_policy_keys(self) -> bool:
@@ -68,12 +89,15 @@ class KeyRing:
         for known, team in self._policy_keys.items():
             if hmac.compare_digest(known, digest):
                 return Principal(team, digest[:12])
+        if self._known_unknown(digest):
+            raise AuthError("invalid API key")
         try:
             record = await self._store.get_key(digest)
         except StoreUnavailable as exc:
             raise AuthError(f"cannot check this key now (key store unavailable: {exc})",
                             code="key_store_unavailable") from None
         if record is None or not hmac.compare_digest(record.key_hash, digest):
+            self._remember_unknown(digest)
             raise AuthError("invalid API key")
         if record.revoked:
             raise AuthError("this API key has been revoked", code="key_revoked")
@@ -81,6 +105,25 @@ class KeyRing:
             raise AuthError("this API key has expired", code="key_expired")
         return Principal(record.team, digest[:12], record.budget_monthly_usd)
 
+    def forget(self, key_hash: str) -> None:
+        """``key_hash`` was just created: stop refusing it if it was remembered as unknown."""
+        self._unknown.pop(key_hash, None)
+
+    def _known_unknown(self, digest: str) -> bool:
+        until = self._unknown.get(digest)
+        if until is None:
+            return False
+        if until <= self._clock():
+            del self._unknown[digest]
+            return False
+        self._unknown.move_to_end(digest)
+        return True
+
+    def _remember_unknown(self, digest: str) -> None:
+        self._unknown[digest] = self._clock() + self._unknown_ttl_s
+        self._unknown.move_to_end(digest)
+        while len(self._unknown) > self._unknown_max:
+            self._unknown.popitem(last=False)
 
 
 async def create_key(store: KeyStore, team: str, name: str = "", expires_at: float | None = None,
@@ -94,9 +137,17 @@ async def create_key(store: KeyStore, team: str, name: str = "", expires_at: flo
 
 
 async def find_key(store: KeyStore, ident: str) -> KeyRecord | None:
-    """The one stored key matching ``ident``: its id (a prefix of its sha256) or the key itself."""
+    """The one stored key matching ``ident``: the key itself, or its id (a prefix of its
+    sha256, at least ``MIN_ID_PREFIX`` long: ``KeyIdTooShort`` otherwise)."""
     digest = hash_key(ident)
-    matches = [r for r in await store.list_keys() if r.key_hash == digest or r.key_hash.startswith(ident)]
+    records = await store.list_keys()
+    exact = [r for r in records if r.key_hash == digest]
+    if exact:
+        return exact[0]
+    if len(ident) < MIN_ID_PREFIX:
+        raise KeyIdTooShort(f"a key id needs at least {MIN_ID_PREFIX} of its 12 characters to name one key "
+                            f"(got {len(ident)})")
+    matches = [r for r in records if r.key_hash.startswith(ident.lower())]
     return matches[0] if len(matches) == 1 else None
 
 

@@ -10,6 +10,7 @@ from backends.base import BackendConfig
 from backends.kinds import CLOSED_TRAITS, DIRECT_KINDS, KIND_TRAITS, KindTraits, kind_traits
 from backends.openai_compat import OpenAICompatBackend
 from backends.registry import build_backend, check_kind
+from backends.scrub import ScrubbedBackend
 
 
 def test_direct_kinds_are_the_passthrough_traits() -> None:
@@ -58,11 +59,13 @@ async def test_build_backend_picks_the_adapter_by_kind() -> None:
         for kind in sorted(DIRECT_KINDS):
             backend = build_backend(BackendConfig(name=kind, kind=kind, model="m",
                                                   base_url="http://127.0.0.1:9/v1"), session)
-            assert isinstance(backend, OpenAICompatBackend)
-            assert backend.traits is KIND_TRAITS[kind]
+            assert isinstance(backend, ScrubbedBackend)  # every adapter's errors are scrubbed
+            assert isinstance(backend.inner, OpenAICompatBackend)
+            assert backend.inner.traits is KIND_TRAITS[kind]
         closed = build_backend(BackendConfig(name="c", kind="anthropic", model="claude",
                                              self_hosted=False), session)
-        assert isinstance(closed, LiteLLMBackend) and closed.self_hosted is False
+        assert isinstance(closed, ScrubbedBackend) and isinstance(closed.inner, LiteLLMBackend)
+        assert closed.self_hosted is False
         with pytest.raises(ValueError, match="nope"):
             build_backend(BackendConfig(name="x", kind="nope", model="m"), session)
         with pytest.raises(ValueError, match="base_url"):

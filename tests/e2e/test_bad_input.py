@@ -6,10 +6,12 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from router.settings import Settings
 from tests.e2e.test_gateway_sdk import MESSAGES, local, policy
 from tests.fakes.faults import Fault
 
 SHAPE = {"message", "type", "param", "code"}
+ADMIN = "admin-" + "b" * 24
 
 
 async def _post(url: str, path: str, data: bytes | str, headers: dict[str, str] | None = None):
@@ -108,11 +110,16 @@ async def test_gateway_keeps_serving_after_bad_input(gateway, fake_openai):
 async def test_healthz_and_readyz(gateway, fake_openai):
     url = await gateway(policy(("gpu", local(fake_openai)), ("dead", "{kind: vllm, base_url: 'http://127.0.0.1:9/v1', "
                                                                       "model: m, timeouts: {connect_s: 0.5}}"),
-                               aliases={"chat": ["gpu"], "broken": ["dead"]}))
+                               aliases={"chat": ["gpu"], "broken": ["dead"]}),
+                        settings=Settings(access_log=False, admin_key=ADMIN))
     async with aiohttp.ClientSession() as http:
         async with http.get(url + "/healthz") as r:
             assert r.status == 200 and (await r.json())["status"] == "ok"
-        async with http.get(url + "/readyz") as r:
+        async with http.get(url + "/readyz") as r:  # anyone: ready or not, nothing more
+            assert r.status == 200 and await r.json() == {"status": "ready"}
+        async with http.get(url + "/readyz", headers={"Authorization": "Bearer wrong"}) as r:
+            assert r.status == 200 and await r.json() == {"status": "ready"}
+        async with http.get(url + "/readyz", headers={"Authorization": f"Bearer {ADMIN}"}) as r:
             body = await r.json()
             assert r.status == 200, body
             assert body["models"]["chat"]["ready"] is True
@@ -124,7 +131,7 @@ async def test_readyz_503_when_nothing_reachable(gateway):
     url = await gateway(policy(("dead", "{kind: vllm, base_url: 'http://127.0.0.1:9/v1', model: m}")))
     async with aiohttp.ClientSession() as http:
         async with http.get(url + "/readyz") as r:
-            assert r.status == 503 and (await r.json())["status"] == "unavailable"
+            assert r.status == 503 and await r.json() == {"status": "not ready"}
 
 
 

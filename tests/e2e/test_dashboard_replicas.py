@@ -37,7 +37,7 @@ models:
 teams:
   search: {{keys: ["{KEY}"]}}
 """
-        settings = Settings(access_log=False, redis_url=REDIS_DB_URL)
+        settings = Settings(access_log=False, redis_url=REDIS_DB_URL, dashboard_key="dash-" + "z" * 24)
         urls = [await gateway(policy, settings=settings), await gateway(policy, settings=settings)]
         for url, count in zip(urls, (3, 2), strict=True):
             sdk = openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
@@ -48,7 +48,8 @@ teams:
             while True:
                 seen = []
                 for url in urls:
-                    async with session.get(url + "/dashboard/data?minutes=5") as r:
+                    async with session.get(url + "/dashboard/data?minutes=5",
+                                           headers={"Authorization": "Bearer dash-" + "z" * 24}) as r:
                         data = await r.json()
                     seen.append((data["source"], data["totals"]["requests"], data["teams"]["search"]["spend_usd"]))
                 if all(requests == 5 for _, requests, _ in seen):

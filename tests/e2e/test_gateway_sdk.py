@@ -138,7 +138,7 @@ async def test_all_backends_fail_lists_what_was_tried(gateway, fake_openai, fake
     err = info.value
     assert err.status_code == 503
     assert err.body["code"] == "all_backends_failed"
-    assert "a: gpu on fire" in err.body["message"] and "b:" in err.body["message"]
+    assert "a (upstream_error): gpu on fire" in err.body["message"] and "b (upstream_error):" in err.body["message"]
     assert err.response.headers["x-switchyard-tried"] == "a,b"
 
 

@@ -56,21 +56,24 @@ async def test_keys_for_the_dashboard_data(gateway) -> None:
 
 async def test_metrics_when_telemetry_is_off(gateway) -> None:
     async with FakeOpenAI() as fake:
-        url = await gateway(policy(fake), settings=Settings(access_log=False, telemetry=False))
-        status, body = await get(f"{url}/metrics")
+        url = await gateway(policy(fake), settings=Settings(access_log=False, telemetry=False, dashboard_key=READER))
+        status, body = await get(f"{url}/metrics", READER)
     assert status == 404 and body["error"]["code"] == "telemetry_off"
 
 
 async def test_redis_down_the_dashboard_says_so_and_requests_still_work(gateway) -> None:
     async with FakeOpenAI() as fake:
-        settings = Settings(access_log=False, redis_url="redis://127.0.0.1:9/0")  # nothing listens there
+        settings = Settings(access_log=False, redis_url="redis://127.0.0.1:9/0",  # nothing listens there
+                            dashboard_key=READER)
         url = await gateway(policy(fake), settings=settings)
         client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=TEAM_KEY, max_retries=0)
         answer = await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
         assert answer.choices[0].message.content  # a policy key, no budget: served without Redis
-        status, body = await get(f"{url}/dashboard/data?minutes=5")
+        status, body = await get(f"{url}/dashboard/data?minutes=5", READER)
         assert status == 503 and body["error"]["code"] == "stats_store_unavailable"
-        async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as r:
+        assert "127.0.0.1" not in body["error"]["message"]  # the store's address stays in the log
+        async with aiohttp.ClientSession() as session, \
+                session.get(url + "/metrics", headers={"Authorization": f"Bearer {READER}"}) as r:
             text = await r.text()
         assert r.status == 200
         assert 'switchyard_store_degraded{switchyard_component="store"} 1.0' in text

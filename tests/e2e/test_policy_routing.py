@@ -16,6 +16,7 @@ import openai
 import orjson
 import pytest
 
+from policies.sensitivity import MAX_TEXTS
 from tests.e2e.test_gateway_sdk import client
 from tests.fakes.faults import Fault
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -487,16 +488,15 @@ async def test_spillover_hysteresis_survives_requests_planned_by_other_rules(gat
 
 # -- explain -------------------------------------------------------------------------------------
 async def test_a_body_the_scanner_cannot_read_fails_closed_and_explain_says_why(gateway, local, closed):
-    """Issue 10: nesting past the scanner's depth cap is not read — the request is treated as
-    restricted (kept home) and explain names the reason."""
+    """Issue 10: a body with more strings than the scanner reads is not read past them — the
+    request is treated as restricted (kept home) and explain names the reason. (Nesting past
+    the scanner's depth cap is refused with a 400 since issue 11: ``tests/e2e/test_bad_input.py``.)"""
     url = await gateway(home_policy(local, closed))
-    deep: object = "plain text"
-    for _ in range(100):
-        deep = {"x": deep}
-    body = {"model": "chat", "messages": [{"role": "user", "content": "hello"}], "x_extra": deep}
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hello"}],
+            "x_extra": [f"note {i}" for i in range(MAX_TEXTS + 1)]}
     _, result = await explain(url, body)
     facts = result["facts"]
-    assert facts["sensitivity"] == "restricted" and "deep" in (facts["unreadable"] or "")
+    assert facts["sensitivity"] == "restricted" and "strings" in (facts["unreadable"] or "")
     assert result["decision"]["targets"] == ["local"]
     _, plain = await explain(url, {"model": "chat", "messages": [{"role": "user", "content": "hello"}]})
     assert plain["facts"]["unreadable"] is None

@@ -25,6 +25,7 @@ from tests.fakes.openai_upstream import FakeOpenAI
 
 DEADLINE_S = 20
 HELLO = [{"role": "user", "content": "Say hello."}]
+ADMIN = "admin-" + "r" * 24
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +49,7 @@ def policy(a: FakeOpenAI, b: FakeOpenAI, models: str = "  chat: {targets: [a, b]
 async def serving(path: Path) -> AsyncIterator[str]:
     """The real app for the policy file at ``path``, with reloads wired to that file."""
     loaded = load_policy(path, {}, kinds=KIND_TABLE)
-    app = create_app(Settings(access_log=False), loaded, policy_path=path)
+    app = create_app(Settings(access_log=False, admin_key=ADMIN), loaded, policy_path=path)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -60,7 +61,8 @@ async def serving(path: Path) -> AsyncIterator[str]:
 
 
 async def call(url: str, method: str, path: str) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as http, http.request(method, url + path) as resp:
+    headers = {"Authorization": f"Bearer {ADMIN}"}  # /admin/* and the details of /readyz
+    async with aiohttp.ClientSession() as http, http.request(method, url + path, headers=headers) as resp:
         return resp.status, await resp.json()
 
 

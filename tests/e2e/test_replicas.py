@@ -154,7 +154,7 @@ async def test_redis_restart_mid_run_hangs_nothing_and_limits_recover(replicas, 
         during = await asyncio.gather(*(_chat(http, urls[i % 3], key) for i in range(9)))
         assert during.count(200) == 9  # served: policy keys, limits counted per process meanwhile
         assert loop.time() - started < 5  # short store timeouts: nothing hangs
-        async with http.get(urls[1] + "/readyz") as r:
+        async with http.get(urls[1] + "/readyz", headers={"Authorization": f"Bearer {admin}"}) as r:
             store = (await r.json())["store"]
         assert store["ok"] is False and store["rate_limits"] == "per-process"
         assert await _chat(http, urls[0], key + "-spend", max_tokens=10) == 503  # budgets fail closed meanwhile
@@ -163,7 +163,7 @@ async def test_redis_restart_mid_run_hangs_nothing_and_limits_recover(replicas, 
         assert await _spent(http, urls[2], admin, team + "s") == pytest.approx(spent_before)  # no spend lost
         statuses = await asyncio.gather(*(_chat(http, urls[i % 3], key) for i in range(3 * RPM)))
         assert statuses.count(200) == RPM - 1  # counted globally again (one request was before the restart)
-        async with http.get(urls[1] + "/readyz") as r:
+        async with http.get(urls[1] + "/readyz", headers={"Authorization": f"Bearer {admin}"}) as r:
             assert (await r.json())["store"]["rate_limits"] == "shared"
 
 

@@ -241,6 +241,14 @@ def test_settings_defaults_and_bounds():
             PolicySettings(max_body_mb=bad)
 
 
+def test_settings_max_n_and_estimate_max_tokens_bounds():
+    """Issue 11: ``max_n`` caps n / best_of (default 8, at most 128); no estimate can overflow."""
+    assert PolicySettings().max_n == 8 and PolicySettings(max_n=128).max_n == 128
+    for field, bad in (("max_n", 0), ("max_n", 129), ("estimate_max_tokens", 2**31), ("estimate_max_tokens", 0)):
+        with pytest.raises(ValidationError):
+            PolicySettings(**{field: bad})
+
+
 # -- ModelAlias / Policy -------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies import Planner, RequestFacts, UnknownAlias, load_policy_text
+from policies.pricing import cost
 from router.runtime import KIND_TABLE
 
 POLICY = dedent("""\
@@ -199,3 +200,21 @@ def test_a_backend_whose_metrics_fail_moves_to_the_end():
     plan = pl.plan(facts("chat-default"), {"local": BackendLoad(scrape_ok=False)})
     assert plan.targets[-1] == "local" and plan.targets[0] != "local"
     assert any(c.backend == "local" and "cannot be read" in c.reason for c in plan.candidates)
+
+
+def test_estimates_scale_with_the_answers_asked_for():
+    """Issue 11: ``n`` (``RequestFacts.choices``) multiplies the output estimate, not the input."""
+    priced = dedent("""\
+        version: 1
+        backends:
+          gpt: {kind: openai, model: gpt-x, api_key: sk-1, price: {input_per_mtok_usd: 1, output_per_mtok_usd: 4}}
+        models:
+          chat: {targets: [gpt]}
+        """)
+    p = Planner(load_policy_text(priced, {}, kinds=KIND_TABLE))
+    one = p.plan(RequestFacts(model="chat", input_tokens=100, max_tokens=50)).estimates["gpt"]
+    four = p.plan(RequestFacts(model="chat", input_tokens=100, max_tokens=50, choices=4)).estimates["gpt"]
+    default = p.plan(RequestFacts(model="chat", input_tokens=100, choices=4)).estimates["gpt"]
+    assert one == pytest.approx(cost(p.prices["gpt"], 100, 50)) == pytest.approx((100 + 4 * 50) / 1e6)
+    assert four == pytest.approx((100 + 4 * 200) / 1e6)
+    assert default == pytest.approx((100 + 4 * 4 * 512) / 1e6)  # settings.estimate_max_tokens per answer

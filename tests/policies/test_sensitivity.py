@@ -16,6 +16,7 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from policies.models import BUILTIN_DETECTORS, CustomDetector, SensitivitySpec
 from policies.sensitivity import _GROUPS, _PRIORITY, Finding, Scan, Scanner, iter_texts, redact
@@ -114,7 +115,7 @@ def test_iban_trimmed_to_country_length() -> None:
     "DE8937040044053201300012",
     "XX89370400440532013000",  # no such country
     "ABDE89370400440532013000",  # glued to letters
-    "de89 3704 0044 0532 0130 00",
+    "De89 3704 0044 0532 0130 00",  # mixed case (lower case alone is an IBAN: tests/policies/test_numbers.py)
 ])
 def test_iban_negatives(text: str) -> None:
     assert "iban" not in detectors(text)
@@ -165,7 +166,7 @@ def test_phone_found(phone: str) -> None:
 
 @pytest.mark.parametrize("text", [
     "2024-01-15", "on 2024-01-15 at 10:30:00", "version 1.2.3", "12345678901", "Order 2024-555-1234",
-    "555-1234", "(123) 456-7890", "023-555-1234", "3.14159265", "+5 points", "C++ 17", "+100 votes",
+    "555-1234", "(123) 456-7890", "123-555-1234", "3.14159265", "+5 points", "C++ 17", "+100 votes",
     "415-555-26710", "415-555-2671-44", "1.415.555.2671.5", "x+4930123456", "+1234567890123456",
 ])
 def test_phone_negatives(text: str) -> None:
@@ -455,8 +456,15 @@ def test_custom_regex_case_handling() -> None:
     assert insensitive.scan_texts([("t", "PRJ-0001")]).level == "confidential"
 
 
+@pytest.mark.parametrize("regex", [r"x*", r"a?", r"(?:foo)?", r"x*|y"])
+def test_custom_regex_that_matches_the_empty_string_is_rejected(regex: str) -> None:
+    with pytest.raises(ValidationError, match="matches the empty string"):
+        custom(name="empty", level="restricted", regex=regex)
+
+
 def test_custom_regex_empty_matches_are_ignored() -> None:
-    assert found("abc", custom(name="empty", level="restricted", regex=r"x*")) == []
+    """``\\b`` matches nothing at all in an empty text, yet empties between words: none is a finding."""
+    assert found("abc def", custom(name="edge", level="restricted", regex=r"\bx*")) == []
 
 
 def test_custom_keywords_whole_words() -> None:
@@ -552,11 +560,19 @@ def test_redact_overlapping_custom_and_builtin() -> None:
 PROSE = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\"()\n", max_size=60)
 
 
+#: (IIN prefix, lengths) of card networks: Visa, Mastercard, Amex, Diners, JCB, Discover,
+#: UnionPay, Maestro (tests/policies/test_numbers.py has every network and grouping).
+CARD_NETWORKS = (("4", (13, 16, 19)), ("51", (16,)), ("2720", (16,)), ("37", (15,)), ("36", (14,)),
+                 ("3530", (16, 19)), ("6011", (16, 19)), ("62", (16, 17, 18, 19)), ("6759", (12, 15, 19)))
+
+
 @st.composite
 def card_numbers(draw: st.DrawFn) -> str:
-    length = draw(st.integers(13, 19))
-    body = draw(st.sampled_from("23456")) + "".join(
-        draw(st.lists(st.sampled_from("0123456789"), min_size=length - 2, max_size=length - 2)))
+    prefix, lengths = draw(st.sampled_from(CARD_NETWORKS))
+    length = draw(st.sampled_from(lengths))
+    body = prefix + "".join(
+        draw(st.lists(st.sampled_from("0123456789"), min_size=length - len(prefix) - 1,
+                      max_size=length - len(prefix) - 1)))
     number = luhn_complete(body)
     if len(set(number)) == 1:
         number = number[:-2] + ("1" if number[-2] != "1" else "2") + number[-1]

@@ -168,19 +168,19 @@ def test_tools_not_checked_outside_chat():
         ("stream", 0, "a boolean"),
         ("stream_options", "yes", "an object"),
         ("stream_options", [], "an object"),
-        ("n", True, "an integer >= 1"),
-        ("n", False, "an integer >= 1"),
-        ("n", 0, "an integer >= 1"),
-        ("n", -1, "an integer >= 1"),
-        ("n", 2.0, "an integer >= 1"),
-        ("n", "2", "an integer >= 1"),
-        ("max_tokens", 1.5, "an integer >= 0"),
-        ("max_tokens", 1.0, "an integer >= 0"),
-        ("max_tokens", -1, "an integer >= 0"),
-        ("max_tokens", True, "an integer >= 0"),
-        ("max_tokens", "100", "an integer >= 0"),
-        ("max_completion_tokens", 2.5, "an integer >= 0"),
-        ("max_completion_tokens", False, "an integer >= 0"),
+        ("n", True, "an integer from 1 to 2147483647"),
+        ("n", False, "an integer from 1 to 2147483647"),
+        ("n", 0, "an integer from 1 to 2147483647"),
+        ("n", -1, "an integer from 1 to 2147483647"),
+        ("n", 2.0, "an integer from 1 to 2147483647"),
+        ("n", "2", "an integer from 1 to 2147483647"),
+        ("max_tokens", 1.5, "an integer from 0 to 2147483647"),
+        ("max_tokens", 1.0, "an integer from 0 to 2147483647"),
+        ("max_tokens", -1, "an integer from 0 to 2147483647"),
+        ("max_tokens", True, "an integer from 0 to 2147483647"),
+        ("max_tokens", "100", "an integer from 0 to 2147483647"),
+        ("max_completion_tokens", 2.5, "an integer from 0 to 2147483647"),
+        ("max_completion_tokens", False, "an integer from 0 to 2147483647"),
         ("temperature", "0.5", "a number"),
         ("temperature", True, "a number"),
         ("temperature", [0.5], "a number"),
@@ -315,8 +315,9 @@ _JSON = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=10,
 )
-_CHECKED = {"model", "stream", "stream_options", "n", "max_tokens", "max_completion_tokens", "temperature",
-            "top_p", "user", "stop", "metadata", "tools", "messages", "prompt", "input"}
+_CHECKED = {"model", "stream", "stream_options", "n", "best_of", "max_tokens", "max_completion_tokens", "seed",
+            "top_logprobs", "logprobs", "dimensions", "temperature", "top_p", "user", "stop", "metadata", "tools",
+            "messages", "prompt", "input"}
 
 
 @settings(derandomize=True, max_examples=100, deadline=None)
@@ -329,3 +330,110 @@ def test_property_unchecked_fields_round_trip(endpoint: str, extra: dict[str, ob
     assert parsed.data == orjson.loads(payload)
     assert orjson.dumps(parsed.data) == payload
     assert parsed.stream is False and parsed.model == VALID[endpoint]["model"]
+
+
+# -- integers in range (issue 11) --------------------------------------------------------------
+
+INT32_MAX = 2**31 - 1
+
+
+@pytest.mark.parametrize(("endpoint", "field", "low", "high"), [
+    ("chat", "max_tokens", 0, INT32_MAX),
+    ("chat", "max_completion_tokens", 0, INT32_MAX),
+    ("chat", "n", 1, INT32_MAX),
+    ("chat", "best_of", 1, INT32_MAX),
+    ("chat", "top_logprobs", 0, INT32_MAX),
+    ("completions", "logprobs", 0, INT32_MAX),
+    ("completions", "max_tokens", 0, INT32_MAX),
+    ("embeddings", "dimensions", 1, INT32_MAX),
+])
+def test_integers_are_range_checked(endpoint: str, field: str, low: int, high: int):
+    for value in (low, high):
+        assert parse_body(raw(body(endpoint, **{field: value})), endpoint).data[field] == value  # type: ignore[arg-type]
+    for value in (low - 1, high + 1, 2**63, 2**64 - 1):
+        err = invalid(body(endpoint, **{field: value}), endpoint)
+        assert (err.param, err.message) == (field, f"'{field}' must be an integer from {low} to {high}")
+
+
+def test_a_seed_is_a_64_bit_integer():
+    for value in (-(2**63), 0, 2**63 - 1):
+        assert parse_body(raw(body("chat", seed=value)), "chat").data["seed"] == value
+    for value in (-(2**63) - 1, 2**63, 2**64 - 1, 1.5, "7"):
+        err = invalid(body("chat", seed=value), "chat")
+        assert (err.param, err.message) == ("seed", "'seed' must be a 64-bit integer")
+
+
+def test_integers_past_64_bits_are_not_integers():
+    """orjson reads an integer past 64 bits as a float: still a 400 naming the field."""
+    err = invalid(b'{"model": "m", "messages": [{"role": "user"}], "max_tokens": 18446744073709551616}', "chat")
+    assert err.param == "max_tokens"
+
+
+def test_chat_logprobs_is_not_an_integer_field():
+    assert parse_body(raw(body("chat", logprobs=True)), "chat").data["logprobs"] is True
+
+
+@pytest.mark.parametrize("field", ["n", "best_of"])
+def test_max_n_caps_n_and_best_of(field: str):
+    assert parse_body(raw(body("chat", **{field: 4})), "chat", max_n=4).choices == 4
+    err = invalid_with(body("chat", **{field: 5}), "chat", max_n=4)
+    assert err.param == field
+    assert err.message == f"'{field}' must be at most 4 (this gateway's settings.max_n)"
+    assert parse_body(raw(body("chat", **{field: 500})), "chat").choices == 500  # no cap given: offline tools
+
+
+def test_best_of_is_at_least_n():
+    err = invalid(body("completions", n=3, best_of=2), "completions")
+    assert (err.param, err.message) == ("best_of", "'best_of' must be at least 'n'")
+
+
+@pytest.mark.parametrize(("endpoint", "fields", "choices"), [
+    ("chat", {}, 1),
+    ("chat", {"n": 3}, 3),
+    ("chat", {"n": 2, "best_of": 5}, 5),
+    ("completions", {"n": 2}, 2),
+    ("completions", {"prompt": ["a", "b", "c"], "n": 2}, 6),  # a batch: every prompt gets n answers
+    ("completions", {"prompt": [[1, 2], [3]]}, 2),  # a batch of token lists
+    ("completions", {"prompt": [1, 2, 3]}, 1),  # one prompt as token ids
+    ("embeddings", {"input": ["a", "b"]}, 1),
+])
+def test_choices_counts_the_answers_asked_for(endpoint: str, fields: dict[str, object], choices: int):
+    assert parse_body(raw(body(endpoint, **fields)), endpoint).choices == choices  # type: ignore[arg-type]
+
+
+def invalid_with(data: dict[str, object], endpoint: str, max_n: int) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as info:
+        parse_body(raw(data), endpoint, max_n=max_n)  # type: ignore[arg-type]
+    return info.value
+
+
+# -- depth (issue 11) -------------------------------------------------------------------------------
+
+
+def nested(depth: int) -> bytes:
+    """A chat body with arrays ``depth`` levels inside it (as text: orjson writes at most 254)."""
+    return (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "x": '
+            + b"[" * (depth - 1) + b"[1]" + b"]" * (depth - 1) + b"}")
+
+
+def test_a_body_as_deep_as_the_scanner_reads_is_accepted_and_scanned_whole():
+    from policies.models import SensitivitySpec
+    from policies.sensitivity import MAX_DEPTH, Scanner
+
+    parsed = parse_body(nested(MAX_DEPTH), "chat")
+    assert Scanner(SensitivitySpec()).scan("chat", parsed.data).unreadable is None
+
+
+@pytest.mark.parametrize("depth", [65, 254, 255, 1024, 1025, 100_000])
+def test_a_body_nested_deeper_is_refused(depth: int):
+    err = invalid(nested(depth), "chat")
+    assert err.param is None
+    assert err.message == ("request body is nested too deeply: objects and arrays may be at most 64 levels "
+                           "inside it")
+
+
+def test_depth_counts_objects_and_arrays_alike():
+    deep_objects = b'{"model": "m", "messages": [{"role": "user"}], "x": ' + b'{"a": ' * 65 + b"1" + b"}" * 65 + b"}"
+    assert invalid(deep_objects, "chat").message.startswith("request body is nested too deeply")
+    wide = orjson.dumps(body("chat", x=[[{"a": [1]}] for _ in range(1000)]))  # many brackets, shallow
+    assert parse_body(wide, "chat").data["x"][999] == [{"a": [1]}]  # type: ignore[index]

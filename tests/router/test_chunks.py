@@ -130,3 +130,34 @@ def test_partial_tool_calls_cannot_be_continued():
     chunk = {"id": "x", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"name": "f"}}]}}]}
     t.feed(b"data: " + orjson.dumps(chunk) + b"\n\n")
     assert t.why_not_continuable() == "a partial tool call cannot be continued"
+
+
+# -- what was produced, for billing without usage (issue 11) ------------------------------------------
+def test_produced_tokens_count_deltas_or_characters_whichever_is_more():
+    t = ChunkTracker()
+    run(t, [ev("", role=True), ev("Hi"), ev(" there")])
+    assert (t.produced_events, t.produced_chars, t.produced_tokens) == (2, 8, 2)
+    run(t, [ev(" " + "x" * 39)])  # one delta of many tokens (as some providers send them)
+    assert (t.produced_events, t.produced_chars, t.produced_tokens) == (3, 48, 12)
+
+
+def test_produced_tokens_count_tool_call_deltas():
+    def tool(arguments: str) -> bytes:
+        call = {"index": 0, "function": {"name": "lookup", "arguments": arguments}}
+        chunk = {"id": "c1", "object": "chat.completion.chunk", "model": "m",
+                 "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    t = ChunkTracker()
+    run(t, [tool('{"q": '), tool('"weather in Paris"}')])
+    assert t.content_events == 0 and t.produced_events == 2
+    assert t.produced_chars == len('{"q": ') + len('"weather in Paris"}') + 2 * len("lookup")
+
+
+def test_produced_tokens_span_a_continuation():
+    t = ChunkTracker()
+    run(t, [ev("", role=True), ev("Hello"), ev(" wor")])
+    t.continue_with(Recovery("a", "b", "broke"))
+    run(t, [ev("Hello wor", id_="c2"), ev("ld", id_="c2"), ev(finish="stop", id_="c2")])
+    assert t.content_events == 1  # this part's
+    assert (t.produced_events, t.produced_chars) == (3, len("Hello world"))

@@ -260,7 +260,7 @@ async def test_a_broken_stream_is_continued_through_the_attempt_path() -> None:
     assert await spent(store) > 0  # billed once, at the backend that finished it
 
 
-async def test_a_stream_that_cannot_be_continued_ends_with_an_error_event_and_is_not_billed() -> None:
+async def test_a_stream_that_cannot_be_continued_ends_with_an_error_event_and_bills_what_was_produced() -> None:
     gateway, backends, store = gateway_for({"gpu": Script("break2"), "spare": Script("fail")})
     c = call(stream=True)
     outcome = await pipeline.run(gateway, c)
@@ -268,16 +268,101 @@ async def test_a_stream_that_cannot_be_continued_ends_with_an_error_event_and_is
     sink = ListSink()
     await outcome.send(sink)
     assert b'"error"' in sink.events[-2] and sink.events[-1] == b"data: [DONE]\n\n"
-    assert c.record.error_type == "stream_interrupted"
-    assert await spent(store) == 0 and in_flight(gateway) == {}
+    assert c.record.error_type == "stream_interrupted" and c.record.outcome == "error"
+    # issue 11: "Hello from" reached the client: 3 input (estimate) + 3 relayed tokens (10 characters / 4)
+    assert await spent(store) == 6000 and (c.record.input_tokens, c.record.output_tokens) == (3, 3)
+    assert c.record.backend == "gpu" and in_flight(gateway) == {}
 
 
-async def test_a_client_that_goes_away_mid_stream_releases_everything() -> None:
+async def test_a_client_that_goes_away_mid_stream_pays_for_what_was_produced() -> None:
+    """Issue 11: the upstream produced "Hello from" (the second word when the client had gone)."""
     gateway, backends, store = gateway_for({"gpu": Script("ok"), "spare": Script("ok")})
-    outcome = await pipeline.run(gateway, call(stream=True))
+    c = call(stream=True)
+    outcome = await pipeline.run(gateway, c)
     assert isinstance(outcome, pipeline.StreamReply)
     await outcome.send(ListSink(gone_after=2))
+    assert await spent(store) == 6000 and in_flight(gateway) == {} and backends["gpu"].open_streams == 0
+    assert (c.record.error_type, c.record.status, c.record.output_tokens) == ("client_closed", 499, 3)
+
+
+async def test_a_client_that_goes_away_before_any_token_pays_nothing() -> None:
+    gateway, backends, store = gateway_for({"gpu": Script("ok"), "spare": Script("ok")})
+    c = call(stream=True)
+    outcome = await pipeline.run(gateway, c)
+    assert isinstance(outcome, pipeline.StreamReply)
+    await outcome.send(ListSink(gone_after=0))
     assert await spent(store) == 0 and in_flight(gateway) == {} and backends["gpu"].open_streams == 0
+    assert c.record.error_type == "client_closed" and c.record.cost_usd is None
+
+
+class SlowCloseSink(ListSink):
+    """A client socket the server is still finishing (the response's last bytes) when the
+    client closes its connection: the server then cancels the handler."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing = asyncio.Event()
+
+    async def close(self) -> None:
+        self.closing.set()
+        await asyncio.Event().wait()  # only a cancellation ends this
+
+
+async def test_a_stream_cancelled_after_done_is_settled_and_a_success() -> None:
+    """Issue 11: curl reads to [DONE] and closes; aiohttp cancels the handler. The answer
+    reached the client whole: it is billed from its usage and is a success."""
+    gateway, backends, store = gateway_for({"gpu": Script("ok"), "spare": Script("ok")})
+    c = call(stream=True)
+    outcome = await pipeline.run(gateway, c)
+    assert isinstance(outcome, pipeline.StreamReply)
+    sink = SlowCloseSink()
+    task = asyncio.create_task(outcome.send(sink))
+    await sink.closing.wait()
+    task.cancel()
+    await task  # the cancellation is absorbed: the request ends normally (access log, metrics)
+    assert sink.events[-1] == b"data: [DONE]\n\n" and sink.text() == "".join(WORDS)
+    assert await spent(store) == 8000 and c.record.error_type is None and c.record.outcome == "ok"
+    assert in_flight(gateway) == {} and backends["gpu"].open_streams == 0
+
+
+async def test_a_stream_cancelled_while_it_is_settled_is_settled_all_the_same() -> None:
+    """The client closes while the settlement's store round trip is in flight (Redis): the
+    settlement completes (not released, not left reserved)."""
+    gateway, _, store = gateway_for({"gpu": Script("ok"), "spare": Script("ok")})
+    adjust, entered, go_on = store.adjust, asyncio.Event(), asyncio.Event()
+
+    async def slow_adjust(*args: object) -> None:
+        entered.set()
+        await go_on.wait()
+        await adjust(*args)  # type: ignore[arg-type]
+
+    c = call(stream=True)
+    outcome = await pipeline.run(gateway, c)  # reserved
+    assert isinstance(outcome, pipeline.StreamReply)
+    store.adjust = slow_adjust  # type: ignore[method-assign]
+    task = asyncio.create_task(outcome.send(ListSink()))
+    await entered.wait()
+    task.cancel()
+    for _ in range(5):  # the cancellation is delivered; the settlement is still waiting on the store
+        await asyncio.sleep(0)
+    assert not task.done()
+    go_on.set()
+    await task
+    assert await spent(store) == 8000 and c.record.outcome == "ok"
+
+
+async def test_a_cached_stream_replayed_to_a_client_that_closes_after_done_is_a_success() -> None:
+    gateway, _, _ = gateway_for({"gpu": Script("ok"), "spare": Script("ok")}, cache="exact")
+    await pipeline.run(gateway, call())
+    c = call(stream=True)
+    replayed = await pipeline.run(gateway, c)
+    assert isinstance(replayed, pipeline.StreamReply) and replayed.headers["x-switchyard-cache"] == "hit"
+    sink = SlowCloseSink()
+    task = asyncio.create_task(replayed.send(sink))
+    await sink.closing.wait()
+    task.cancel()
+    await task
+    assert sink.events[-1] == b"data: [DONE]\n\n" and c.record.outcome == "cache_hit"
 
 
 async def test_a_cached_answer_is_free_and_replayed_as_a_stream() -> None:
