@@ -192,7 +192,11 @@ class LiteLLMBackend:
 
     async def _call(self, request: BackendRequest, *, stream: bool) -> Any:
         """litellm's answer (its functions are untyped): an ``_Answer``, or a ``_Chunks`` when ``stream``."""
-        body, kwargs = request.body, self._common()
+        # litellm's translation rewrites what it is given in place (string ``image_url``s
+        # become objects, parts are reshaped): it gets its own copy, never the client's body,
+        # which every attempt of a fail-over and the request's record share. A JSON round
+        # trip is the cheapest deep copy (tens of µs; litellm itself costs milliseconds).
+        body, kwargs = orjson.loads(orjson.dumps(request.body)), self._common()
         if request.endpoint == "embeddings":
             return await litellm.aembedding(input=body["input"], **_pick(body, _EMBEDDING_PARAMS), **kwargs)
         if stream:

@@ -246,3 +246,40 @@ def test_translate_tells_litellm_failing_on_its_own_from_a_dead_upstream() -> No
     for cause in (httpx.ConnectError("refused"), ConnectionResetError("reset"), RuntimeError("?")):
         assert isinstance(translate(wrapped(cause), "b"), UpstreamConnectError), cause
     assert isinstance(translate(litellm.APIConnectionError("refused", "openai", "m"), "b"), UpstreamConnectError)
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_litellm_leaves_the_client_body_as_it_was(kind: str, fake_openai, fake_anthropic) -> None:
+    """litellm's translation rewrites the messages it is given in place (a string
+    ``image_url`` becomes an object, content parts are reshaped): the body is the client's,
+    shared by every attempt of a fail-over and by the request's record, so the adapter must
+    hand litellm its own copy."""
+    import copy
+
+    from backends.litellm_backend import LiteLLMBackend
+
+    fake = fake_openai if kind == "openai" else fake_anthropic
+    backend = LiteLLMBackend(BackendConfig("c", kind, "model-x", base_url=fake.base_url,
+                                           api_key="sk-ant-test" if kind == "anthropic" else "sk-test-key",
+                                           self_hosted=False))
+    body = {"model": "m", "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                     {"type": "image_url", "image_url": DATA}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "42"}]}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}
+    before = copy.deepcopy(body)
+    for stream in (False, True):
+        request = BackendRequest("chat", {**body, "stream": stream}, stream, "r1")
+        if stream:
+            chunks = await backend.open_stream(request)
+            try:
+                async for _ in chunks:
+                    pass
+            finally:
+                await chunks.aclose()
+        else:
+            await backend.complete(request)
+        assert body == before
