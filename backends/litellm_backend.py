@@ -256,12 +256,31 @@ class LiteLLMStream:
         yield DONE
 
     async def aclose(self) -> None:
+        response = _http_response(self._wrapper)  # before the wrapper's aclose forgets its stream
         close = getattr(self._wrapper, "aclose", None)
         if close is not None:
             try:
                 await close()
             except Exception:  # noqa: BLE001,S110 - best effort on an abandoned stream
                 pass
+        if response is not None:  # the provider stops generating (and billing) only when it is closed
+            try:
+                await response.aclose()
+            except Exception:  # noqa: BLE001,S110 - best effort on an abandoned stream
+                pass
+
+
+def _http_response(wrapper: object) -> httpx.Response | None:
+    """The HTTP response under a litellm stream, when its own ``aclose`` cannot reach it.
+
+    ``CustomStreamWrapper.aclose`` closes its ``completion_stream`` only if that has an
+    ``aclose``; the Anthropic iterator (litellm 1.82.6, ``ModelResponseIterator``) holds just
+    ``response.aiter_lines()``, an async generator whose frame is the response's method, and
+    closing that generator does not close the response. So the response is found there."""
+    stream = getattr(getattr(wrapper, "completion_stream", None), "streaming_response", None)
+    frame = getattr(stream, "ag_frame", None)
+    response = frame.f_locals.get("self") if frame is not None else None
+    return response if isinstance(response, httpx.Response) else None
 
 
 def _invented_finish(wrapper: object, chunk: Mapping[str, object]) -> bool:

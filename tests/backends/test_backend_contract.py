@@ -44,15 +44,6 @@ MODES = ("complete", "stream")
 #: Generous bound for "fails fast": every limit below is <= 0.5 s, every other limit 10 s.
 FAST_S = 3.0
 
-BUG_LITELLM_ANTHROPIC_ACLOSE = (
-    "BUG: aclose() on an Anthropic stream through litellm does not release the upstream: "
-    "CustomStreamWrapper.aclose only closes completion_stream if it has aclose()/close(), and "
-    "litellm's anthropic ModelResponseIterator has neither (it holds only response.aiter_lines()), "
-    "so the HTTP response stays open and the provider keeps generating (and billing). "
-    "backends/litellm_backend.py LiteLLMStream.aclose must close the httpx.Response itself"
-)
-
-
 async def attempt(h: Harness, mode: str, backend=None) -> BackendError:  # type: ignore[no-untyped-def]
     """Make one request in ``mode`` and return the BackendError it must raise (for a stream,
     raised by open_stream or while iterating)."""
@@ -270,7 +261,7 @@ async def test_malformed_event_mid_stream_never_truncates_silently(adapter: Harn
 # -- cancellation --------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
-    "adapter", adapters(bugs={"litellm-anthropic": BUG_LITELLM_ANTHROPIC_ACLOSE}), indirect=True)
+    "adapter", adapters(), indirect=True)
 async def test_aclose_on_open_stream_releases_upstream(adapter: Harness) -> None:
     adapter.fake.faults.push(Fault(stall_after_chunks=1))
     stream = await adapter.backend.open_stream(chat(stream=True))
