@@ -13,6 +13,7 @@ and the real Redis at 127.0.0.1:6379:
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import secrets
 import signal
@@ -229,9 +230,11 @@ async def test_settings_drain_default_is_the_documented_ten_seconds():
 # -- the rolling restart ----------------------------------------------------------------------
 
 class Client:
-    """Steady load: ``workers`` loops of non-streamed requests over the replicas in turn; a
-    request is retried (on the next replica) only when it got no response at all — the
-    connection was refused, or closed before a response, i.e. it was never handled."""
+    """Steady load: loops of non-streamed requests over the replicas in turn, a new connection
+    each; a request is retried (on the next replica) only when it got no response at all: the
+    connection was refused, or closed or reset before any byte of a response. That it was then
+    never handled is not assumed but checked: the upstream saw exactly one call per answer and
+    the store billed exactly the answers."""
 
     def __init__(self, urls: list[str], key: str) -> None:
         self.urls, self.key = urls, key
@@ -258,9 +261,15 @@ class Client:
                         return
                     self.answers.append(float(r.headers["x-switchyard-cost-usd"]))
                     return
-            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
-                kind = type(exc).__name__
-                self.retries[kind] = self.retries.get(kind, 0) + 1
+            except aiohttp.ClientConnectorError:  # connection refused: the replica is down
+                self.retries["refused"] = self.retries.get("refused", 0) + 1
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # closed or reset before any byte of a response: a connection the kernel had
+                # queued when the listener closed, or one aiohttp closed as idle on shutdown
+                # before reading its request — never handled (the counts below prove it)
+                if isinstance(exc, aiohttp.ClientOSError) and exc.errno not in (errno.ECONNRESET, errno.EPIPE):
+                    raise
+                self.retries["no response"] = self.retries.get("no response", 0) + 1
         self.lost.append("no replica answered")
 
 
@@ -299,7 +308,7 @@ async def test_rolling_restart_of_three_replicas_loses_nothing_and_bills_once(tm
                 _stop(proc)
     assert client.lost == []
     assert len(client.answers) >= 300, len(client.answers)
-    assert client.retries.get("ClientConnectorError", 0) > 0  # restarts really happened under load
+    assert client.retries.get("refused", 0) > 0  # restarts really happened under load
     drained = sum(log.read_text().count("draining") for log in logs)
     assert drained >= 1, "no replica had requests in flight when it was stopped"
     assert len(upstream.received) == len(client.answers)  # each answer: exactly one upstream call
