@@ -61,6 +61,10 @@ class Deadline:
             self._cut[task] = True
             task.cancel(CUT)
 
+    def cutting(self) -> bool:
+        """Whether the current task is being cut by this deadline (asks, takes nothing back)."""
+        return asyncio.current_task() in self._cut
+
     def absorb(self) -> bool:
         """In an ``except CancelledError``: was the current task cut by this deadline? If so,
         the cancellation is taken back (``Task.uncancel``) and the caller ends the request."""

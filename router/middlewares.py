@@ -23,11 +23,13 @@ from router.errors import (
     AllBackendsFailed,
     KeyStoreUnavailable,
     RateLimited,
+    ShuttingDown,
     Unauthorized,
     error_info,
     error_json,
     log_detail,
 )
+from router.inflight import IN_FLIGHT
 from router.record import RequestRecord
 from router.reload import SERVING
 from router.routes import Access, access_of
@@ -96,7 +98,11 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except asyncio.CancelledError:
-            rec.error_type, rec.status = "client_closed", 499
+            flights = request.app.get(IN_FLIGHT)
+            if flights is not None and flights.deadline.cutting():  # the gateway cut it, not the client
+                rec.error_type, rec.status = ShuttingDown.code, ShuttingDown.status
+            else:
+                rec.error_type, rec.status = "client_closed", 499
             raise
         except Exception as exc:
             info = error_info(exc)

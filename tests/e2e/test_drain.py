@@ -313,3 +313,42 @@ async def test_rolling_restart_of_three_replicas_loses_nothing_and_bills_once(tm
     assert drained >= 1, "no replica had requests in flight when it was stopped"
     assert len(upstream.received) == len(client.answers)  # each answer: exactly one upstream call
     assert spent == pytest.approx(sum(client.answers), abs=1e-9)  # billed exactly once each
+
+
+async def test_a_request_cut_at_the_drain_deadline_is_recorded_as_shutting_down(fake_openai, monkeypatch):
+    """A non-streamed request still waiting on its upstream at the deadline gets a 503
+    ``shutting_down``, and its record (access log, metrics, dashboard) says so — not
+    ``client_closed``: the client was there, the gateway cut it."""
+    from router.settings import Settings
+    from router.telemetry import Telemetry
+    from tests.conftest import running_gateway
+
+    seen: list[tuple[int | None, str | None]] = []
+    record = Telemetry.record
+
+    def spy(self: Telemetry, rec) -> None:  # type: ignore[no-untyped-def]
+        seen.append((rec.status, rec.error_type))
+        record(self, rec)
+
+    monkeypatch.setattr(Telemetry, "record", spy)
+    policy = f"""version: 1
+backends:
+  gpu: {{kind: vllm, base_url: '{fake_openai.base_url}', model: m, timeouts: {{total_s: 30, first_token_s: 30}}}}
+models:
+  chat: {{targets: [gpu]}}
+settings: {{watch: false}}
+"""
+    fake_openai.faults.push(Fault(delay_s=10))
+    body = {"model": "chat", "messages": [{"role": "user", "content": "Say hello."}]}
+    async with aiohttp.ClientSession() as http, asyncio.timeout(20):
+
+        async def chat(url: str) -> tuple[int, dict]:
+            async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+                return r.status, await r.json()
+
+        async with running_gateway(policy, settings=Settings(access_log=False, drain_s=0.5)) as url:
+            answer = asyncio.create_task(chat(url))
+            await fake_openai.wait_received(1)
+        status, reply = await answer  # leaving the block drained the gateway: cut at 0.5 s
+    assert status == 503 and reply["error"]["code"] == "shutting_down", reply
+    assert seen == [(503, "shutting_down")]
