@@ -26,6 +26,7 @@ from router.dashboard import routes as dashboard_routes
 from router.gateway import open_gateway
 from router.inflight import IN_FLIGHT, InFlight, bound, drain
 from router.middlewares import authenticate, errors_and_ids, log_access_mode, observe, stamp_headers
+from router.openapi import RENDERED, Rendered
 from router.reload import SERVING, Serving
 from router.routes import routes
 from router.settings import SETTINGS, Settings
@@ -46,6 +47,7 @@ def create_app(settings: Settings, loaded: LoadedPolicy, policy_path: Path | Non
     app = web.Application(client_max_size=max_body, middlewares=[bound, errors_and_ids, observe, authenticate])
     app[SETTINGS] = settings
     app[IN_FLIGHT] = InFlight()
+    app[RENDERED] = Rendered()
     app.on_shutdown.append(drain)  # before the cleanup_ctx below closes the store
     if telemetry is not None:
         app[TELEMETRY] = telemetry

@@ -429,6 +429,26 @@ def _operation_id(method: str, path: str) -> str:
     return "_".join([method, *words, *(["index"] if path.endswith("/") else [])])
 
 
+class Rendered:
+    """The serialised document of the policy last served: built once per loaded policy (it
+    costs ~0.8 ms, and ``/openapi.json`` is public), again after a reload."""
+
+    __slots__ = ("_body", "_policy")
+
+    def __init__(self) -> None:
+        self._policy: Policy | None = None
+        self._body = b""
+
+    def body(self, policy: Policy) -> bytes:
+        if policy is not self._policy:
+            self._policy, self._body = policy, orjson.dumps(document(policy))
+        return self._body
+
+
+#: The app's ``Rendered`` (set by ``router.app.create_app``).
+RENDERED = web.AppKey("openapi_rendered", Rendered)
+
+
 async def openapi_json(request: web.Request) -> web.Response:
     policy = request.app[SERVING].gateway.runtime.loaded.policy
-    return web.Response(body=orjson.dumps(document(policy)), content_type="application/json")
+    return web.Response(body=request.app[RENDERED].body(policy), content_type="application/json")

@@ -91,3 +91,31 @@ async def test_served_publicly_even_when_keys_are_configured(gateway) -> None:
     validate(doc)
     assert "/v1/chat/completions" in doc["paths"]
     assert "sk-team-search" not in str(doc)  # names, never keys
+
+
+async def test_the_document_is_built_once_per_loaded_policy(monkeypatch, gateway, fake_openai):
+    """``/openapi.json`` is public: serving it must not rebuild the document each time."""
+    import router.openapi
+
+    builds: list[object] = []
+    build = router.openapi.document
+
+    def counted(policy):  # type: ignore[no-untyped-def]
+        builds.append(policy)
+        return build(policy)
+
+    monkeypatch.setattr(router.openapi, "document", counted)
+    url = await gateway(f"""version: 1
+backends:
+  gpu: {{kind: vllm, base_url: '{fake_openai.base_url}', model: m}}
+models:
+  chat: {{targets: [gpu]}}
+settings: {{watch: false}}
+""")
+    async with aiohttp.ClientSession() as http:
+        bodies = []
+        for _ in range(3):
+            async with http.get(f"{url}/openapi.json") as r:
+                assert r.status == 200
+                bodies.append(await r.read())
+    assert len(builds) == 1 and bodies[0] == bodies[1] == bodies[2]
