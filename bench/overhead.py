@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -474,21 +475,28 @@ def start_processes(tmp: Path, plan: CorePlan, procs: dict[str, Proc]) -> tuple[
 def run(cfg: Config) -> Json:
     loadavg = float(Path("/proc/loadavg").read_text().split()[0])
     plan = cpu_plan()
+    with tempfile.TemporaryDirectory(prefix="switchyard-bench-") as tmp, processes() as procs:
+        mock_port, gw_port = start_processes(Path(tmp), plan, procs)
+        direct = make_target("direct", mock_port, "mock-model", procs["mock"].popen.pid)
+        gateway = make_target("gateway", gw_port, "bench", procs["gateway"].popen.pid)
+        results = asyncio.run(measure(direct, gateway, procs, cfg))
+        results["gateway_peak_rss_mb"] = peak_rss_kb(gateway.pid) / 1024
+        results["machine"] = machine(plan, procs, loadavg)
+        return results
+
+
+@contextmanager
+def processes() -> Iterator[dict[str, Proc]]:
+    """The processes a bench starts (name → ``Proc``): all stopped at the end, also on
+    errors and Ctrl-C; a ``BenchAbort`` gains the tails of their logs."""
     procs: dict[str, Proc] = {}
-    with tempfile.TemporaryDirectory(prefix="switchyard-bench-") as tmp:
-        try:
-            mock_port, gw_port = start_processes(Path(tmp), plan, procs)
-            direct = make_target("direct", mock_port, "mock-model", procs["mock"].popen.pid)
-            gateway = make_target("gateway", gw_port, "bench", procs["gateway"].popen.pid)
-            results = asyncio.run(measure(direct, gateway, procs, cfg))
-            results["gateway_peak_rss_mb"] = peak_rss_kb(gateway.pid) / 1024
-            results["machine"] = machine(plan, procs, loadavg)
-            return results
-        except BenchAbort as exc:
-            tails = "\n".join(t for t in (log_tail(p) for p in procs.values()) if t)
-            raise BenchAbort(f"{exc}\n{tails}") from None
-        finally:
-            stop_all(procs)
+    try:
+        yield procs
+    except BenchAbort as exc:
+        tails = "\n".join(t for t in (log_tail(p) for p in procs.values()) if t)
+        raise BenchAbort(f"{exc}\n{tails}") from None
+    finally:
+        stop_all(procs)
 
 
 def stop_all(procs: dict[str, Proc]) -> None:
@@ -605,27 +613,35 @@ def _install_signal_handlers() -> None:
         signal.signal(signal.SIGINT, _interrupt)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run, a few seconds)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON here")
-    args = parser.parse_args(argv)
-    cfg = QUICK if args.quick else FULL
+def bench_main(run: Callable[[], Json], report: Callable[[Json], str], json_path: Path | None) -> int:
+    """A bench's ``main`` after its arguments: run (every process stopped, also on Ctrl-C
+    and SIGTERM), print the report, write the JSON; exit 1 on ``BenchAbort``, 130 on Ctrl-C."""
     _install_signal_handlers()
     try:
-        results = run(cfg)
+        results = run()
     except BenchAbort as exc:
         print(f"benchmark aborted: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; every started process was stopped", file=sys.stderr)
         return 130
-    print(report(results, cfg, args.quick))
-    if args.json:
-        doc = {"config": asdict(cfg), "quick": args.quick, "target_added_p50_ms": TARGET_ADDED_P50_MS,
-               **results}
-        args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    print(report(results))
+    if json_path:
+        json_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run, a few seconds)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON here")
+    args = parser.parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+
+    def run_doc() -> Json:
+        return {"config": asdict(cfg), "quick": args.quick, "target_added_p50_ms": TARGET_ADDED_P50_MS, **run(cfg)}
+
+    return bench_main(run_doc, lambda doc: report(doc, cfg, args.quick), args.json)
 
 
 if __name__ == "__main__":

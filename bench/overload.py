@@ -38,15 +38,13 @@ import orjson
 from overhead import (  # bench/ is sys.path[0] when run as a script
     BENCH_DIR,
     HOST,
-    BenchAbort,
     Proc,
-    _install_signal_handlers,
+    bench_main,
     free_port,
     gateway_argv,
-    log_tail,
     percentile,
+    processes,
     spawn,
-    stop_all,
     wait_ready,
 )
 
@@ -166,25 +164,18 @@ async def measure(cfg: Config, bounded: str, unbounded: str, procs: dict[str, Pr
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    procs: dict[str, Proc] = {}
-    with tempfile.TemporaryDirectory(prefix="switchyard-overload-") as tmp:
-        try:
-            mock_port, gw_port, open_port = free_port(), free_port(), free_port()
-            procs["mock"] = spawn("mock", [sys.executable, str(BENCH_DIR / "mock_upstream.py"), "--host", HOST,
-                                           "--port", str(mock_port), "--slots", str(SLOTS), "--delay-ms",
-                                           str(DELAY_MS)], None, Path(tmp) / "mock.log")
-            procs["gateway"] = spawn("gateway", gateway_argv(write_policy(Path(tmp), mock_port, SLOTS), gw_port),
-                                     None, Path(tmp) / "gateway.log")
-            procs["gateway-unbounded"] = spawn(
-                "gateway-unbounded", gateway_argv(write_policy(Path(tmp), mock_port, 1_000_000), open_port), None,
-                Path(tmp) / "gateway-unbounded.log")
-            url = "http://{}:{}/v1/chat/completions"
-            return asyncio.run(measure(cfg, url.format(HOST, gw_port), url.format(HOST, open_port), procs))
-        except BenchAbort as exc:
-            tails = "\n".join(t for t in (log_tail(p) for p in procs.values()) if t)
-            raise BenchAbort(f"{exc}\n{tails}") from None
-        finally:
-            stop_all(procs)
+    with tempfile.TemporaryDirectory(prefix="switchyard-overload-") as tmp, processes() as procs:
+        mock_port, gw_port, open_port = free_port(), free_port(), free_port()
+        procs["mock"] = spawn("mock", [sys.executable, str(BENCH_DIR / "mock_upstream.py"), "--host", HOST,
+                                       "--port", str(mock_port), "--slots", str(SLOTS), "--delay-ms",
+                                       str(DELAY_MS)], None, Path(tmp) / "mock.log")
+        procs["gateway"] = spawn("gateway", gateway_argv(write_policy(Path(tmp), mock_port, SLOTS), gw_port),
+                                 None, Path(tmp) / "gateway.log")
+        procs["gateway-unbounded"] = spawn(
+            "gateway-unbounded", gateway_argv(write_policy(Path(tmp), mock_port, 1_000_000), open_port), None,
+            Path(tmp) / "gateway-unbounded.log")
+        url = "http://{}:{}/v1/chat/completions"
+        return asyncio.run(measure(cfg, url.format(HOST, gw_port), url.format(HOST, open_port), procs))
 
 
 def report(results: dict[str, Any]) -> str:
@@ -211,19 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short phases (a smoke run, about 20 s)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
-    _install_signal_handlers()
-    try:
-        results = run(QUICK if args.quick else FULL)
-    except BenchAbort as exc:
-        print(f"benchmark aborted: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; every started process was stopped", file=sys.stderr)
-        return 130
-    print(report(results))
-    if args.json:
-        args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    return 0
+    return bench_main(lambda: run(QUICK if args.quick else FULL), report, args.json)
 
 
 if __name__ == "__main__":

@@ -47,12 +47,11 @@ from overhead import (  # bench/ is sys.path[0] when run as a script
     HOST,
     BenchAbort,
     Proc,
-    _install_signal_handlers,
+    bench_main,
     free_port,
     gateway_argv,
-    log_tail,
+    processes,
     spawn,
-    stop_all,
     wait_ready,
 )
 
@@ -214,25 +213,18 @@ def growth(samples: list[dict[str, Any]]) -> tuple[float, float, float]:
 
 
 def run(minutes: float, rate: float, sample_s: float) -> dict[str, Any]:
-    procs: dict[str, Proc] = {}
-    with tempfile.TemporaryDirectory(prefix="switchyard-soak-") as tmp:
-        try:
-            mock_port, gw_port = free_port(), free_port()
-            procs["mock"] = spawn("mock", [sys.executable, str(BENCH_DIR / "mock_upstream.py"), "--host", HOST,
-                                           "--port", str(mock_port), "--delay-ms", "20",
-                                           "--max-seconds", str(minutes * 60 + 120)], None, Path(tmp) / "mock.log")
-            procs["gateway"] = spawn("gateway", gateway_argv(write_policy(Path(tmp), mock_port), gw_port), None,
-                                     Path(tmp) / "gateway.log", env={"SWITCHYARD_LOG_LEVEL": "WARNING"})
-            results = asyncio.run(soak(f"http://{HOST}:{gw_port}", procs["gateway"], minutes, rate, sample_s, procs))
-            results["config"] = {"minutes": minutes, "rate_per_s": rate, "sample_s": sample_s,
-                                 "cache_max_memory_mb": 64, "cpus": os.cpu_count(),
-                                 "loadavg_after": Path("/proc/loadavg").read_text().split()[:3]}
-            return results
-        except BenchAbort as exc:
-            tails = "\n".join(t for t in (log_tail(p) for p in procs.values()) if t)
-            raise BenchAbort(f"{exc}\n{tails}") from None
-        finally:
-            stop_all(procs)
+    with tempfile.TemporaryDirectory(prefix="switchyard-soak-") as tmp, processes() as procs:
+        mock_port, gw_port = free_port(), free_port()
+        procs["mock"] = spawn("mock", [sys.executable, str(BENCH_DIR / "mock_upstream.py"), "--host", HOST,
+                                       "--port", str(mock_port), "--delay-ms", "20",
+                                       "--max-seconds", str(minutes * 60 + 120)], None, Path(tmp) / "mock.log")
+        procs["gateway"] = spawn("gateway", gateway_argv(write_policy(Path(tmp), mock_port), gw_port), None,
+                                 Path(tmp) / "gateway.log", env={"SWITCHYARD_LOG_LEVEL": "WARNING"})
+        results = asyncio.run(soak(f"http://{HOST}:{gw_port}", procs["gateway"], minutes, rate, sample_s, procs))
+        results["config"] = {"minutes": minutes, "rate_per_s": rate, "sample_s": sample_s,
+                             "cache_max_memory_mb": 64, "cpus": os.cpu_count(),
+                             "loadavg_after": Path("/proc/loadavg").read_text().split()[:3]}
+        return results
 
 
 def report(results: dict[str, Any]) -> str:
@@ -255,19 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-s", type=float, default=30.0, help="seconds between RSS samples (default 30)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
-    _install_signal_handlers()
-    try:
-        results = run(args.minutes, args.rate, args.sample_s)
-    except BenchAbort as exc:
-        print(f"benchmark aborted: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; every started process was stopped", file=sys.stderr)
-        return 130
-    print(report(results))
-    if args.json:
-        args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    return 0
+    return bench_main(lambda: run(args.minutes, args.rate, args.sample_s), report, args.json)
 
 
 if __name__ == "__main__":
