@@ -6,6 +6,7 @@ same ``create_app`` that ``switchyard serve`` runs) and returns its base URL.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -46,6 +48,22 @@ async def running_gateway(policy_yaml: str, env: dict[str, str] | None = None,
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+async def wait_ready(url: str, proc: subprocess.Popen[bytes] | asyncio.subprocess.Process,
+                     within_s: float = 30) -> None:
+    """Poll a gateway started as its own process until ``/healthz`` answers 200; fail at once
+    if the process exits first, or after ``within_s``."""
+    async with aiohttp.ClientSession() as http, asyncio.timeout(within_s):
+        while True:
+            code = proc.poll() if isinstance(proc, subprocess.Popen) else proc.returncode
+            assert code is None, f"the gateway exited during start-up ({code})"
+            try:
+                async with http.get(url + "/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)  # not listening yet
 
 
 @pytest.fixture

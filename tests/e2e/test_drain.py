@@ -29,7 +29,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_ready
 from tests.fakes.faults import Fault
 from tests.fakes.openai_upstream import FakeOpenAI
 
@@ -103,18 +103,6 @@ settings: {{watch: false}}
 """
 
 
-async def _ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http, asyncio.timeout(30):
-        while True:
-            assert proc.poll() is None, "the gateway exited during start-up"
-            try:
-                async with http.get(url + "/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.05)  # not listening yet
-
-
 def _start(policy_path: Path, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "router", "serve", "--policy", str(policy_path),
@@ -152,7 +140,7 @@ async def a_gateway(tmp_path: Path, upstream: str) -> AsyncIterator[tuple[str, s
     port = free_port()
     proc = _start(path, port, env, tmp_path / "gateway.log")
     try:
-        await _ready(f"http://127.0.0.1:{port}", proc)
+        await wait_ready(f"http://127.0.0.1:{port}", proc)
         yield f"http://127.0.0.1:{port}", proc, {"key": key, "admin": admin, "team": team, "env": env,
                                                  "path": path}
     finally:
@@ -210,7 +198,7 @@ async def test_sigterm_drains_to_the_deadline_and_ends_open_streams_with_an_erro
         port = free_port()
         reader = _start(path, port, env, tmp_path / "reader.log")
         try:
-            await _ready(f"http://127.0.0.1:{port}", reader)
+            await wait_ready(f"http://127.0.0.1:{port}", reader)
             spent = await _spent(f"http://127.0.0.1:{port}", who["admin"], who["team"])
         finally:
             _stop(reader)
@@ -288,7 +276,7 @@ async def test_rolling_restart_of_three_replicas_loses_nothing_and_bills_once(tm
         client, stop = Client(urls, key), asyncio.Event()
         try:
             for url, proc in zip(urls, procs, strict=True):
-                await _ready(url, proc)
+                await wait_ready(url, proc)
             connector = aiohttp.TCPConnector(force_close=True)  # a new connection per request
             async with asyncio.timeout(60), aiohttp.ClientSession(connector=connector) as http:
                 load = [asyncio.create_task(client.run(http, stop, limit=3000)) for _ in range(8)]
@@ -298,7 +286,7 @@ async def test_rolling_restart_of_three_replicas_loses_nothing_and_bills_once(tm
                     assert await _exited(procs[i], DRAIN_S + 2) <= DRAIN_S + 1
                     assert procs[i].returncode == 0
                     procs[i] = _start(path, ports[i], env, logs[i])
-                    await _ready(urls[i], procs[i])
+                    await wait_ready(urls[i], procs[i])
                 await asyncio.sleep(0.5)  # and a little load after the last one
                 stop.set()
                 await asyncio.gather(*load)

@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = """version: 1
@@ -54,18 +54,6 @@ def huge(path: Path, mb: int) -> None:
             f.write(line)
 
 
-async def _ready(http: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            assert proc.returncode is None, "the gateway exited"
-            try:
-                async with http.get(f"{url}/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)  # not listening yet
-
-
 @pytest.fixture
 async def served(tmp_path):
     """(url, admin headers, policy path) of a gateway process serving GOOD."""
@@ -78,8 +66,7 @@ async def served(tmp_path):
         stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession() as http:
-            await _ready(http, url, proc)
+        await wait_ready(url, proc)
         yield url, {"Authorization": f"Bearer {admin}"}, policy
     finally:
         proc.terminate()

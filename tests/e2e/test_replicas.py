@@ -17,23 +17,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 RPM = 12
-
-
-async def _ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with asyncio.timeout(20):
-            while True:
-                assert proc.poll() is None, "gateway exited during start-up"
-                try:
-                    async with http.get(url + "/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)  # not listening yet
 
 
 def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
@@ -100,7 +87,7 @@ settings: {{watch: false}}
             procs.append(proc)
             urls.append(f"http://127.0.0.1:{port}")
         for url, proc in zip(urls, procs, strict=True):
-            await _ready(url, proc)
+            await wait_ready(url, proc)
         yield urls, key, admin, team
     finally:
         for proc in procs:

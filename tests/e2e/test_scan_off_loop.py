@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = ("the quarterly report lists order 4471 shipped on 2026-03-04 to the Berlin office and "
@@ -44,19 +44,6 @@ def prose(size: int, rng: random.Random) -> str:
     return " ".join(out)
 
 
-async def _ready(session: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.returncode is None, "the gateway exited"
-        try:
-            async with session.get(f"{url}/healthz") as r:
-                if r.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            await asyncio.sleep(0.05)  # not listening yet
-    raise AssertionError("the gateway did not start")
-
-
 async def test_probes_stay_fast_while_a_large_body_is_scanned(tmp_path):
     policy = tmp_path / "p.yaml"
     policy.write_text(POLICY)
@@ -70,7 +57,7 @@ async def test_probes_stay_fast_while_a_large_body_is_scanned(tmp_path):
     latencies: list[float] = []
     try:
         async with aiohttp.ClientSession() as session:
-            await _ready(session, url, proc)
+            await wait_ready(url, proc)
 
             async def big() -> tuple[int, float]:
                 started = time.perf_counter()
