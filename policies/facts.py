@@ -14,7 +14,10 @@ from typing import Literal
 
 __all__ = ["BackendLoad", "Endpoint", "RequestFacts"]
 
-Endpoint = Literal["chat", "completions", "embeddings"]
+#: The API a request came in on: OpenAI's chat, completions and embeddings, Anthropic's
+#: Messages (``messages``) and OpenAI's Responses (``responses``); the last two reach
+#: backends as chat completions.
+Endpoint = Literal["chat", "completions", "embeddings", "messages", "responses"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -388,6 +388,8 @@ class PolicySettings(_Frozen):
     watch: bool = True
     #: Budgets when the shared store cannot be reached: refuse (fail_closed) or serve unmetered.
     on_store_error: Literal["fail_closed", "fail_open"] = "fail_closed"
+    #: How long ``/v1/responses`` keeps a stored response (``previous_response_id``, ``GET``).
+    responses_ttl_s: Annotated[int, Field(ge=60, le=365 * 24 * 3600)] = 30 * 24 * 3600
 
 
 class Policy(_Frozen):

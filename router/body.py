@@ -20,7 +20,7 @@ from policies import Endpoint
 from policies.sensitivity import MAX_DEPTH as _SCANNED_DEPTH
 from router.errors import InvalidRequest
 
-__all__ = ["INT32_MAX", "MAX_DEPTH", "ParsedBody", "parse_body"]
+__all__ = ["INT32_MAX", "MAX_DEPTH", "ParsedBody", "check_body", "load_json", "parse_body"]
 
 #: The largest count (``max_tokens``, ``top_logprobs``, ``dimensions``, …) a body may hold.
 INT32_MAX = 2**31 - 1
@@ -103,6 +103,11 @@ class ParsedBody:
 
 def parse_body(raw: bytes, endpoint: Endpoint, max_n: int | None = None) -> ParsedBody:
     """``max_n``: the most ``n`` / ``best_of`` may ask for (``settings.max_n``; ``None``: no cap)."""
+    return check_body(load_json(raw), endpoint, max_n, len(raw))
+
+
+def load_json(raw: bytes) -> dict[str, object]:
+    """A request body's JSON object, no deeper than ``MAX_DEPTH`` (else ``InvalidRequest``)."""
     if not raw:
         raise InvalidRequest("request body is empty; expected a JSON object")
     try:
@@ -114,6 +119,15 @@ def parse_body(raw: bytes, endpoint: Endpoint, max_n: int | None = None) -> Pars
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
     if _may_be_deep(raw) and _nested_deeper(data, MAX_DEPTH):
+        raise InvalidRequest(_TOO_DEEP)
+    return data
+
+
+def check_body(data: dict[str, object], endpoint: Endpoint, max_n: int | None, size: int,
+               translated: bool = False) -> ParsedBody:
+    """The checks of an OpenAI-shaped body (``translated``: built by a surface from another
+    format, whose nesting is checked again: translation may add a level)."""
+    if translated and _nested_deeper(data, MAX_DEPTH):
         raise InvalidRequest(_TOO_DEEP)
     for name, (check, want) in _REQUIRED[endpoint].items():
         if name not in data:
@@ -129,7 +143,7 @@ def parse_body(raw: bytes, endpoint: Endpoint, max_n: int | None = None) -> Pars
         raise InvalidRequest("embeddings cannot be streamed", param="stream")
     model = data.get("model")
     choices = _choices(data, endpoint, max_n)
-    return ParsedBody(data, model if isinstance(model, str) else None, stream, len(raw), choices)
+    return ParsedBody(data, model if isinstance(model, str) else None, stream, size, choices)
 
 
 _TOO_DEEP = f"request body is nested too deeply: objects and arrays may be at most {MAX_DEPTH} levels inside it"

@@ -10,6 +10,7 @@ Tree::
     ├── BudgetExceeded       429    a team's USD budget for the day or month
     ├── BudgetStoreUnavailable, KeyStoreUnavailable   503   the shared store cannot answer
     ├── ModelNotFound        404    unknown model alias (lists the available ones)
+    ├── ResponseNotFound     404    no stored response of this team by that id (/v1/responses)
     ├── PolicyDenied         403    a rule denies the request (``route.deny``)
     ├── Forbidden            403    the caller's key does not reach what it asked for
     ├── NoBackendAvailable   503    the plan has no usable target
@@ -49,6 +50,9 @@ __all__ = [
     "NoBackendAvailable",
     "Overloaded",
     "PolicyDenied",
+    "PreviousResponseNotFound",
+    "ResponseNotFound",
+    "ResponseStoreUnavailable",
     "RateLimited",
     "ShuttingDown",
     "Unauthorized",
@@ -130,6 +134,24 @@ class ModelNotFound(GatewayError):
     status = 404
     error_type = "invalid_request_error"
     code = "model_not_found"
+
+
+class ResponseNotFound(GatewayError):
+    """``/v1/responses/{id}`` or ``previous_response_id`` names no stored response of this team."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    code = "response_not_found"
+
+
+class ResponseStoreUnavailable(GatewayError):
+    status = 503
+    error_type = "service_unavailable"
+    code = "response_store_unavailable"
+
+
+class PreviousResponseNotFound(InvalidRequest):
+    code = "previous_response_not_found"
 
 
 class PolicyDenied(GatewayError):

@@ -32,6 +32,7 @@ from router.state.cache import ResponseCache
 from router.state.keys import KeyRing
 from router.state.limits import RateLimiter
 from router.state.memory_store import MemoryStore
+from router.state.responses import ResponseStore
 from router.state.stats import Stats
 from router.state.store import Store, StoreUnavailable
 from router.telemetry import Telemetry
@@ -55,6 +56,7 @@ class Gateway:
     gatekeeper: Gatekeeper
     telemetry: Telemetry
     stats: Stats
+    responses: ResponseStore  # stored /v1/responses answers (previous_response_id)
     #: the price savings are measured against (``telemetry.reference_backend``; None: no savings)
     reference_price: TokenPrice | None = None
     auth_required: bool = False
@@ -137,6 +139,7 @@ def build_gateway(runtime: Runtime, store: Store, *, previous: Gateway | None = 
     deadline = deadline or (previous.engine.deadline if previous else None)
     return Gateway(runtime, Engine(runtime, circuits, load, telemetry, deadline), load, keys, limits, budgets, cache,
                    Gatekeeper(store, limits, budgets, cache), telemetry, stats,
+                   ResponseStore(store, settings.responses_ttl_s),
                    reference_price(loaded.policy, runtime.planner.prices),
                    auth_required=keys.has_policy_keys or stored_keys,
                    needs_budget_fact=any("budget_remaining" in r.condition.facts for r in loaded.rules))

@@ -16,6 +16,7 @@ import math
 import os
 import time
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -35,6 +36,7 @@ from router.reload import SERVING
 from router.routes import Access, access_of
 from router.settings import SETTINGS, Settings
 from router.state.keys import AuthError, Principal, bearer_token
+from router.surfaces import messages as messages_surface
 
 __all__ = ["PRINCIPAL", "RECORD", "REQUEST_ID", "authenticate", "errors_and_ids", "is_admin", "is_open",
            "log_access_mode", "observe", "stamp_headers"]
@@ -44,7 +46,8 @@ log = logging.getLogger("switchyard.http")
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 RECORD = web.RequestKey("record", RequestRecord)
-_OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"}
+_OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings",
+               "/v1/messages": "chat", "/v1/responses": "chat"}
 
 
 def _request_id(request: web.Request) -> str:
@@ -73,7 +76,12 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
         level = logging.ERROR if info.status == 500 else logging.WARNING
         log.log(level, "request %s failed: %s", request[REQUEST_ID], log_detail(exc, scrubber),
                 exc_info=info.status == 500)
-    response = web.Response(status=info.status, body=error_json(info), content_type="application/json")
+    if request.path.startswith("/v1/messages"):  # Anthropic's error shape on its surface
+        shaped = messages_surface.error_body(info.status, info.message)
+        body = orjson.dumps(shaped | {"request_id": request[REQUEST_ID]})
+    else:
+        body = error_json(info)
+    response = web.Response(status=info.status, body=body, content_type="application/json")
     if info.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(info.retry_after)))
     if isinstance(exc, AllBackendsFailed):

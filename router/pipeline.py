@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import orjson
 
 from backends import BackendError, BackendRequest
+from backends.types import Api
 from policies import Endpoint, Plan, RequestFacts
 from policies.sensitivity import Scan
 from router.body import ParsedBody
@@ -66,6 +67,12 @@ CALL_HEADERS = ("x-switchyard-sensitivity", "x-switchyard-tags", "cache-control"
 #: counters (budgets are kept in nano-USD).
 MOST_TOKENS = 2**53
 MOST_USD = 1e9
+
+
+#: The upstream API each endpoint's (OpenAI-shaped) body is for: the agent surfaces translate
+#: their requests into chat completions (``router.surfaces``).
+_WIRE: dict[Endpoint, Api] = {"chat": "chat", "completions": "completions", "embeddings": "embeddings",
+                              "messages": "chat", "responses": "chat"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +215,7 @@ class _Flight:
 
     def _request(self) -> BackendRequest:
         body = self.call.body
-        return BackendRequest(self.call.endpoint, body.data, body.stream, self.call.request_id,
+        return BackendRequest(_WIRE[self.call.endpoint], body.data, body.stream, self.call.request_id,
                               self.call.headers.get("traceparent"))
 
     def _cached(self, hit: CachedAnswer, extra: dict[str, str]) -> Outcome:

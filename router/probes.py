@@ -14,7 +14,12 @@ from router.middlewares import is_admin
 from router.reload import SERVING
 from router.state.store import StoreUnavailable
 
-__all__ = ["healthz", "readyz"]
+__all__ = ["healthz", "readyz", "root"]
+
+
+async def root(request: web.Request) -> web.Response:
+    """``GET``/``HEAD /``: what this is and where its API document is (agents probe their base URL)."""
+    return web.json_response({"service": "switchyard", "openapi": "/openapi.json"})
 
 
 async def healthz(request: web.Request) -> web.Response:

