@@ -141,6 +141,11 @@ class SensitivitySpec(_Frozen):
     custom: list[CustomDetector] = []
     #: The highest level a closed backend may receive unless it sets ``max_sensitivity``.
     closed_max: Level = "internal"
+    #: Benign literals that are never findings: a detector match whose whole matched text
+    #: equals one of them (case-insensitively) is ignored — e.g. a coding agent's co-author
+    #: address in its system prompt. Exact values only: a match that merely contains one
+    #: (``noreply@anthropic.com.evil``) or another value of the same kind still counts.
+    allow: Annotated[list[Annotated[str, Field(min_length=3, max_length=256)]], Field(max_length=1000)] = []
 
     @field_validator("detectors")
     @classmethod

@@ -549,10 +549,11 @@ def _overlaps(starts: list[int], ends: list[int], s: int, e: int) -> bool:
 class Scanner:
     """Scans request bodies with a policy's detectors (compiled once, reused per request)."""
 
-    __slots__ = ("_active", "_customs", "_default", "_groups", "_levels")
+    __slots__ = ("_active", "_allow", "_customs", "_default", "_groups", "_levels")
 
     def __init__(self, spec: SensitivitySpec) -> None:
         self._default = spec.default
+        self._allow = frozenset(value.lower() for value in spec.allow)
         self._active = frozenset(name for name in spec.detectors if name in _PRIORITY)
         #: detector → (priority, level, level rank)
         self._levels: Mapping[str, tuple[int, str, int]] = MappingProxyType({
@@ -607,6 +608,9 @@ class Scanner:
         if "secret" in levels and _secret_member(text, where):
             priority, _, rank = levels["secret"]
             hits.append((priority, 0, len(text), rank))
+        allow = self._allow
+        if allow and hits:
+            hits = [hit for hit in hits if text[hit[1]:hit[2]].lower() not in allow]
         items: list[tuple[int, int, str, str]] = []
         top = 0
         for priority, s, e, rank in _dedupe(hits) if len(hits) > 1 else hits:
@@ -616,6 +620,8 @@ class Scanner:
                 top = rank
         for custom in self._customs:
             for s, e in _custom_spans(custom, text):
+                if allow and text[s:e].lower() in allow:
+                    continue
                 items.append((s, e, custom.name, custom.level))
                 top = max(top, level_rank(custom.level))
         if items:

@@ -177,7 +177,7 @@ def _conversation(chat: Mapping[str, object], data: Mapping[str, object]) -> lis
     (``instructions`` are not carried over to the next turn, as in OpenAI's API)."""
     messages = chat["messages"]
     assert isinstance(messages, list)
-    return messages[1:] if data.get("instructions") is not None else list(messages)
+    return messages[1:] if data.get("instructions") else list(messages)
 
 
 async def _keep(gateway: Gateway, team: str | None, response: dict[str, object], conversation: list[dict[str, object]],

@@ -230,7 +230,8 @@ def to_chat(data: Mapping[str, object], history: list[dict[str, object]] | None 
     if instructions is not None:
         if not isinstance(instructions, str):
             raise _bad("'instructions' must be a string", "instructions")
-        out.append({"role": "system", "content": instructions})
+        if instructions:
+            out.append({"role": "system", "content": instructions})
     out.extend(history or ())
     given = data.get("input")
     if isinstance(given, str):

@@ -613,3 +613,20 @@ def test_adversarial_inputs_stay_linear(text: str) -> None:
     start = time.perf_counter()
     SCANNER.scan_texts([("t", text)])
     assert time.perf_counter() - start < 1.0
+
+
+def test_allowed_literals_are_not_findings_but_other_values_of_their_kind_are() -> None:
+    """An agent's boilerplate (Claude Code's co-author address) must not lift a plain session,
+    without opening a hole: only the exact literal is ignored."""
+    scanner = Scanner(SensitivitySpec(allow=["noreply@anthropic.com"]))
+    assert scanner.scan_texts([("t", "Co-Authored-By: Claude Code <noreply@anthropic.com>")]).level == "public"
+    assert scanner.scan_texts([("t", "Co-Authored-By: Claude <NoReply@Anthropic.com>")]).level == "public"
+    for text in ("write to alice@anthropic.com", "noreply@anthropic.com.evil.example", "xnoreply@anthropic.com",
+                 "noreply@anthropic.com and bob@example.org"):
+        scan = scanner.scan_texts([("t", text)])
+        assert scan.level == "confidential", text
+        assert [f.detector for f in scan.findings] == ["email"], text
+    custom = Scanner(SensitivitySpec(detectors={}, allow=["OPS-0000"],
+                                     custom=[CustomDetector(name="ticket", level="internal", regex=r"OPS-\d+")]))
+    assert custom.scan_texts([("t", "see OPS-0000")]).level == "public"
+    assert custom.scan_texts([("t", "see OPS-1234")]).level == "internal"
