@@ -100,16 +100,18 @@ class _Chunks(Protocol):
     def __aiter__(self) -> AsyncIterator[_Answer]: ...
 
 
-def provider_price(kind: str, model: str) -> tuple[float, float, float | None] | None:
-    """(input, output, cached input) USD per token from litellm's price table, if it has the model."""
+def provider_price(kind: str, model: str) -> tuple[float, float, float | None, float | None] | None:
+    """(input, output, cache read, cache write) USD per token from litellm's price table, if it
+    has the model (the cache prices ``None`` when it has none)."""
     entry = litellm.model_cost.get(f"{kind}/{model}") or litellm.model_cost.get(model)
     if not isinstance(entry, dict):
         return None
     inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
     if not isinstance(inp, int | float) or not isinstance(out, int | float):
         return None
-    cached = entry.get("cache_read_input_token_cost")
-    return float(inp), float(out), float(cached) if isinstance(cached, int | float) else None
+    cached, written = entry.get("cache_read_input_token_cost"), entry.get("cache_creation_input_token_cost")
+    return (float(inp), float(out), float(cached) if isinstance(cached, int | float) else None,
+            float(written) if isinstance(written, int | float) else None)
 
 
 def known_provider(kind: str) -> bool:

@@ -43,8 +43,8 @@ def check_kind(kind: str) -> None:
                          "or a litellm provider name (openai, anthropic, gemini, azure, bedrock, mistral, …)")
 
 
-def provider_price(kind: str, model: str) -> tuple[float, float, float | None] | None:
-    """USD per token (input, output, cached input) from the provider price table; ``None`` for
+def provider_price(kind: str, model: str) -> tuple[float, float, float | None, float | None] | None:
+    """USD per token (input, output, cache read, cache write) from the provider price table; ``None`` for
     self-hosted kinds and unknown models. Loads litellm only for closed kinds."""
     if kind in _FACTORIES:
         return None

@@ -286,6 +286,8 @@ class Price(_Frozen):
     input_per_mtok_usd: Annotated[float, Field(ge=0)] | None = None
     output_per_mtok_usd: Annotated[float, Field(ge=0)] | None = None
     cached_input_per_mtok_usd: Annotated[float, Field(ge=0)] | None = None
+    #: Anthropic's prompt-cache writes (cache_creation_input_tokens); unset: the input price.
+    cache_write_input_per_mtok_usd: Annotated[float, Field(ge=0)] | None = None
     gpu_hour_usd: Annotated[float, Field(ge=0)] | None = None
     tokens_per_s: Annotated[float, Field(gt=0)] | None = None
 

@@ -32,6 +32,8 @@ class TokenPrice:
     output: float
     cached_input: float | None = None
     source: str = "policy"
+    #: Anthropic's cache writes (``cache_creation_input_tokens``); None: the input price.
+    cache_write_input: float | None = None
 
 
 UNKNOWN = TokenPrice(0.0, 0.0, None, "unknown")
@@ -46,7 +48,9 @@ def _price(spec: BackendSpec, from_table: TokenPrice | None) -> TokenPrice:
     p = spec.price
     if p is not None and p.input_per_mtok_usd is not None and p.output_per_mtok_usd is not None:
         cached = p.cached_input_per_mtok_usd / _PER_MTOK if p.cached_input_per_mtok_usd is not None else None
-        return TokenPrice(p.input_per_mtok_usd / _PER_MTOK, p.output_per_mtok_usd / _PER_MTOK, cached, "policy")
+        written = p.cache_write_input_per_mtok_usd
+        return TokenPrice(p.input_per_mtok_usd / _PER_MTOK, p.output_per_mtok_usd / _PER_MTOK, cached, "policy",
+                          written / _PER_MTOK if written is not None else None)
     if p is not None and p.gpu_hour_usd is not None and p.tokens_per_s:
         per_token = p.gpu_hour_usd / 3600 / p.tokens_per_s
         return TokenPrice(per_token, per_token, None, "gpu")
@@ -55,8 +59,13 @@ def _price(spec: BackendSpec, from_table: TokenPrice | None) -> TokenPrice:
     return TokenPrice(0.0, 0.0, None, "self_hosted") if spec.is_self_hosted else UNKNOWN
 
 
-def cost(price: TokenPrice, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
-    """USD for one call. Cached prompt tokens use the cached price when there is one."""
+def cost(price: TokenPrice, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+         written_tokens: int = 0) -> float:
+    """USD for one call. ``prompt_tokens`` counts every input token; of them, ``cached_tokens``
+    (cache reads) use the cached price and ``written_tokens`` (Anthropic's cache writes) the
+    cache-write price, when the price has them."""
     cached = min(max(cached_tokens, 0), prompt_tokens) if price.cached_input is not None else 0
-    fresh = prompt_tokens - cached
-    return fresh * price.input + cached * (price.cached_input or 0.0) + completion_tokens * price.output
+    written = min(max(written_tokens, 0), prompt_tokens - cached) if price.cache_write_input is not None else 0
+    fresh = prompt_tokens - cached - written
+    return (fresh * price.input + cached * (price.cached_input or 0.0) + written * (price.cache_write_input or 0.0)
+            + completion_tokens * price.output)

@@ -40,7 +40,10 @@ def usage_cost(usage: Mapping[str, object], price: TokenPrice) -> float:
     completion = _int(usage.get("completion_tokens"))
     details = usage.get("prompt_tokens_details")
     cached = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
-    return cost(price, prompt, completion, cached)
+    written = _int(usage.get("cache_creation_input_tokens"))
+    if not written and isinstance(details, Mapping):
+        written = _int(details.get("cache_creation_tokens"))
+    return cost(price, prompt, completion, cached, written)
 
 
 def format_usd(value: float) -> str:

@@ -121,5 +121,6 @@ def build_planner(loaded: LoadedPolicy) -> Planner:
     for name, spec in _enabled(loaded).items():
         found = None if spec.is_self_hosted else provider_price(spec.kind, spec.model)
         if found is not None:
-            table[name] = TokenPrice(*found, source="table")
+            inp, out, cached, written = found
+            table[name] = TokenPrice(inp, out, cached, "table", written)
     return Planner(loaded, table)

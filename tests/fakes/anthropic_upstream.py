@@ -123,6 +123,9 @@ class FakeAnthropic(FakeUpstream):
             reply_text=reply_text,
             created=created,
         )
+        # Prompt-cache usage to report, as Anthropic does when cache_control hit or wrote
+        # (e.g. {"cache_creation_input_tokens": 100, "cache_read_input_tokens": 300}).
+        self.cache_usage: dict[str, int] = {}
 
     @property
     def base_url(self) -> str:
@@ -265,7 +268,7 @@ class FakeAnthropic(FakeUpstream):
             "content": content,
             "stop_reason": turn.stop_reason if done else None,
             "stop_sequence": None,
-            "usage": {"input_tokens": turn.input_tokens, "output_tokens": output_tokens},
+            "usage": {"input_tokens": turn.input_tokens, "output_tokens": output_tokens, **self.cache_usage},
         }
 
     def _block(self, turn: _Turn) -> dict[str, Any]:

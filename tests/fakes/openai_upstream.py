@@ -211,6 +211,7 @@ class FakeOpenAI(FakeUpstream):
         )
         self.deferred = 0
         self.healthy = True
+        self.cached_tokens = 0  # reported as usage.prompt_tokens_details.cached_tokens when set
         # How a trailing assistant message (a prefill) is answered, like real servers:
         # "continue" (vLLM continue_final_message, Anthropic): only the rest of reply_text;
         # "echo" (llama.cpp): the prefill repeated, then the rest; "ignore": reply_text as usual.
@@ -219,6 +220,12 @@ class FakeOpenAI(FakeUpstream):
     @property
     def base_url(self) -> str:
         return f"{self.origin}/v1"
+
+    def _usage(self, turn: _Turn) -> dict[str, Any]:
+        usage: dict[str, Any] = turn.usage()
+        if self.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": min(self.cached_tokens, usage["prompt_tokens"])}
+        return usage
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/chat/completions", self._chat)
@@ -350,7 +357,7 @@ class FakeOpenAI(FakeUpstream):
         return {
             **self._envelope(self.next_id("chatcmpl-fake"), "chat.completion"),
             "choices": choices,
-            "usage": turn.usage(),
+            "usage": self._usage(turn),
             "service_tier": "default",
             "system_fingerprint": _FINGERPRINT,
         }
@@ -373,7 +380,7 @@ class FakeOpenAI(FakeUpstream):
         contents = [chunk(i, d) for d in self._content_deltas(turn) for i in range(turn.n)]
         tails = [chunk(i, {}, turn.finish_reason, "tail") for i in range(turn.n)]
         if include_usage:
-            tails.append(SSEEvent(dumps({**base, "choices": [], "usage": turn.usage()}), phase="tail"))
+            tails.append(SSEEvent(dumps({**base, "choices": [], "usage": self._usage(turn)}), phase="tail"))
         tails.append(SSEEvent("[DONE]", phase="tail", terminal=True))
         return [*heads, *contents, *tails]
 
@@ -417,7 +424,7 @@ class FakeOpenAI(FakeUpstream):
         return {
             **self._envelope(self.next_id("cmpl-fake"), "text_completion"),
             "choices": choices,
-            "usage": turn.usage(),
+            "usage": self._usage(turn),
             "system_fingerprint": _FINGERPRINT,
         }
 
@@ -437,7 +444,7 @@ class FakeOpenAI(FakeUpstream):
         events = [chunk(i, p, None, "content") for p in turn.pieces for i in range(turn.n)]
         events += [chunk(i, "", turn.finish_reason, "tail") for i in range(turn.n)]
         if include_usage:
-            events.append(SSEEvent(dumps({**base, "choices": [], "usage": turn.usage()}), phase="tail"))
+            events.append(SSEEvent(dumps({**base, "choices": [], "usage": self._usage(turn)}), phase="tail"))
         events.append(SSEEvent("[DONE]", phase="tail", terminal=True))
         return events
 
