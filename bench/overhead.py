@@ -13,7 +13,11 @@ direct call to the mock made by the same client code with the same payload:
 2. concurrency 1, stream: time to first body byte (TTFB) and total time;
 3. saturation, concurrency 32: throughput and CPU ms per request of the gateway
    process, vs the mock's own CPU ms per request when called directly;
-4. the gateway's peak RSS (VmHWM).
+4. the gateway's peak RSS (VmHWM);
+5. the agent surfaces: the gateway's CPU ms per request for the same conversation sent as
+   chat completions, as an Anthropic Message (``/v1/messages``) and as an OpenAI Response
+   (``/v1/responses``, ``store: false``), non-stream and stream, in rotating bursts; the
+   target is each surface within 20 % of chat's CPU per request.
 
 Every process it starts is stopped by PID on exit (also on Ctrl-C / SIGTERM); all
 traffic stays on 127.0.0.1; every phase is aborted after 120 s. See bench/README.md.
@@ -47,6 +51,7 @@ ROOT = BENCH_DIR.parent
 PHASE_LIMIT_S = 120.0
 READY_LIMIT_S = 30.0
 TARGET_ADDED_P50_MS = 1.0
+SURFACE_CPU_RATIO = 1.2  # a Message or a Response costs the gateway at most 20 % more CPU than chat
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_STREAM_READS = 10_000
 MIN_PRECISE_TICKS = 20  # below this, tick quantisation (±1 per reading) makes CPU/request rough
@@ -87,6 +92,23 @@ class Target:
     body: bytes         # non-stream request
     stream_body: bytes  # the same with "stream": true
     pid: int
+    exact: bool = True  # the answer must be the mock's own bytes (chat through the gateway or direct)
+
+
+def surface_targets(port: int, pid: int) -> list[Target]:
+    """The bench conversation on each surface of the gateway (alias ``bench``)."""
+    base = f"http://{HOST}:{port}"
+    system, user = MESSAGES[0]["content"], MESSAGES[1]["content"]
+    chat = make_target("chat", port, "bench", pid)
+    messages = {"model": "bench", "max_tokens": 32, "temperature": 0, "system": system,
+                "messages": [{"role": "user", "content": user}]}
+    responses = {"model": "bench", "max_output_tokens": 32, "temperature": 0, "instructions": system,
+                 "input": user, "store": False}
+    return [chat,
+            Target("messages", base, base + "/v1/messages", orjson.dumps(messages),
+                   orjson.dumps({**messages, "stream": True}), pid, exact=False),
+            Target("responses", base, base + "/v1/responses", orjson.dumps(responses),
+                   orjson.dumps({**responses, "stream": True}), pid, exact=False)]
 
 
 def make_target(name: str, port: int, model: str, pid: int) -> Target:
@@ -217,8 +239,9 @@ def peak_rss_kb(pid: int) -> int:
 # -- client ----------------------------------------------------------------------------
 
 def check(target: Target, status: int, got: bytes, want: bytes) -> None:
-    """Abort with the answer's text unless it is exactly the mock's fixed answer."""
-    if status != 200 or got != want:
+    """Abort with the answer's text unless it is exactly the mock's fixed answer (for a
+    translating surface: a 200 that carries the mock's answer text)."""
+    if status != 200 or (got != want if target.exact else b"Hello" not in got):
         text = got[:2000].decode("utf-8", "replace")
         raise BenchAbort(f"{target.name} answered HTTP {status}, not the mock's fixed answer:\n{text}")
 
@@ -337,11 +360,47 @@ async def blast(session: aiohttp.ClientSession, target: Target, total: int, conc
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def measured_blast(session: aiohttp.ClientSession, target: Target, n: int, concurrency: int) -> Round:
+async def stream_blast(session: aiohttp.ClientSession, target: Target, total: int, concurrency: int) -> None:
+    """``total`` stream requests, each read to its end, ``concurrency`` in flight at a time."""
+    tickets: Iterator[int] = iter(range(total))
+
+    async def worker() -> None:
+        for _ in tickets:
+            async with session.post(target.url, data=target.stream_body, headers=HEADERS) as resp:
+                body = await resp.read()
+            check(target, resp.status, body, SSE_BODY)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def measured_blast(session: aiohttp.ClientSession, target: Target, n: int, concurrency: int,
+                         stream: bool = False) -> Round:
     cores = os.sched_getaffinity(target.pid)
     before = snap(target.pid, cores)
-    await blast(session, target, n, concurrency)
+    await (stream_blast if stream else blast)(session, target, n, concurrency)
     return before, snap(target.pid, cores)
+
+
+async def surfaces(session: aiohttp.ClientSession, targets: list[Target], cfg: Config) -> Json:
+    """Gateway CPU ms per request of each surface, non-stream and stream: warm-up, then
+    ``cfg.sat_rounds`` bursts per surface in rotating order (noise hits all alike)."""
+    out: Json = {}
+    for stream in (False, True):
+        n = cfg.sat_n // (2 if stream else 1)
+        for target in targets:
+            await (stream_blast if stream else blast)(session, target, cfg.sat_warmup // 2, cfg.concurrency)
+        per_round = n // cfg.sat_rounds
+        rounds: dict[str, list[Round]] = {t.name: [] for t in targets}
+        for i in range(cfg.sat_rounds):
+            for target in targets[i % len(targets):] + targets[:i % len(targets)]:
+                rounds[target.name].append(await measured_blast(session, target, per_round, cfg.concurrency,
+                                                                stream))
+        mode = "stream" if stream else "non_stream"
+        out[mode] = {name: asdict(Saturation.from_rounds(r, per_round)) for name, r in rounds.items()}
+        chat = out[mode]["chat"]["server_cpu_ms_per_req_schedstat"]
+        out[mode]["ratio_to_chat"] = {name: s["server_cpu_ms_per_req_schedstat"] / chat if chat else None
+                                      for name, s in out[mode].items() if name != "chat"}
+    return out
 
 
 async def saturate(session: aiohttp.ClientSession, direct: Target, gateway: Target,
@@ -445,7 +504,11 @@ async def measure(direct: Target, gateway: Target, procs: dict[str, Proc], cfg: 
         latency = await latency_phases(session, direct, gateway, cfg)
         sat_direct, sat_gateway = await phase("saturation, direct and gateway alternating",
                                               saturate(session, direct, gateway, cfg))
-    return {"ready": ready, **latency, "saturation": saturation_summary(sat_direct, sat_gateway, cfg)}
+        by_surface = await phase("surfaces: chat, messages, responses",
+                                 surfaces(session, surface_targets(int(gateway.base.rsplit(":", 1)[1]), gateway.pid),
+                                          cfg))
+    return {"ready": ready, **latency, "saturation": saturation_summary(sat_direct, sat_gateway, cfg),
+            "surfaces": by_surface}
 
 
 def saturation_summary(direct: Saturation, gateway: Saturation, cfg: Config) -> Json:
@@ -538,6 +601,7 @@ def report(results: Json, cfg: Config, quick: bool) -> str:
     lines += _latency_lines(results, cfg)
     lines += _saturation_lines(results["saturation"], cfg)
     lines += ["", f"[4] gateway peak RSS (VmHWM): {results['gateway_peak_rss_mb']:.1f} MB", ""]
+    lines += _surface_lines(results["surfaces"], cfg)
     lines.append(verdict(results))
     return "\n".join(lines)
 
@@ -581,6 +645,20 @@ def _saturation_lines(s: Json, cfg: Config) -> list[str]:
               f" (= 1000 / CPU ms per request)",
               f"  req/s per burst, min-max: gateway {_span(s['gateway'])}, direct {_span(s['direct'])}",
               f"  load client: {s['gateway']['client_cpu_ms_per_req']:.3f} CPU ms/req"]
+    return lines
+
+
+def _surface_lines(s: Json, cfg: Config) -> list[str]:
+    lines = [f"[5] surfaces: gateway CPU ms per request (ns), concurrency {cfg.concurrency}, rotating bursts",
+             f"  {'':<22}{'non-stream':>12}{'÷ chat':>9}{'stream':>12}{'÷ chat':>9}"]
+    for name in ("chat", "messages", "responses"):
+        ns, st = s["non_stream"], s["stream"]
+        r_ns, r_st = ns["ratio_to_chat"].get(name, 1.0), st["ratio_to_chat"].get(name, 1.0)
+        lines.append(f"  {name:<22}{ns[name]['server_cpu_ms_per_req_schedstat']:>12.3f}{r_ns:>9.2f}"
+                     f"{st[name]['server_cpu_ms_per_req_schedstat']:>12.3f}{r_st:>9.2f}")
+    worst = max(r for mode in ("non_stream", "stream") for r in s[mode]["ratio_to_chat"].values())
+    lines += [f"  target: each surface within {SURFACE_CPU_RATIO:.1f}x chat's CPU per request -> "
+              f"{'PASS' if worst <= SURFACE_CPU_RATIO else 'FAIL'} (worst {worst:.2f}x)", ""]
     return lines
 
 

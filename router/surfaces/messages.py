@@ -365,7 +365,7 @@ class MessagesStream:
     — only when the stream ended cleanly (``[DONE]``). An error event becomes an Anthropic
     ``error`` event and the message is never stopped as if it were complete."""
 
-    __slots__ = ("model", "started", "block", "kind", "tools", "stop_reason", "usage", "ended")
+    __slots__ = ("model", "started", "block", "kind", "tools", "stop_reason", "usage", "ended", "_text_head")
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -376,6 +376,7 @@ class MessagesStream:
         self.stop_reason: str | None = None
         self.usage: dict[str, int] | None = None
         self.ended = False
+        self._text_head = b""  # a text delta event up to its text (the hot path: built once per block)
 
     def feed(self, event: bytes) -> bytes:
         if self.ended:
@@ -437,8 +438,11 @@ class MessagesStream:
             out.append(self._block_delta({"type": "thinking_delta", "thinking": reasoning}))
         text = delta.get("content")
         if isinstance(text, str) and text:
-            self._open("text", {"type": "text", "text": ""}, out)
-            out.append(self._block_delta({"type": "text_delta", "text": text}))
+            if self.kind != "text":
+                self._open("text", {"type": "text", "text": ""}, out)
+                self._text_head = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+                                   + str(self.block).encode() + b',"delta":{"type":"text_delta","text":')
+            out.append(self._text_head + orjson.dumps(text) + b"}}\n\n")
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             if not isinstance(call, Mapping):

@@ -395,7 +395,7 @@ class ResponsesStream:
     object once the stream is over (``None`` if it failed)."""
 
     __slots__ = ("data", "custom", "response", "seq", "started", "items", "open", "text", "args", "finish",
-                 "usage", "ended", "final", "model")
+                 "usage", "ended", "final", "model", "_text_head")
 
     def __init__(self, data: Mapping[str, object], response_id: str, custom: set[str]) -> None:
         self.data, self.custom = data, custom
@@ -411,6 +411,7 @@ class ResponsesStream:
         self.usage: object = None
         self.ended = False
         self.final: dict[str, object] | None = None
+        self._text_head = b""  # an output_text.delta event up to its delta (built once per item)
 
     def _emit(self, out: list[bytes], payload: dict[str, object]) -> None:
         payload["sequence_number"] = self.seq
@@ -475,9 +476,13 @@ class ResponsesStream:
                 self._emit(out, {"type": "response.content_part.added", "item_id": item["id"],
                                  "output_index": len(self.items) - 1, "content_index": 0,
                                  "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})
+                self._text_head = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+                                   b'"item_id":"' + str(item["id"]).encode() + b'","output_index":'
+                                   + str(len(self.items) - 1).encode() + b',"content_index":0,"delta":')
             self.text.append(text)
-            self._emit(out, {"type": "response.output_text.delta", "item_id": self.items[-1]["id"],
-                             "output_index": len(self.items) - 1, "content_index": 0, "delta": text, "logprobs": []})
+            out.append(self._text_head + orjson.dumps(text) + b',"logprobs":[],"sequence_number":'
+                       + str(self.seq).encode() + b"}\n\n")
+            self.seq += 1
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             if not isinstance(call, Mapping):
