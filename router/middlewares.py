@@ -43,6 +43,9 @@ __all__ = ["PRINCIPAL", "RECORD", "REQUEST_ID", "authenticate", "errors_and_ids"
 
 log = logging.getLogger("switchyard.http")
 
+#: Client errors a retry cannot fix: answered with ``x-should-retry: false`` (Claude Code retried
+#: a 401 ten times, backing off for minutes, without it).
+_FINAL_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 RECORD = web.RequestKey("record", RequestRecord)
@@ -82,6 +85,8 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
     else:
         body = error_json(info)
     response = web.Response(status=info.status, body=body, content_type="application/json")
+    if info.status in _FINAL_STATUSES:  # the official SDKs (and Claude Code) retry less when told not to
+        response.headers["x-should-retry"] = "false"
     if info.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(info.retry_after)))
     if isinstance(exc, AllBackendsFailed):

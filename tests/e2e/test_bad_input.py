@@ -135,3 +135,16 @@ async def test_readyz_503_when_nothing_reachable(gateway):
 
 
 
+
+
+async def test_client_errors_say_a_retry_will_not_help(gateway, fake_openai):
+    """``x-should-retry: false`` on 4xx a retry cannot fix (the SDKs and Claude Code honour it),
+    never on 429 or 5xx."""
+    url = await gateway(policy(("gpu", local(fake_openai))))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "/v1/messages", json={"model": "nope", "max_tokens": 5,
+                                                         "messages": [{"role": "user", "content": "x"}]}) as r:
+            assert r.status == 404 and r.headers["x-should-retry"] == "false"
+            assert (await r.json())["error"]["type"] == "not_found_error"
+        async with http.post(url + "/v1/chat/completions", data=b"{") as r:
+            assert r.status == 400 and r.headers["x-should-retry"] == "false"
