@@ -152,7 +152,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     outcome = await pipeline.run(gateway, call)
     response_id = openai_responses.new_response_id()
     extra = _dropped(translated.dropped)
-    conversation = _conversation(translated.chat, data)
+    conversation = translated.conversation
     level = outcome.headers.get("x-switchyard-sensitivity", LEVELS[-1])
     if isinstance(outcome, Reply):
         final: list[dict[str, object]] = []
@@ -170,14 +170,6 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if store and stream.final is not None:
         await _keep(gateway, team, stream.final, conversation, level)
     return response
-
-
-def _conversation(chat: Mapping[str, object], data: Mapping[str, object]) -> list[dict[str, object]]:
-    """The chat messages a stored response continues from: all but this turn's instructions
-    (``instructions`` are not carried over to the next turn, as in OpenAI's API)."""
-    messages = chat["messages"]
-    assert isinstance(messages, list)
-    return messages[1:] if data.get("instructions") else list(messages)
 
 
 async def _keep(gateway: Gateway, team: str | None, response: dict[str, object], conversation: list[dict[str, object]],

@@ -30,8 +30,8 @@ import orjson
 from backends.sse import DONE
 from router.errors import InvalidRequest
 
-__all__ = ["ERROR_TYPES", "Translated", "MessagesStream", "count_request", "error_event", "error_type",
-           "to_chat", "to_message"]
+__all__ = ["ERROR_TYPES", "Translated", "MessagesStream", "alternate", "count_request", "error_event",
+           "error_type", "to_chat", "to_message"]
 
 #: HTTP status → Anthropic's error type (https://docs.anthropic.com/en/api/errors).
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
@@ -66,10 +66,50 @@ class Translated:
 
     chat: dict[str, object]
     dropped: list[str] = field(default_factory=list)
+    #: Responses: the conversation as chat messages, without this turn's instructions and
+    #: before ``alternate`` (what a stored response continues from)
+    conversation: list[dict[str, object]] = field(default_factory=list)
 
     def drop(self, what: str) -> None:
         if what not in self.dropped:
             self.dropped.append(what)
+
+
+def _joined(a: object, b: object) -> object:
+    """Two user contents as one (strings joined by a blank line, else their parts in order)."""
+    if isinstance(a, str) and isinstance(b, str):
+        return f"{a}\n\n{b}"
+    parts: list[object] = []
+    for content in (a, b):
+        parts.extend(content if isinstance(content, list) else [{"type": "text", "text": content}])
+    return parts
+
+
+def alternate(messages: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Chat messages in the order strict chat templates accept (Qwen's, Mistral's, Gemma's
+    reject system messages after the first turn or two user turns in a row): the leading
+    system messages as one; a later system message (Claude Code sends one inside
+    ``messages``, Codex's ``developer`` items after the first user item) joined to its
+    neighbouring user turn inside ``<system-reminder>`` tags, as Claude Code itself marks
+    reminders; consecutive user turns as one. No text is dropped or reordered among turns."""
+    out: list[dict[str, object]] = []
+    for message in messages:
+        role, content = message["role"], message.get("content")
+        if role == "system":
+            if all(m["role"] == "system" for m in out):  # still the leading system prompt
+                if out and isinstance(out[0]["content"], str) and isinstance(content, str):
+                    out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{content}"}
+                else:
+                    out.append(message)
+                continue
+            text = content if isinstance(content, str) else "\n\n".join(
+                str(p.get("text", "")) for p in content if isinstance(p, dict)) if isinstance(content, list) else ""
+            message, role = {"role": "user", "content": f"<system-reminder>\n{text}\n</system-reminder>"}, "user"
+        if role == "user" and out and out[-1]["role"] == "user":
+            out[-1] = {"role": "user", "content": _joined(out[-1]["content"], message["content"])}
+            continue
+        out.append(message)
+    return out
 
 
 def _bad(message: str, param: str | None = None) -> InvalidRequest:
@@ -257,7 +297,7 @@ def to_chat(data: Mapping[str, object], *, counting: bool = False) -> Translated
         else:
             raise _bad(f"messages.{i}.role must be 'user' or 'assistant'", f"messages.{i}.role")
     chat = t.chat
-    chat["messages"] = out
+    chat["messages"] = alternate(out)
     if not counting:
         chat["max_tokens"] = max_tokens
     for name in ("temperature", "top_p"):

@@ -32,7 +32,7 @@ import orjson
 
 from backends.sse import DONE
 from router.errors import InvalidRequest
-from router.surfaces.messages import Translated
+from router.surfaces.messages import Translated, alternate
 
 __all__ = ["ResponsesStream", "new_response_id", "to_chat", "to_response"]
 
@@ -243,7 +243,8 @@ def to_chat(data: Mapping[str, object], history: list[dict[str, object]] | None 
     if not any(m.get("role") != "system" for m in out):
         raise _bad("'input' must hold at least one message or item", "input")
     chat = t.chat
-    chat["messages"] = out
+    t.conversation = out[1:] if instructions else list(out)
+    chat["messages"] = alternate(out)
     most = data.get("max_output_tokens")
     if most is not None:
         chat["max_tokens"] = most

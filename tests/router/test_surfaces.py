@@ -74,8 +74,7 @@ def test_messages_request_translates_system_tools_results_images_and_stops() -> 
         {"role": "assistant", "content": "Looking.",
          "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q":"x"}'}}]},
         {"role": "tool", "tool_call_id": "toolu_1", "content": "42"},
-        {"role": "user", "content": "thanks"},
-        {"role": "system", "content": "late system note"},
+        {"role": "user", "content": "thanks\n\n<system-reminder>\nlate system note\n</system-reminder>"},
     ]
     assert chat["tools"] == [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"},
                                                                "description": "find"}}]
@@ -83,6 +82,27 @@ def test_messages_request_translates_system_tools_results_images_and_stops() -> 
     assert chat["stop"] == ["END"] and chat["max_tokens"] == 64 and chat["user"] == "u-1"
     assert "stream" not in chat
     assert set(t.dropped) == {"thinking", "cache_control", "tool:web_search"}
+
+
+def test_roles_alternate_as_strict_chat_templates_want() -> None:
+    """What Claude Code and Codex send: a system entry after a user turn, developer items,
+    two user turns in a row — as one leading system prompt and alternating turns."""
+    got = m.alternate([
+        {"role": "system", "content": "A"}, {"role": "system", "content": "B"},
+        {"role": "user", "content": "u1"}, {"role": "system", "content": "env"},
+        {"role": "user", "content": [{"type": "text", "text": "u2"}]},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "t"}]},
+        {"role": "tool", "tool_call_id": "t", "content": "r"}, {"role": "user", "content": "u3"},
+        {"role": "system", "content": [{"type": "text", "text": "late"}]}])
+    assert got == [
+        {"role": "system", "content": "A\n\nB"},
+        {"role": "user", "content": [{"type": "text", "text": "u1\n\n<system-reminder>\nenv\n</system-reminder>"},
+                                     {"type": "text", "text": "u2"}]},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "t"}]},
+        {"role": "tool", "tool_call_id": "t", "content": "r"},
+        {"role": "user", "content": "u3\n\n<system-reminder>\nlate\n</system-reminder>"}]
+    assert m.alternate([{"role": "system", "content": "only"}, {"role": "user", "content": "x"}]) == [
+        {"role": "system", "content": "only"}, {"role": "user", "content": "x"}]
 
 
 def test_a_streamed_message_asks_the_upstream_for_usage() -> None:
@@ -199,8 +219,7 @@ def test_responses_items_translate_with_calls_outputs_and_custom_tools() -> None
     t, custom = r.to_chat(body)
     chat = t.chat
     assert chat["messages"] == [
-        {"role": "system", "content": "Be brief."},
-        {"role": "system", "content": "dev note"},
+        {"role": "system", "content": "Be brief.\n\ndev note"},
         {"role": "user", "content": "list files"},
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "c1", "type": "function", "function": {"name": "shell", "arguments": '{"cmd":"ls"}'}},
@@ -232,8 +251,9 @@ def test_responses_refusals_name_the_field(body: dict, param: str) -> None:
 
 def test_history_comes_between_instructions_and_the_new_input() -> None:
     history = [{"role": "user", "content": "one"}, {"role": "assistant", "content": "1"}]
-    chat = r.to_chat({"model": "a", "instructions": "new rules", "input": "two"}, history)[0].chat
-    assert [msg["content"] for msg in chat["messages"]] == ["new rules", "one", "1", "two"]
+    t = r.to_chat({"model": "a", "instructions": "new rules", "input": "two"}, history)[0]
+    assert [msg["content"] for msg in t.chat["messages"]] == ["new rules", "one", "1", "two"]
+    assert t.conversation == [*history, {"role": "user", "content": "two"}]  # what is stored: no instructions
 
 
 def test_a_chat_answer_becomes_a_response_with_function_and_custom_calls() -> None:
