@@ -124,10 +124,10 @@ def load_json(raw: bytes) -> dict[str, object]:
 
 
 def check_body(data: dict[str, object], endpoint: Endpoint, max_n: int | None, size: int,
-               translated: bool = False) -> ParsedBody:
-    """The checks of an OpenAI-shaped body (``translated``: built by a surface from another
-    format, whose nesting is checked again: translation may add a level)."""
-    if translated and _nested_deeper(data, MAX_DEPTH):
+               translated_from: bytes | None = None) -> ParsedBody:
+    """The checks of an OpenAI-shaped body. ``translated_from``: the raw body a surface built
+    it from (another format): its nesting is checked again, translation may add a level."""
+    if translated_from is not None and _may_be_deep(translated_from, slack=1) and _nested_deeper(data, MAX_DEPTH):
         raise InvalidRequest(_TOO_DEEP)
     for name, (check, want) in _REQUIRED[endpoint].items():
         if name not in data:
@@ -149,11 +149,11 @@ def check_body(data: dict[str, object], endpoint: Endpoint, max_n: int | None, s
 _TOO_DEEP = f"request body is nested too deeply: objects and arrays may be at most {MAX_DEPTH} levels inside it"
 
 
-def _may_be_deep(raw: bytes) -> bool:
+def _may_be_deep(raw: bytes, slack: int = 0) -> bool:
     """Too few brackets to be too deep (a small body: two C-level counts, ~100 ns)? A large
     body is walked instead: counting 9 MB blocks the event loop ~7 ms, walking prose's few
     containers costs microseconds."""
-    return len(raw) > 65536 or raw.count(b"{") + raw.count(b"[") > MAX_DEPTH + 1
+    return len(raw) > 65536 or raw.count(b"{") + raw.count(b"[") > MAX_DEPTH + 1 - slack
 
 
 def _nested_deeper(body: dict[str, object], limit: int) -> bool:

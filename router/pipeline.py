@@ -94,6 +94,9 @@ class Reply:
     body: bytes
     headers: dict[str, str]
     status: int = 200
+    #: ``body`` parsed, when the pipeline already parsed it (a fresh answer): a translating
+    #: surface reads this instead of parsing the body again. Not to be mutated.
+    data: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +257,7 @@ class _Flight:
             _describe_answer(rec, data)
             body = self.call.body.data
             self.gateway.telemetry.add_content(body.get("messages", body.get("prompt")), data.get("choices"))
-        return Reply(result.response.body, headers, result.response.status)
+        return Reply(result.response.body, headers, result.response.status, data or None)
 
     async def _coalesced(self, lookup: _Lookup) -> tuple[Answer | CachedAnswer, CachedAnswer | None]:
         """(the upstream answer, what to store in the cache) — or, when an identical request

@@ -67,12 +67,13 @@ def _dropped(dropped: list[str]) -> dict[str, str]:
     return {"x-switchyard-dropped": value}
 
 
-async def _reply(request: web.Request, outcome: Reply, translate: Callable[[dict[str, object]], dict[str, object]],
-                 extra: Mapping[str, str]) -> web.Response:
+async def _reply(request: web.Request, outcome: Reply,
+                 translate: Callable[[Mapping[str, object]], dict[str, object]], extra: Mapping[str, str]
+                 ) -> web.Response:
     body = outcome.body
     if outcome.status == 200:
-        answer = orjson.loads(body)
-        if isinstance(answer, dict):
+        answer = outcome.data if outcome.data is not None else orjson.loads(body)
+        if isinstance(answer, Mapping):
             body = orjson.dumps(translate(answer))
     return web.Response(body=body, status=outcome.status, content_type="application/json",
                         headers={**outcome.headers, **extra})
@@ -93,7 +94,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if "anthropic-beta" in request.headers:
         translated.drop("anthropic-beta")
     body = check_body(translated.chat, "chat", gateway.runtime.loaded.policy.settings.max_n, len(raw),
-                      translated=True)
+                      translated_from=raw)
     model = str(body.model)
     outcome = await pipeline.run(gateway, call_for(request, "messages", body))
     extra = _dropped(translated.dropped)
@@ -108,7 +109,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     gateway = request.app[SERVING].gateway
     raw = await request.read()
     translated = anthropic.count_request(load_json(raw))
-    body = check_body(translated.chat, "chat", None, len(raw), translated=True)
+    body = check_body(translated.chat, "chat", None, len(raw), translated_from=raw)
     who = request.get(PRINCIPAL)
     headers = await gateway.gatekeeper.limit(who, 0)  # a request against the request rate; no tokens
     facts, _ = await gateway.assess(body, "messages", request.headers, team=who.team if who else None)
@@ -145,7 +146,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     store = data.get("store") is not False
     translated, custom = openai_responses.to_chat(data, stored.messages if stored else None)
     body = check_body(translated.chat, "chat", gateway.runtime.loaded.policy.settings.max_n, len(raw),
-                      translated=True)
+                      translated_from=raw)
     call = call_for(request, "responses", body)
     if stored is not None:
         call = _floored(call, stored.level)
@@ -157,7 +158,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if isinstance(outcome, Reply):
         final: list[dict[str, object]] = []
 
-        def translate(answer: dict[str, object]) -> dict[str, object]:
+        def translate(answer: Mapping[str, object]) -> dict[str, object]:
             final.append(openai_responses.to_response(answer, data, response_id, custom))
             return final[0]
 

@@ -58,7 +58,7 @@ async def explain(request: web.Request) -> web.Response:
     else:
         data = load_json(raw)
         chat = messages_codec.to_chat(data).chat if endpoint == "messages" else responses_codec.to_chat(data)[0].chat
-        body = check_body(chat, "chat", max_n, len(raw), translated=True)
+        body = check_body(chat, "chat", max_n, len(raw), translated_from=raw)
     who = request.get(PRINCIPAL)
     team = explain_team(request.query.get("team"), who.team if who else None, admin=is_admin(request),
                         open_gateway=is_open(request))
