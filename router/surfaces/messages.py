@@ -296,6 +296,9 @@ def to_chat(data: Mapping[str, object], *, counting: bool = False) -> Translated
             out.append({"role": "system", "content": _text_of(content, f"messages.{i}.content")})
         else:
             raise _bad(f"messages.{i}.role must be 'user' or 'assistant'", f"messages.{i}.role")
+    if not any(message.get("role") in ("user", "assistant") for message in messages if isinstance(message, dict)):
+        raise _bad("messages: at least one user or assistant turn is required (a 'system' entry alone is not one)",
+                   "messages")
     chat = t.chat
     chat["messages"] = alternate(out)
     if not counting:

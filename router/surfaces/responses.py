@@ -326,12 +326,18 @@ def shell(data: Mapping[str, object], response_id: str, model: str, created: int
 
 
 def _finished(response: dict[str, object], finish: object) -> None:
-    if finish == "length":
-        response["status"], response["incomplete_details"] = "incomplete", {"reason": "max_output_tokens"}
-    elif finish == "content_filter":
-        response["status"], response["incomplete_details"] = "incomplete", {"reason": "content_filter"}
-    else:
+    """The response's status from the chat finish reason; a cut answer's message item is
+    ``incomplete`` too, as OpenAI marks it."""
+    reason = {"length": "max_output_tokens", "content_filter": "content_filter"}.get(finish) \
+        if isinstance(finish, str) else None
+    if reason is None:
         response["status"] = "completed"
+        return
+    response["status"], response["incomplete_details"] = "incomplete", {"reason": reason}
+    output = response.get("output")
+    for item in output if isinstance(output, list) else ():
+        if isinstance(item, dict) and item.get("type") == "message":
+            item["status"] = "incomplete"
 
 
 def to_response(answer: Mapping[str, object], data: Mapping[str, object], response_id: str,

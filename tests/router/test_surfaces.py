@@ -277,6 +277,7 @@ def test_a_response_cut_by_max_output_tokens_is_incomplete() -> None:
     resp = r.to_response({"choices": [{"finish_reason": "length", "message": {"content": "x"}}]}, {"model": "a"},
                          "resp_1", set())
     assert resp["status"] == "incomplete" and resp["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert resp["output"][0]["status"] == "incomplete"
 
 
 def test_a_chat_stream_becomes_typed_response_events() -> None:
