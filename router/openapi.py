@@ -283,6 +283,64 @@ def _schemas(policy: Policy) -> Json:
                            "budget_monthly_usd": {"type": ["number", "null"]}},
         },
         "Object": {"type": "object", "additionalProperties": True},
+        **_agent_schemas(aliases),
+    }
+
+
+def _agent_schemas(aliases: Json) -> Json:
+    """Anthropic's Messages and OpenAI's Responses (docs/api.md: what is translated, dropped, refused)."""
+    text_or_blocks = {"anyOf": [{"type": "string"}, {"type": "array", "items": _ref("Object")}]}
+    messages: Json = {
+        "type": "object", "required": ["model", "max_tokens", "messages"], "additionalProperties": True,
+        "description": "Anthropic's Messages request, translated to chat completions (docs/api.md).",
+        "properties": {
+            "model": aliases, "max_tokens": _count(1), "stream": {"type": "boolean"},
+            "system": text_or_blocks, "stop_sequences": {"type": "array", "items": {"type": "string"}},
+            "temperature": {"type": "number"}, "top_p": {"type": "number"},
+            "tools": {"type": "array", "items": _ref("Object")}, "tool_choice": _ref("Object"),
+            "metadata": {"type": "object"},
+            "messages": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "required": ["role", "content"],
+                "properties": {"role": {"type": "string", "enum": ["user", "assistant", "system"]},
+                               "content": text_or_blocks}}}}}
+    counting = {**messages, "required": ["model", "messages"],
+                "description": "A Messages request without `max_tokens`: its input tokens are estimated."}
+    return {
+        "MessagesRequest": messages,
+        "CountTokensRequest": counting,
+        "Message": {"type": "object", "required": ["id", "type", "role", "content", "stop_reason", "usage"],
+                    "properties": {"id": {"type": "string"}, "type": {"const": "message"},
+                                   "role": {"const": "assistant"}, "model": {"type": "string"},
+                                   "content": {"type": "array", "items": _ref("Object")},
+                                   "stop_reason": {"type": ["string", "null"]}, "usage": _ref("Object")}},
+        "TokenCount": {"type": "object", "required": ["input_tokens"],
+                       "properties": {"input_tokens": {"type": "integer", "minimum": 0}}},
+        "AnthropicError": {
+            "type": "object", "required": ["type", "error"],
+            "description": "Every error on /v1/messages*, in Anthropic's shape.",
+            "properties": {"type": {"const": "error"}, "request_id": {"type": "string"},
+                           "error": {"type": "object", "required": ["type", "message"],
+                                     "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}}},
+        "ResponsesRequest": {
+            "type": "object", "required": ["model", "input"], "additionalProperties": True,
+            "description": "OpenAI's Responses request, translated to chat completions (docs/api.md).",
+            "properties": {
+                "model": aliases, "input": {"anyOf": [{"type": "string"},
+                                                      {"type": "array", "items": _ref("Object")}]},
+                "instructions": {"type": ["string", "null"]}, "stream": {"type": "boolean"},
+                "store": {"type": "boolean"}, "previous_response_id": {"type": ["string", "null"]},
+                "max_output_tokens": {**_count(1), "type": ["integer", "null"]},
+                "temperature": {"type": ["number", "null"]}, "top_p": {"type": ["number", "null"]},
+                "tools": {"type": "array", "items": _ref("Object")},
+                "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}}},
+        "Response": {"type": "object", "required": ["id", "object", "status", "output"],
+                     "properties": {"id": {"type": "string"}, "object": {"const": "response"},
+                                    "status": {"type": "string"}, "model": {"type": "string"},
+                                    "output": {"type": "array", "items": _ref("Object")},
+                                    "usage": {"type": ["object", "null"]}}},
+        "ResponseDeleted": {"type": "object", "required": ["id", "deleted"],
+                            "properties": {"id": {"type": "string"}, "object": {"type": "string"},
+                                           "deleted": {"type": "boolean"}}},
     }
 
 
@@ -330,6 +388,23 @@ def _generation(summary: str, body: str, answer: str, streams: bool) -> Json:
             "responses": {"200": ok, **_errors(400, 401, 403, 404, 413, 429, 503)}}
 
 
+def _anthropic(summary: str, body: str, answer: str, streams: bool) -> Json:
+    """A /v1/messages* operation: its errors in Anthropic's shape."""
+    operation = _generation(summary, body, answer, streams)
+    if streams:
+        operation["responses"]["200"]["content"]["text/event-stream"]["schema"]["description"] = (
+            "With `stream: true`: Anthropic's events (`message_start` … `message_stop`; an `error` event if the "
+            "stream broke).")
+    for status, response in operation["responses"].items():
+        if status != "200":
+            response["content"]["application/json"]["schema"] = _ref("AnthropicError")
+    return operation
+
+
+def _path_id(description: str) -> Json:
+    return {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
+
+
 def _query(name: str, schema: Json, required: bool = False, description: str = "") -> Json:
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
@@ -351,6 +426,20 @@ OPERATIONS: dict[tuple[str, str], Json] = {
         "requestBody": {"required": True,
                         "content": {"application/json": {"schema": _ref("ChatCompletionRequest")}}},
         "responses": {"200": _json("Explanation"), **_errors(400, 401, 403, 404, 413, 429)}},
+    ("post", "/v1/messages"): _anthropic("Anthropic Messages (JSON or SSE events), translated to chat",
+                                         "MessagesRequest", "Message", streams=True),
+    ("post", "/v1/messages/count_tokens"): _anthropic("The gateway's input-token estimate for a Messages body",
+                                                      "CountTokensRequest", "TokenCount", streams=False),
+    ("post", "/v1/responses"): _generation("OpenAI Responses (JSON or typed SSE events), translated to chat",
+                                           "ResponsesRequest", "Response", streams=True),
+    ("get", "/v1/responses/{id}"): {"summary": "A stored response of the caller's team",
+                                    "parameters": [_path_id("A response id (`resp_…`).")],
+                                    "responses": {"200": _json("Response"), **_errors(401, 404, 503)}},
+    ("delete", "/v1/responses/{id}"): {"summary": "Delete a stored response of the caller's team",
+                                       "parameters": [_path_id("A response id (`resp_…`).")],
+                                       "responses": {"200": _json("ResponseDeleted"), **_errors(401, 404, 503)}},
+    ("get", "/"): {"summary": "What this service is and where this document is",
+                   "responses": {"200": _json("Object")}},
     ("get", "/v1/models"): {"summary": "The policy's model aliases",
                             "responses": {"200": _json("ModelList"), **_errors(401)}},
     ("get", "/healthz"): {"summary": "Liveness", "responses": {"200": _json("Status")}},
