@@ -49,8 +49,10 @@ _FINAL_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 RECORD = web.RequestKey("record", RequestRecord)
-_OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings",
-               "/v1/messages": "chat", "/v1/responses": "chat"}
+#: path → (gen_ai.operation.name, switchyard.endpoint) of the generation routes
+_OPERATIONS = {"/v1/chat/completions": ("chat", "chat"), "/v1/completions": ("text_completion", "completions"),
+               "/v1/embeddings": ("embeddings", "embeddings"), "/v1/messages": ("chat", "messages"),
+               "/v1/responses": ("chat", "responses")}
 
 
 def _request_id(request: web.Request) -> str:
@@ -101,10 +103,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Generation requests: a ``RequestRecord`` filled in along the way, the request's trace
     span, and — when it is over (a stream: when its last byte is sent) — its metrics and
     dashboard counters. Errors are recorded as what the client gets (``error_info``)."""
-    operation = _OPERATIONS.get(request.path)
-    if operation is None or request.method != "POST":
+    kind = _OPERATIONS.get(request.path)
+    if kind is None or request.method != "POST":
         return await handler(request)
-    rec = request[RECORD] = RequestRecord(operation, started=time.perf_counter())
+    rec = request[RECORD] = RequestRecord(kind[0], kind[1], started=time.perf_counter())
     serving = request.app[SERVING]
     telemetry = serving.gateway.telemetry
     with telemetry.request_span(rec, request.headers):

@@ -14,6 +14,7 @@ OUTCOMES = ("error", "denied", "cache_hit", "recovery", "fallback", "spillover",
 @dataclass(slots=True)
 class RequestRecord:
     operation: str  # gen_ai.operation.name: chat | text_completion | embeddings
+    endpoint: str = "chat"  # the API it came in on: chat | completions | embeddings | messages | responses
     started: float = 0.0  # time.perf_counter() at arrival
     stream: bool = False
     alias: str | None = None

@@ -257,7 +257,7 @@ class Telemetry:
             self._tokens.record(r.output_tokens, base + (("switchyard.team", team), ("gen_ai.token.type", "output")))
         alias, rule = r.alias or "-", r.rule or "-"
         outcome: Key = (("switchyard.outcome", r.outcome), ("switchyard.team", team), ("switchyard.alias", alias),
-                   ("switchyard.rule", rule))
+                   ("switchyard.rule", rule), ("switchyard.endpoint", r.endpoint))
         if r.error_type is not None:
             outcome += (("error.type", r.error_type),)
         sums = self._sums
@@ -398,6 +398,7 @@ def _finish_request_span(span: Span, r: RequestRecord) -> None:
     span.update_name(f"{r.operation} {r.alias or '-'}")
     attributes: dict[str, Any] = {"gen_ai.operation.name": r.operation, "gen_ai.request.model": r.alias or "-",
                                   "switchyard.outcome": r.outcome, "switchyard.stream": r.stream,
+                                  "switchyard.endpoint": r.endpoint,
                                   "http.response.status_code": r.status}
     optional = {"gen_ai.provider.name": r.provider, "gen_ai.response.model": r.response_model,
                 "gen_ai.usage.input_tokens": r.input_tokens, "gen_ai.usage.output_tokens": r.output_tokens,

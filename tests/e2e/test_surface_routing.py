@@ -47,6 +47,13 @@ async def test_rules_route_on_the_endpoint_fact(gateway, fake_openai, fake_opena
             ("for-responses", "agents-openai")
 
         async with aiohttp.ClientSession() as http:
+            async with http.get(url + "/metrics") as r:
+                metrics = await r.text()
+            for endpoint, rule in (("chat", "default"), ("messages", "agents-anthropic"),
+                                   ("responses", "agents-openai")):
+                assert any(line.startswith("switchyard_requests_total{") and f'switchyard_endpoint="{endpoint}"' in line
+                           and f'switchyard_rule="{rule}"' in line and line.endswith(" 1.0")
+                           for line in metrics.splitlines()), (endpoint, metrics[-3000:])
             body = {"model": "chat", "max_tokens": 8, "messages": [{"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": "t", "content": "IBAN DE89 3704 0044 0532 0130 00"}]}]}
             async with http.post(url + "/v1/route/explain?surface=messages", json=body) as r:
