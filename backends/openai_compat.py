@@ -35,8 +35,9 @@ from backends.types import ENDPOINT_PATHS, BackendRequest, BackendResponse, Heal
 __all__ = ["OpenAICompatBackend"]
 
 
-_FINISHED = (b'"finish_reason":"', b'"finish_reason": "')
-_ERROR_EVENT = (b'data: {"error"', b'data:{"error"', b"event: error")
+_FINISHED = (b'"finish_reason":"', b'"finish_reason": "',
+             b"event: message_stop", b"event: response.completed", b"event: response.incomplete")
+_ERROR_EVENT = (b'data: {"error"', b'data:{"error"', b"event: error", b"event: response.failed")
 
 
 class OpenAICompatBackend:
@@ -103,8 +104,10 @@ class OpenAICompatBackend:
         if request.prefill:
             body.update(self.traits.prefill_fields)
         headers = self._headers
-        if request.traceparent:
-            headers = {**headers, "traceparent": request.traceparent}
+        if request.traceparent or request.headers:
+            headers = {**headers, **dict(request.headers)}
+            if request.traceparent:
+                headers["traceparent"] = request.traceparent
         return self._session.post(self._base + ENDPOINT_PATHS[request.endpoint], data=orjson.dumps(body),
                                   headers=headers, timeout=self._timeout)
 

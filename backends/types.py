@@ -15,13 +15,15 @@ __all__ = ["Api", "BackendRequest", "BackendResponse", "BackendStream", "Health"
 
 #: The upstream API a request is for (its path below an OpenAI-compatible ``base_url`` is
 #: ``ENDPOINT_PATHS[api]``).
-Api = Literal["chat", "completions", "embeddings"]
+Api = Literal["chat", "completions", "embeddings", "messages", "responses"]
 
 #: URL path of each API below an OpenAI-compatible ``base_url``.
 ENDPOINT_PATHS: dict[Api, str] = {
     "chat": "/chat/completions",
     "completions": "/completions",
     "embeddings": "/embeddings",
+    "messages": "/messages",  # Anthropic's Messages API, natively (llama.cpp, vLLM, Ollama)
+    "responses": "/responses",  # OpenAI's Responses API, natively (llama.cpp, vLLM)
 }
 
 
@@ -36,6 +38,11 @@ class BackendRequest:
     traceparent: str | None = None
     #: The last message is a partial assistant answer the backend must continue (stream recovery).
     prefill: bool = False
+    #: The same request in the client's own API (``messages`` / ``responses``), for a target
+    #: that serves that API natively (``speaks``): sent instead of this translation.
+    native: BackendRequest | None = None
+    #: Headers for this request only (a native Messages request: ``anthropic-version``, ``-beta``).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from backends import Backend, BackendError, BackendRequest, BackendResponse, BackendStream
+from backends import Api, Backend, BackendError, BackendRequest, BackendResponse, BackendStream
 from backends.errors import ContextLengthExceeded, UnsupportedInput, UpstreamProtocolError
 from policies import BackendSpec, Plan
 from policies.sensitivity import Scan, redact
@@ -98,6 +98,7 @@ class Answer:
     response: BackendResponse
     failures: Failures = field(default_factory=list)
     upstream_s: float = 0.0  # time spent in attempts (retries and failovers included)
+    api: Api = "chat"  # the API the body is in: the request's, or its native one (``speaks``)
 
 
 @dataclass(slots=True)
@@ -109,6 +110,7 @@ class StreamAnswer:
     lease: Lease
     failures: Failures = field(default_factory=list)
     upstream_s: float = 0.0  # time spent in attempts, up to and including the first event
+    api: Api = "chat"  # the API of its events (see ``Answer.api``)
 
     async def close(self) -> None:
         """Done with this stream: it leaves the backend's in-flight count, its connection closes."""
@@ -142,7 +144,7 @@ class Engine:
                 except BackendError as exc:
                     run.after_failure(name, exc)
                     continue
-                return Answer(name, response, run.failures, run.upstream_s)
+                return Answer(name, response, run.failures, run.upstream_s, run.request_for(name).endpoint)
         raise run.exhausted()
 
     async def open_stream(self, plan: Plan, request: BackendRequest, scan: Scan,
@@ -209,7 +211,7 @@ def _opener(name: str, backend: Backend, run: _Run) -> Callable[[BackendRequest,
             await stream.aclose()
             raise
         run.engine.load.record_ttft(name, loop.time() - started)
-        return StreamAnswer(name, stream, events, first, lease, run.failures)
+        return StreamAnswer(name, stream, events, first, lease, run.failures, api=request.endpoint)
 
     return first_event
 
@@ -253,7 +255,12 @@ class _Run:
         self.attempts = 0
 
     def request_for(self, name: str) -> BackendRequest:
-        """The request as ``name`` may see it: redacted for closed targets when the rule says so."""
+        """The request as ``name`` may see it: in the client's own API when ``name`` serves it
+        natively (only self-hosted servers do: never redacted); redacted for closed targets
+        when the rule says so."""
+        native = self.request.native
+        if native is not None and native.endpoint in self.engine.spec(name).speaks:
+            return native
         if not self.plan.redact or self.engine.spec(name).is_self_hosted:
             return self.request
         if self._redacted is None:

@@ -62,6 +62,9 @@ class Gateway:
     auth_required: bool = False
     #: some rule reads ``budget_remaining``: only then is it fetched (one store round trip)
     needs_budget_fact: bool = False
+    #: the agent APIs some backend serves natively (``speaks``): only then does a surface hand
+    #: the pipeline its own body too
+    native_apis: frozenset[str] = frozenset()
     spilling: set[str] = field(default_factory=set)
     rng: random.Random = field(default_factory=random.Random)
     _starting: asyncio.Task[None] | None = None
@@ -142,7 +145,9 @@ def build_gateway(runtime: Runtime, store: Store, *, previous: Gateway | None = 
                    ResponseStore(store, settings.responses_ttl_s),
                    reference_price(loaded.policy, runtime.planner.prices),
                    auth_required=keys.has_policy_keys or stored_keys,
-                   needs_budget_fact=any("budget_remaining" in r.condition.facts for r in loaded.rules))
+                   needs_budget_fact=any("budget_remaining" in r.condition.facts for r in loaded.rules),
+                   native_apis=frozenset(api for name in runtime.backends
+                                         for api in loaded.policy.backends[name].speaks))
 
 
 def reference_price(policy: Policy, prices: dict[str, TokenPrice]) -> TokenPrice | None:

@@ -50,18 +50,22 @@ from router.body import ParsedBody
 from router.costs import answer_cost, format_usd, parse_answer, tokens, usage_cost
 from router.engine import Answer, StreamAnswer
 from router.gateway import OFF_LOOP_BYTES, Gateway
+from router.native import native_usage
 from router.record import RequestRecord
 from router.state.admission import Admitted, Hold
 from router.state.cache import CachedAnswer, replay_sse
 from router.state.keys import Principal
-from router.streaming import Sink, StreamJob, StreamOutcome, absorb_cancellation, relay
+from router.streaming import Sink, StreamJob, StreamOutcome, absorb_cancellation, relay, relay_native
 from router.telemetry import provider_name
 
 __all__ = ["CALL_HEADERS", "MOST_TOKENS", "MOST_USD", "Call", "Outcome", "Reply", "StreamReply", "estimate_tokens",
            "run"]
 
 #: The request headers the pipeline reads (lower-case); a surface copies just these into the call.
-CALL_HEADERS = ("x-switchyard-sensitivity", "x-switchyard-tags", "cache-control", "traceparent")
+CALL_HEADERS = ("x-switchyard-sensitivity", "x-switchyard-tags", "cache-control", "traceparent",
+                "anthropic-version", "anthropic-beta")
+#: Forwarded with a native Messages request (the version Anthropic's API requires by default).
+_ANTHROPIC_VERSION = "2023-06-01"
 #: The most one request counts against rate limits (tokens) and reserves (USD): far beyond any
 #: limit a policy sets (such a request is refused as over it), well inside the store's 64-bit
 #: counters (budgets are kept in nano-USD).
@@ -73,6 +77,8 @@ MOST_USD = 1e9
 #: their requests into chat completions (``router.surfaces``).
 _WIRE: dict[Endpoint, Api] = {"chat": "chat", "completions": "completions", "embeddings": "embeddings",
                               "messages": "chat", "responses": "chat"}
+#: The native API of an agent endpoint (targets that ``speak`` it get the client's own body).
+_WIRE_NATIVE: dict[Endpoint, Api] = {"messages": "messages", "responses": "responses"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,10 @@ class Call:
     request_id: str
     headers: Mapping[str, str]  # CALL_HEADERS that were sent, lower-case names
     record: RequestRecord  # filled in along the way (no prompt or answer text)
+    #: The client's own body (``messages``, ``responses``) when a backend of the policy serves
+    #: that API natively: sent as is to such a target (``BackendRequest.native``), and scanned
+    #: too — the request's level is the higher of the two scans.
+    native: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +107,7 @@ class Reply:
     #: ``body`` parsed, when the pipeline already parsed it (a fresh answer): a translating
     #: surface reads this instead of parsing the body again. Not to be mutated.
     data: Mapping[str, object] | None = None
+    api: Api = "chat"  # the API ``body`` is in: chat, or the call's own when answered natively
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +119,10 @@ class StreamReply:
 
     headers: dict[str, str]
     _send: Callable[[Sink], Awaitable[None]]
+    #: the API of the events the sink gets: chat chunks, or the call's own API when answered
+    #: natively (then passed through as the upstream sent them; errors still come as chat-shaped
+    #: error events)
+    api: Api = "chat"
 
     async def send(self, sink: Sink) -> None:
         await self._send(sink)
@@ -160,11 +175,29 @@ class _Flight:
         who = call.principal
         facts, self.scan = await gateway.assess(call.body, call.endpoint, call.headers,
                                                 team=who.team if who else None)
+        if call.native is not None:
+            facts = await self._native_scanned(facts)
         if gateway.needs_budget_fact and gateway.budgets.applies(who):
             facts = dataclasses.replace(facts, budget_remaining=await gateway.budgets.remaining(who))
         self.facts, self.plan = facts, gateway.plan(facts)
         _planned(self.rec, call.body, facts, self.plan)
         self.lookup = self._cache_lookup()
+
+    async def _native_scanned(self, facts: RequestFacts) -> RequestFacts:
+        """The client's own body is scanned too (a native target sees it as is): the request's
+        level is the higher of the two. Redaction for closed targets keeps the translated
+        body's findings — a closed target is only ever sent the translation."""
+        call, scanner = self.call, self.gateway.runtime.scanner
+        assert call.native is not None
+        if call.body.size <= OFF_LOOP_BYTES:
+            native = scanner.scan(call.endpoint, call.native, floor=self.scan.level)
+        else:
+            native = await asyncio.to_thread(scanner.scan, call.endpoint, call.native, self.scan.level)
+        if native.level == self.scan.level:
+            return facts
+        self.scan = dataclasses.replace(self.scan, level=native.level, unreadable=self.scan.unreadable
+                                        or native.unreadable)
+        return dataclasses.replace(facts, sensitivity=native.level, detectors=facts.detectors | native.detectors)
 
     def _cache_lookup(self) -> _Lookup | None:
         cache = self.gateway.cache
@@ -217,9 +250,19 @@ class _Flight:
         return await cache.wait(lookup.key, self.plan.allowed)
 
     def _request(self) -> BackendRequest:
-        body = self.call.body
-        return BackendRequest(_WIRE[self.call.endpoint], body.data, body.stream, self.call.request_id,
-                              self.call.headers.get("traceparent"))
+        call = self.call
+        body, traceparent = call.body, call.headers.get("traceparent")
+        native = None
+        if call.native is not None:
+            api = _WIRE_NATIVE[call.endpoint]
+            extra: tuple[tuple[str, str], ...] = ()
+            if api == "messages":
+                extra = (("anthropic-version", call.headers.get("anthropic-version", _ANTHROPIC_VERSION)),)
+                if "anthropic-beta" in call.headers:
+                    extra += (("anthropic-beta", call.headers["anthropic-beta"]),)
+            native = BackendRequest(api, call.native, body.stream, call.request_id, traceparent, headers=extra)
+        return BackendRequest(_WIRE[call.endpoint], body.data, body.stream, call.request_id, traceparent,
+                              native=native)
 
     def _cached(self, hit: CachedAnswer, extra: dict[str, str]) -> Outcome:
         """A cache hit costs nothing; a streamed request gets the answer replayed as SSE."""
@@ -247,6 +290,8 @@ class _Flight:
         _fell_back(rec, result.failures)
         headers = self._headers(result.backend, result.failures) | headers
         data = parse_answer(result.response.body)
+        if result.api != "chat":  # answered natively: its usage in chat terms; never cached
+            return await self._native_reply(result, data, hold, headers)
         spent = answer_cost(data, self.gateway.runtime.planner.prices[result.backend])
         if spent is not None:
             headers["x-switchyard-cost-usd"] = format_usd(spent)
@@ -259,6 +304,17 @@ class _Flight:
             self.gateway.telemetry.add_content(body.get("messages", body.get("prompt")), data.get("choices"))
         return Reply(result.response.body, headers, result.response.status, data or None)
 
+    async def _native_reply(self, result: Answer, data: Mapping[str, object], hold: Hold,
+                            headers: dict[str, str]) -> Reply:
+        usage = native_usage(result.api, data.get("usage"))
+        spent = usage_cost(usage, self.gateway.runtime.planner.prices[result.backend]) if usage else None
+        if spent is not None:
+            headers["x-switchyard-cost-usd"] = format_usd(spent)
+            spent = float(headers["x-switchyard-cost-usd"])
+        self.rec.cache_stored = await hold.settle(spent, None)
+        self._answered(result.backend, usage, spent)
+        return Reply(result.response.body, headers, result.response.status, data or None, result.api)
+
     async def _coalesced(self, lookup: _Lookup) -> tuple[Answer | CachedAnswer, CachedAnswer | None]:
         """(the upstream answer, what to store in the cache) — or, when an identical request
         in this process was already asking, its answer. Identical misses make one call."""
@@ -267,7 +323,9 @@ class _Flight:
 
         async def produce() -> CachedAnswer | None:
             produced.append(answer := await engine.complete(self.plan, request, self.scan, self.rec))
-            return CachedAnswer(answer.backend, answer.response.body) if answer.response.status == 200 else None
+            if answer.response.status != 200 or answer.api != "chat":  # a native answer is not shared
+                return None
+            return CachedAnswer(answer.backend, answer.response.body)
 
         shared, was_shared = await self.gateway.cache.coalesce(lookup.key, self.plan.allowed, produce)
         if was_shared and shared is not None:
@@ -286,7 +344,20 @@ class _Flight:
         if estimate is not None:
             headers["x-switchyard-cost-estimate-usd"] = format_usd(estimate)
         self.rec.ttft_s = time.perf_counter() - self.rec.started
+        if answer.api != "chat":
+            return StreamReply(headers, functools.partial(self._relay_native, answer, hold.hand_over(), headers),
+                               answer.api)
         return StreamReply(headers, functools.partial(self._relay, request, answer, hold.hand_over(), headers))
+
+    async def _relay_native(self, answer: StreamAnswer, hold: Hold, headers: dict[str, str], sink: Sink) -> None:
+        rec = self.rec
+        async with hold:
+            started = time.perf_counter()
+            try:
+                outcome = await relay_native(sink, self.gateway.engine, answer, headers)
+            finally:
+                rec.upstream_s = answer.upstream_s + (time.perf_counter() - started)
+            await _to_the_end(self._settle_stream(hold, outcome))
 
     async def _relay(self, request: BackendRequest, answer: StreamAnswer, hold: Hold, headers: dict[str, str],
                      sink: Sink) -> None:

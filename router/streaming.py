@@ -31,9 +31,10 @@ from policies import Plan
 from policies.sensitivity import Scan
 from router.chunks import ChunkTracker, Recovery
 from router.engine import Engine, StreamAnswer
+from router.native import NativeTracker
 from router.record import RequestRecord
 
-__all__ = ["Sink", "StreamJob", "StreamOutcome", "absorb_cancellation", "relay", "tracker_for"]
+__all__ = ["Sink", "StreamJob", "StreamOutcome", "absorb_cancellation", "relay", "relay_native", "tracker_for"]
 
 log = logging.getLogger("switchyard.stream")
 
@@ -138,6 +139,67 @@ async def relay(sink: Sink, job: StreamJob, answer: StreamAnswer, headers: Mappi
     reason = "; ".join(f"{r.broken}: {r.reason}" for r in tracker.recoveries) or None
     return StreamOutcome(delivered, producer, tracker.usage, tracker.produced_tokens, gone, current is None,
                          bool(tracker.recoveries), reason, tracker.as_answer() if delivered else None)
+
+
+async def relay_native(sink: Sink, engine: Engine, answer: StreamAnswer, headers: Mapping[str, str]
+                       ) -> StreamOutcome:
+    """Relay a stream in an agent API the backend serves natively (``answer.api``: messages,
+    responses) event by event, unchanged; owns ``answer`` as ``relay`` does. Such a stream is
+    not continued elsewhere when it breaks (a continuation would be in another format): the
+    sink gets a chat-shaped error event, which the surface writes in its own format, and the
+    answer is never presented as complete. What was produced is reported for settlement."""
+    tracker = NativeTracker(answer.api)
+    delivered = gone = broken = False
+    reason = None
+    try:
+        await sink.open(headers)
+        try:
+            with engine.deadline.cuttable():
+                await _pump_native(sink, tracker, answer)
+        except BackendError as exc:
+            broken, reason = True, f"{answer.backend}: {exc.error_type}"
+            answer.lease.broke(exc)
+            log.warning("native stream from %s broke after it started: %s", answer.backend, exc.message)
+            await sink.write(error_event(f"{exc.message}; a native stream is not continued elsewhere",
+                                         exc.error_type, exc.code))
+        except asyncio.CancelledError:
+            if not engine.deadline.absorb():
+                raise
+            broken = True
+            await sink.write(error_event("the gateway is shutting down: this answer was cut short at its drain "
+                                         "deadline; retry the request", "service_unavailable", "shutting_down"))
+        delivered = not broken
+        await sink.close()
+    except (ConnectionError, asyncio.CancelledError) as exc:
+        gone = True
+        if isinstance(exc, asyncio.CancelledError):
+            absorb_cancellation()
+        if not delivered:
+            log.info("client went away mid-stream; closing the %s upstream", answer.backend)
+    finally:
+        gone = not await _closed(answer) or gone
+    return StreamOutcome(delivered, answer.backend, tracker.usage, tracker.produced_tokens, gone, broken,
+                         False, reason, None)
+
+
+async def _pump_native(sink: Sink, tracker: NativeTracker, current: StreamAnswer) -> None:
+    """Relay until the answer's last event; the gateway's own end-of-stream sentinel (the
+    adapter's ``[DONE]``) is not part of these APIs and is not relayed."""
+    event = current.first
+    events = current.events
+    while True:
+        if event != DONE:
+            tracker.feed(event)
+            await sink.write(event)
+        if tracker.complete or event == DONE:
+            break
+        next_event = await anext(events, None)
+        if next_event is None:
+            break
+        event = next_event
+    if not tracker.complete:
+        raise UpstreamProtocolError(f"{current.backend} ended its stream before its last event",
+                                    backend=current.backend)
 
 
 def absorb_cancellation() -> None:

@@ -59,6 +59,20 @@ class _TranslatingSink(SSESink):
             await super().write(out)
 
 
+class _NativeSink(SSESink):
+    """An ``SSESink`` for a stream answered natively: its events pass unchanged; only the
+    gateway's own (chat-shaped) error event is written in the surface's format."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self, request: web.Request, error: Callable[[bytes], bytes | None]) -> None:
+        super().__init__(request)
+        self._error = error
+
+    async def write(self, event: bytes) -> None:
+        await super().write(self._error(event) or event if event[:14] == b'data: {"error"' else event)
+
+
 def _dropped(dropped: list[str]) -> dict[str, str]:
     if not dropped:
         return {}
@@ -71,6 +85,9 @@ async def _reply(request: web.Request, outcome: Reply,
                  translate: Callable[[Mapping[str, object]], dict[str, object]], extra: Mapping[str, str]
                  ) -> web.Response:
     body = outcome.body
+    if outcome.api != "chat":  # answered natively: as the upstream sent it
+        return web.Response(body=body, status=outcome.status, content_type="application/json",
+                            headers=outcome.headers)
     if outcome.status == 200:
         answer = outcome.data if outcome.data is not None else orjson.loads(body)
         if isinstance(answer, Mapping):
@@ -80,8 +97,9 @@ async def _reply(request: web.Request, outcome: Reply,
 
 
 async def _stream(request: web.Request, outcome: pipeline.StreamReply, translate: Callable[[bytes], bytes],
-                  extra: Mapping[str, str]) -> web.StreamResponse:
-    sink = _TranslatingSink(request, translate, extra)
+                  extra: Mapping[str, str], native_error: Callable[[bytes], bytes | None]) -> web.StreamResponse:
+    sink: SSESink = (_NativeSink(request, native_error) if outcome.api != "chat"
+                     else _TranslatingSink(request, translate, extra))
     await outcome.send(sink)
     return sink.response if sink.response is not None else web.Response(status=499)
 
@@ -90,17 +108,19 @@ async def messages(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages``: a Message, or its SSE events."""
     gateway = request.app[SERVING].gateway
     raw = await request.read()
-    translated = anthropic.to_chat(load_json(raw))
+    data = load_json(raw)
+    translated = anthropic.to_chat(data)
     if "anthropic-beta" in request.headers:
         translated.drop("anthropic-beta")
     body = check_body(translated.chat, "chat", gateway.runtime.loaded.policy.settings.max_n, len(raw),
                       translated_from=raw)
     model = str(body.model)
-    outcome = await pipeline.run(gateway, call_for(request, "messages", body))
+    native = data if "messages" in gateway.native_apis else None
+    outcome = await pipeline.run(gateway, call_for(request, "messages", body, native))
     extra = _dropped(translated.dropped)
     if isinstance(outcome, Reply):
         return await _reply(request, outcome, lambda answer: anthropic.to_message(answer, model), extra)
-    return await _stream(request, outcome, anthropic.MessagesStream(model).feed, extra)
+    return await _stream(request, outcome, anthropic.MessagesStream(model).feed, extra, anthropic.chat_error)
 
 
 async def count_tokens(request: web.Request) -> web.Response:
@@ -147,7 +167,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     translated, custom = openai_responses.to_chat(data, stored.messages if stored else None)
     body = check_body(translated.chat, "chat", gateway.runtime.loaded.policy.settings.max_n, len(raw),
                       translated_from=raw)
-    call = call_for(request, "responses", body)
+    # native only when the upstream need not know earlier turns nor keep this one (Codex's case)
+    native = data if "responses" in gateway.native_apis and not store and stored is None else None
+    call = call_for(request, "responses", body, native)
     if stored is not None:
         call = _floored(call, stored.level)
     outcome = await pipeline.run(gateway, call)
@@ -167,7 +189,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
             reply.headers["x-switchyard-stored"] = "false"
         return reply
     stream = openai_responses.ResponsesStream(data, response_id, custom)
-    response = await _stream(request, outcome, stream.feed, extra)
+    response = await _stream(request, outcome, stream.feed, extra,
+                             lambda event: openai_responses.chat_failed(event, response_id, data))
     if store and stream.final is not None:
         await _keep(gateway, team, stream.final, conversation, level)
     return response

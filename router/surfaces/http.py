@@ -15,10 +15,11 @@ from router.pipeline import CALL_HEADERS, Call, Outcome, Reply
 __all__ = ["SSESink", "call_for", "respond"]
 
 
-def call_for(request: web.Request, endpoint: Endpoint, body: ParsedBody) -> Call:
+def call_for(request: web.Request, endpoint: Endpoint, body: ParsedBody,
+             native: Mapping[str, object] | None = None) -> Call:
     headers = request.headers
     wanted = {name: value for name in CALL_HEADERS if (value := headers.get(name)) is not None}
-    return Call(endpoint, body, request.get(PRINCIPAL), request[REQUEST_ID], wanted, request[RECORD])
+    return Call(endpoint, body, request.get(PRINCIPAL), request[REQUEST_ID], wanted, request[RECORD], native)
 
 
 class SSESink:

@@ -60,6 +60,20 @@ def error_event(status: int, message: str) -> bytes:
     return _event("error", error_body(status, message))
 
 
+def chat_error(event: bytes) -> bytes | None:
+    """A chat-shaped error event (``data: {"error": …}``) as Anthropic's ``error`` event;
+    ``None`` for any other event."""
+    if not event.startswith(b'data: {"error"'):
+        return None
+    try:
+        error = orjson.loads(event[6:]).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(error, Mapping):
+        return None
+    return error_event(_error_status(error), str(error.get("message", "upstream error")))
+
+
 @dataclass(slots=True)
 class Translated:
     """A chat body translated from another surface, and what translation dropped."""

@@ -388,6 +388,23 @@ def assistant_message(response: Mapping[str, object]) -> dict[str, object]:
     return message
 
 
+def chat_failed(event: bytes, response_id: str, data: Mapping[str, object]) -> bytes | None:
+    """A chat-shaped error event (``data: {"error": …}``) as ``response.failed``; ``None``
+    for any other event."""
+    if not event.startswith(b'data: {"error"'):
+        return None
+    try:
+        error = orjson.loads(event[6:]).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(error, Mapping):
+        return None
+    failed = shell(data, response_id, str(data.get("model")), status="failed")
+    failed["error"] = {"code": str(error.get("code") or error.get("type") or "server_error"),
+                       "message": str(error.get("message", "upstream error"))}
+    return _event({"type": "response.failed", "response": failed, "sequence_number": 0})
+
+
 def _event(payload: dict[str, object]) -> bytes:
     return b"event: " + str(payload["type"]).encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
