@@ -104,7 +104,7 @@ async def _measure(port: int, pid: int, out_dir: Path, n: int, proc: Proc) -> Js
     return per_request
 
 
-def run(n: int) -> Json:
+def run(n: int, keep: Path | None = None) -> Json:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise BenchAbort("valgrind is not installed (apt-get install valgrind)")
     with tempfile.TemporaryDirectory(prefix="switchyard-instr-") as tmp, processes() as procs:
@@ -117,6 +117,10 @@ def run(n: int) -> Json:
                 *gateway_argv(write_policy(out_dir, mock_port), gw_port)]
         procs["gateway"] = spawn("gateway", argv, None, out_dir / "gateway.log")
         per_request = asyncio.run(_measure(gw_port, procs["gateway"].popen.pid, out_dir, n, procs["gateway"]))
+        if keep is not None:  # the per-phase dumps, for callgrind_annotate
+            keep.mkdir(parents=True, exist_ok=True)
+            for dump in out_dir.glob("callgrind.out.*"):
+                shutil.copy(dump, keep / dump.name)
     ratios = {}
     for key, value in per_request.items():
         base = per_request["chat stream" if key.endswith("stream") else "chat"]
@@ -139,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=400, help="requests per phase (default 400)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON here")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the per-phase callgrind dumps here")
     args = parser.parse_args(argv)
-    return bench_main(lambda: run(args.requests), report, args.json)
+    return bench_main(lambda: run(args.requests, args.keep), report, args.json)
 
 
 if __name__ == "__main__":

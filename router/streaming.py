@@ -125,7 +125,7 @@ async def relay(sink: Sink, job: StreamJob, answer: StreamAnswer, headers: Mappi
             await sink.write(DONE)
         delivered = current is not None  # else the client got an error event (and [DONE])
         await sink.close()
-        if current is not None and not tracker.done:
+        if current is not None:  # also after [DONE]: the upstream's generators end here, not in the GC
             await _drain(current)
     except (ConnectionError, asyncio.CancelledError) as exc:
         gone = True
@@ -170,6 +170,8 @@ async def relay_native(sink: Sink, engine: Engine, answer: StreamAnswer, headers
                                          "deadline; retry the request", "service_unavailable", "shutting_down"))
         delivered = not broken
         await sink.close()
+        if delivered:
+            await _drain(answer)
     except (ConnectionError, asyncio.CancelledError) as exc:
         gone = True
         if isinstance(exc, asyncio.CancelledError):

@@ -448,20 +448,20 @@ class MessagesStream:
         if not isinstance(chunk, dict):
             return b""
         error = chunk.get("error")
-        if isinstance(error, Mapping):
+        if isinstance(error, dict):
             self.ended = True
             return error_event(_error_status(error), str(error.get("message", "upstream error")))
         out = [] if self.started else [self._start(chunk)]
         choices = chunk.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], Mapping) else None
+        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
         if choice is not None:
             delta = choice.get("delta")
-            if isinstance(delta, Mapping):
+            if isinstance(delta, dict):
                 self._delta(delta, out)
             finish = choice.get("finish_reason")
             if isinstance(finish, str):
                 self.stop_reason = _STOP.get(finish, "end_turn")
-        if isinstance(chunk.get("usage"), Mapping):
+        if isinstance(chunk.get("usage"), dict):
             self.usage = _usage(chunk["usage"])
         return b"".join(out)
 
@@ -502,11 +502,12 @@ class MessagesStream:
             out.append(self._text_head + orjson.dumps(text) + b"}}\n\n")
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
-            if not isinstance(call, Mapping):
+            if not isinstance(call, dict):
                 continue
             index = call.get("index", 0)
-            function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
-            assert isinstance(function, Mapping)
+            function = call.get("function")
+            if not isinstance(function, dict):
+                function = {}
             kind = f"tool:{index}"
             if kind != self.kind:
                 block: dict[str, object] = {"type": "tool_use", "id": str(call.get("id") or _new_id("toolu_")),

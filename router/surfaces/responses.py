@@ -447,8 +447,11 @@ class ResponsesStream:
         model = chunk.get("model")
         if isinstance(model, str):
             self.response["model"] = model
-        self._emit(out, {"type": "response.created", "response": dict(self.response)})
-        self._emit(out, {"type": "response.in_progress", "response": dict(self.response)})
+        shell_json = orjson.dumps(self.response)  # once for both events
+        for kind in ("response.created", "response.in_progress"):
+            out.append(b"event: " + kind.encode() + b'\ndata: {"type":"' + kind.encode() + b'","response":' + shell_json
+                       + b',"sequence_number":' + str(self.seq).encode() + b"}\n\n")
+            self.seq += 1
 
     def feed(self, event: bytes) -> bytes:
         if self.ended:
@@ -469,7 +472,7 @@ class ResponsesStream:
         if not self.started:
             self._start(out, chunk)
         error = chunk.get("error")
-        if isinstance(error, Mapping):
+        if isinstance(error, dict):
             self.ended = True
             failed = dict(self.response, status="failed", output=self.items,
                           error={"code": str(error.get("code") or error.get("type") or "server_error"),
@@ -477,14 +480,14 @@ class ResponsesStream:
             self._emit(out, {"type": "response.failed", "response": failed})
             return b"".join(out)
         choices = chunk.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], Mapping) else None
+        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
         if choice is not None:
             delta = choice.get("delta")
-            if isinstance(delta, Mapping):
+            if isinstance(delta, dict):
                 self._delta(delta, out)
             if choice.get("finish_reason") is not None:
                 self.finish = choice["finish_reason"]
-        if isinstance(chunk.get("usage"), Mapping):
+        if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
         return b"".join(out)
 
@@ -509,10 +512,11 @@ class ResponsesStream:
             self.seq += 1
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
-            if not isinstance(call, Mapping):
+            if not isinstance(call, dict):
                 continue
-            function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
-            assert isinstance(function, Mapping)
+            function = call.get("function")
+            if not isinstance(function, dict):
+                function = {}
             kind = f"tool:{call.get('index', 0)}"
             if kind != self.open:
                 self._close(out)
