@@ -316,9 +316,10 @@ class BackendSpec(_Frozen):
     max_sensitivity: Level | None = None
     price: Price | None = None
     headers: dict[str, str] = {}
-    #: Agent APIs this self-hosted server serves natively under its ``base_url`` (llama.cpp and
-    #: vLLM: ``messages`` and ``responses``; Ollama: ``messages``): such requests are passed
-    #: through as they are instead of translated to chat (docs/api.md).
+    #: Agent APIs this server serves natively under its ``base_url`` (llama.cpp and vLLM:
+    #: ``messages`` and ``responses``; Ollama: ``messages``; Anthropic's and OpenAI's own APIs
+    #: as ``openai_compatible`` with ``self_hosted: false``): such requests are passed through as
+    #: they are instead of translated to chat (docs/api.md). Direct kinds only.
     speaks: list[Literal["messages", "responses"]] = []
     _kind: KindInfo = PrivateAttr()  # the kind's traits, from the table given at validation
 
@@ -337,8 +338,9 @@ class BackendSpec(_Frozen):
         if self._kind.self_hosted and self.base_url is None:
             raise ValueError(f"base_url is required for self-hosted kind {self.kind!r}")
         if self.speaks and not self._kind.self_hosted:
-            raise ValueError(f"speaks is for self-hosted servers; kind {self.kind!r} is reached through litellm, "
-                             "which gets every surface translated to chat")
+            raise ValueError(f"speaks is for servers reached directly over HTTP (self-hosted kinds, or a provider's "
+                             f"API as kind openai_compatible with self_hosted: false); kind {self.kind!r} is reached "
+                             "through litellm, which gets every surface translated to chat")
         return self
 
     # Resolved once per spec (read on every request): a private attribute goes through

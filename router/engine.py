@@ -256,12 +256,14 @@ class _Run:
 
     def request_for(self, name: str) -> BackendRequest:
         """The request as ``name`` may see it: in the client's own API when ``name`` serves it
-        natively (only self-hosted servers do: never redacted); redacted for closed targets
-        when the rule says so."""
+        natively — unless it is a closed target the rule redacts for (redaction works on the
+        translation: such a target gets the translation, redacted); else redacted for closed
+        targets when the rule says so."""
+        spec = self.engine.spec(name)
         native = self.request.native
-        if native is not None and native.endpoint in self.engine.spec(name).speaks:
+        if native is not None and native.endpoint in spec.speaks and (spec.is_self_hosted or not self.plan.redact):
             return native
-        if not self.plan.redact or self.engine.spec(name).is_self_hosted:
+        if not self.plan.redact or spec.is_self_hosted:
             return self.request
         if self._redacted is None:
             r = self.request

@@ -149,3 +149,54 @@ async def test_llamacpp_serves_stateless_responses_natively(gateway, llamacpp_ur
         final = raw.parse()
         assert raw.headers["x-switchyard-backend"] == "gemma" and "x-switchyard-dropped" not in raw.headers
     assert final.object == "response" and final.usage.output_tokens > 0
+
+
+def provider_native(fake, extra_rules: str = "") -> str:
+    """Anthropic's own API reached directly: kind openai_compatible, closed (self_hosted: false),
+    speaking Messages natively (a chat request would go to its OpenAI-compatible endpoint)."""
+    return f"""
+version: 1
+backends:
+  anthropic-direct: {{kind: openai_compatible, self_hosted: false, base_url: '{fake.base_url}/v1',
+                      model: claude-sonnet-4-5, speaks: [messages], headers: {{x-api-key: '{fake.api_key}'}},
+                      price: {{input_per_mtok_usd: 3, output_per_mtok_usd: 15}}, retry: {{attempts: 1}}}}
+models:
+  chat: {{targets: [anthropic-direct]}}
+sensitivity: {{closed_max: internal}}
+{extra_rules}"""
+
+
+async def test_a_providers_own_api_can_be_a_closed_native_target(gateway, fake_anthropic):
+    url = await gateway(provider_native(fake_anthropic))
+    raw = await client(url).messages.with_raw_response.create(**BODY)
+    assert raw.headers["x-switchyard-backend"] == "anthropic-direct" and "x-switchyard-dropped" not in raw.headers
+    sent = fake_anthropic.calls(MESSAGES)[-1]
+    assert sent.headers["x-api-key"] == fake_anthropic.api_key and sent.body["system"] == BODY["system"]
+    # a closed target: the sensitivity ceiling holds as for any closed backend
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        await client(url).messages.create(**{**BODY, "messages": [{"role": "user",
+                                                                   "content": "card 4111 1111 1111 1111"}]})
+    assert refused.value.status_code in (403, 503)
+    assert len(fake_anthropic.calls(MESSAGES)) == 1
+
+
+async def test_a_closed_native_target_under_a_redacting_rule_gets_the_redacted_translation(gateway, fake_openai):
+    """Redaction works on the translation: a closed target that speaks Messages still gets the
+    chat translation, redacted, never the client's own body."""
+    policy = f"""
+version: 1
+backends:
+  provider: {{kind: openai_compatible, self_hosted: false, base_url: '{fake_openai.base_url}', model: m,
+             speaks: [messages], retry: {{attempts: 1}}}}
+models:
+  chat: {{targets: [provider]}}
+rules:
+  - {{name: scrub, route: {{targets: [provider], redact: [ip_address]}}}}
+"""
+    url = await gateway(policy)
+    body = {**BODY, "messages": [{"role": "user", "content": "connect to 10.1.2.3 please"}]}
+    raw = await client(url).messages.with_raw_response.create(**body)  # internal: may leave, redacted
+    assert raw.headers["x-switchyard-sensitivity"] == "internal" and raw.headers["x-switchyard-backend"] == "provider"
+    assert fake_openai.calls(MESSAGES) == []
+    sent = str(fake_openai.calls(CHAT)[-1].body)
+    assert "10.1.2.3" not in sent and "<IP_ADDRESS_1>" in sent
