@@ -347,28 +347,17 @@ class Saturation:
                    total(lambda c: c.client_ticks) * 1000 / CLK_TCK / n)
 
 
-async def blast(session: aiohttp.ClientSession, target: Target, total: int, concurrency: int) -> None:
-    """``total`` non-stream requests, ``concurrency`` in flight at a time."""
+async def blast(session: aiohttp.ClientSession, target: Target, total: int, concurrency: int,
+                stream: bool = False) -> None:
+    """``total`` requests (``stream``: streamed, each read to its end), ``concurrency`` in flight."""
     tickets: Iterator[int] = iter(range(total))
+    body, want = (target.stream_body, SSE_BODY) if stream else (target.body, CHAT_BODY)
 
     async def worker() -> None:
         for _ in tickets:
-            async with session.post(target.url, data=target.body, headers=HEADERS) as resp:
-                body = await resp.read()
-            check(target, resp.status, body, CHAT_BODY)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-async def stream_blast(session: aiohttp.ClientSession, target: Target, total: int, concurrency: int) -> None:
-    """``total`` stream requests, each read to its end, ``concurrency`` in flight at a time."""
-    tickets: Iterator[int] = iter(range(total))
-
-    async def worker() -> None:
-        for _ in tickets:
-            async with session.post(target.url, data=target.stream_body, headers=HEADERS) as resp:
-                body = await resp.read()
-            check(target, resp.status, body, SSE_BODY)
+            async with session.post(target.url, data=body, headers=HEADERS) as resp:
+                got = await resp.read()
+            check(target, resp.status, got, want)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -377,7 +366,7 @@ async def measured_blast(session: aiohttp.ClientSession, target: Target, n: int,
                          stream: bool = False) -> Round:
     cores = os.sched_getaffinity(target.pid)
     before = snap(target.pid, cores)
-    await (stream_blast if stream else blast)(session, target, n, concurrency)
+    await blast(session, target, n, concurrency, stream)
     return before, snap(target.pid, cores)
 
 
@@ -388,7 +377,7 @@ async def surfaces(session: aiohttp.ClientSession, targets: list[Target], cfg: C
     for stream in (False, True):
         n = cfg.sat_n // (2 if stream else 1)
         for target in targets:
-            await (stream_blast if stream else blast)(session, target, cfg.sat_warmup // 2, cfg.concurrency)
+            await blast(session, target, cfg.sat_warmup // 2, cfg.concurrency, stream)
         per_round = n // cfg.sat_rounds
         rounds: dict[str, list[Round]] = {t.name: [] for t in targets}
         for i in range(cfg.sat_rounds):

@@ -22,7 +22,7 @@ What a chat backend cannot take is handled in one of two documented ways (docs/a
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -60,18 +60,22 @@ def error_event(status: int, message: str) -> bytes:
     return _event("error", error_body(status, message))
 
 
-def chat_error(event: bytes) -> bytes | None:
-    """A chat-shaped error event (``data: {"error": …}``) as Anthropic's ``error`` event;
-    ``None`` for any other event."""
+def error_of(event: bytes) -> Mapping[str, object] | None:
+    """The error of a chat-shaped error event (``data: {"error": …}``, what the pipeline writes
+    when a stream cannot go on); ``None`` for any other event."""
     if not event.startswith(b'data: {"error"'):
         return None
     try:
         error = orjson.loads(event[6:]).get("error")
     except (orjson.JSONDecodeError, AttributeError):
         return None
-    if not isinstance(error, Mapping):
-        return None
-    return error_event(_error_status(error), str(error.get("message", "upstream error")))
+    return error if isinstance(error, Mapping) else None
+
+
+def chat_error(event: bytes) -> bytes | None:
+    """A chat-shaped error event as Anthropic's ``error`` event; ``None`` for any other event."""
+    error = error_of(event)
+    return None if error is None else error_event(_error_status(error), str(error.get("message", "upstream error")))
 
 
 @dataclass(slots=True)
@@ -159,6 +163,17 @@ def _image_part(block: Mapping[str, object], where: str) -> dict[str, object]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
+def _blocks(content: list[object], where: str, t: Translated) -> Iterator[tuple[str, object, dict[str, object]]]:
+    """(location, type, block) of each content block; what is not an object is a 400."""
+    for j, block in enumerate(content):
+        at = f"{where}.{j}"
+        if not isinstance(block, dict):
+            raise _bad(f"{at} must be a content block object", at)
+        if "cache_control" in block:
+            t.drop("cache_control")
+        yield at, block.get("type"), block
+
+
 def _user_turn(content: object, i: int, out: list[dict[str, object]], t: Translated) -> None:
     """One user message: its tool results become ``tool`` messages (first, as Anthropic
     orders them), the rest one user message."""
@@ -169,13 +184,7 @@ def _user_turn(content: object, i: int, out: list[dict[str, object]], t: Transla
     if not isinstance(content, list):
         raise _bad(f"{where} must be a string or an array of content blocks", where)
     parts: list[dict[str, object]] = []
-    for j, block in enumerate(content):
-        at = f"{where}.{j}"
-        kind = block.get("type") if isinstance(block, dict) else None
-        if not isinstance(block, dict):
-            raise _bad(f"{at} must be a content block object", at)
-        if "cache_control" in block:
-            t.drop("cache_control")
+    for at, kind, block in _blocks(content, where, t):
         if kind == "text" and isinstance(block.get("text"), str):
             parts.append({"type": "text", "text": block["text"]})
         elif kind == "image":
@@ -207,15 +216,10 @@ def _assistant_turn(content: object, i: int, out: list[dict[str, object]], t: Tr
         raise _bad(f"{where} must be a string or an array of content blocks", where)
     texts: list[str] = []
     calls: list[dict[str, object]] = []
-    for j, block in enumerate(content):
-        at = f"{where}.{j}"
-        kind = block.get("type") if isinstance(block, dict) else None
-        if not isinstance(block, dict):
-            raise _bad(f"{at} must be a content block object", at)
-        if "cache_control" in block:
-            t.drop("cache_control")
-        if kind == "text" and isinstance(block.get("text"), str):
-            texts.append(block["text"])
+    for at, kind, block in _blocks(content, where, t):
+        text = block.get("text")
+        if kind == "text" and isinstance(text, str):
+            texts.append(text)
         elif kind == "tool_use":
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
                 raise _bad(f"{at}: a tool_use block needs a string 'id' and 'name'", at)
@@ -410,6 +414,15 @@ def count_request(data: Mapping[str, object]) -> Translated:
     return to_chat(data, counting=True)
 
 
+def chunk_of(event: bytes) -> dict[str, object] | None:
+    """A chat chunk event's JSON object; ``None`` for what is not one (dropped, as the relay does)."""
+    try:
+        chunk = orjson.loads(event[6:] if event.startswith(b"data: ") else event)
+    except orjson.JSONDecodeError:
+        return None
+    return chunk if isinstance(chunk, dict) else None
+
+
 def _event(name: str, payload: object) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
@@ -440,12 +453,8 @@ class MessagesStream:
             return b""
         if event == DONE:
             return self._finish()
-        payload = event[6:] if event.startswith(b"data: ") else event
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(chunk, dict):
+        chunk = chunk_of(event)
+        if chunk is None:
             return b""
         error = chunk.get("error")
         if isinstance(error, dict):

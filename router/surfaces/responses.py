@@ -32,7 +32,7 @@ import orjson
 
 from backends.sse import DONE
 from router.errors import InvalidRequest
-from router.surfaces.messages import Translated, alternate
+from router.surfaces.messages import Translated, alternate, chunk_of, error_of
 
 __all__ = ["ResponsesStream", "new_response_id", "to_chat", "to_response"]
 
@@ -389,15 +389,9 @@ def assistant_message(response: Mapping[str, object]) -> dict[str, object]:
 
 
 def chat_failed(event: bytes, response_id: str, data: Mapping[str, object]) -> bytes | None:
-    """A chat-shaped error event (``data: {"error": …}``) as ``response.failed``; ``None``
-    for any other event."""
-    if not event.startswith(b'data: {"error"'):
-        return None
-    try:
-        error = orjson.loads(event[6:]).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    if not isinstance(error, Mapping):
+    """A chat-shaped error event as ``response.failed``; ``None`` for any other event."""
+    error = error_of(event)
+    if error is None:
         return None
     failed = shell(data, response_id, str(data.get("model")), status="failed")
     failed["error"] = {"code": str(error.get("code") or error.get("type") or "server_error"),
@@ -462,12 +456,8 @@ class ResponsesStream:
                 self._start(out, {})
             self._finish(out)
             return b"".join(out)
-        payload = event[6:] if event.startswith(b"data: ") else event
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(chunk, dict):
+        chunk = chunk_of(event)
+        if chunk is None:
             return b""
         if not self.started:
             self._start(out, chunk)
