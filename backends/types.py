@@ -43,6 +43,8 @@ class BackendRequest:
     native: BackendRequest | None = None
     #: Headers for this request only (a native Messages request: ``anthropic-version``, ``-beta``).
     headers: tuple[tuple[str, str], ...] = ()
+    #: The client's conversation key (``x-session-id``): a replica pool keeps it on one replica.
+    session: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

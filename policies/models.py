@@ -35,6 +35,7 @@ __all__ = [
     "BUILTIN_DETECTORS",
     "LEVELS",
     "BackendSpec",
+    "Placement",
     "BudgetSpec",
     "CacheSpec",
     "CircuitSpec",
@@ -298,6 +299,21 @@ class Price(_Frozen):
         return self
 
 
+class Placement(_Frozen):
+    """How a replica pool picks a replica for each request (docs/policy.md, "Replica pools")."""
+
+    strategy: Literal["affinity", "least_loaded", "round_robin"] = "affinity"
+    #: Prefix blocks are hashes of this many characters of the canonical prompt.
+    block_chars: Annotated[int, Field(ge=64, le=1_000_000)] = 1024
+    #: A preferred replica whose queue + the gateway's in-flight requests to it reach this
+    #: yields to the least loaded replica, until it is back under ``resume_below`` × this.
+    saturated_at: Annotated[float, Field(gt=0)] = 4.0
+    resume_below: Annotated[float, Field(gt=0, le=1)] = 0.5
+    #: Consecutive failures that take a replica out of the pool for ``cooldown_s``.
+    failures: Annotated[int, Field(ge=1)] = 3
+    cooldown_s: Annotated[float, Field(gt=0)] = 10.0
+
+
 class BackendSpec(_Frozen):
     """One upstream: a self-hosted server or a closed provider's model."""
 
@@ -321,6 +337,10 @@ class BackendSpec(_Frozen):
     #: as ``openai_compatible`` with ``self_hosted: false``): such requests are passed through as
     #: they are instead of translated to chat (docs/api.md). Direct kinds only.
     speaks: list[Literal["messages", "responses"]] = []
+    #: Several replicas of this one model (self-hosted kinds): base URLs, each like ``base_url``.
+    #: The pool is one backend for the policy; each request goes to one replica (``placement``).
+    replicas: list[HttpUrl] = []
+    placement: Placement = Placement()
     _kind: KindInfo = PrivateAttr()  # the kind's traits, from the table given at validation
 
     @field_validator("kind")
@@ -335,8 +355,14 @@ class BackendSpec(_Frozen):
         if not isinstance(info.context, KindTable):
             raise TypeError("BackendSpec needs the kind table: validate with context=KindTable(...)")
         self._kind = info.context.info(self.kind)
-        if self._kind.self_hosted and self.base_url is None:
+        if self._kind.self_hosted and self.base_url is None and not self.replicas:
             raise ValueError(f"base_url is required for self-hosted kind {self.kind!r}")
+        if self.replicas and not self._kind.self_hosted:
+            raise ValueError(f"replicas are for self-hosted servers; kind {self.kind!r} is one provider model")
+        if self.replicas and self.base_url is not None:
+            raise ValueError("give either base_url (one server) or replicas (a pool), not both")
+        if len({str(u) for u in self.replicas}) != len(self.replicas):
+            raise ValueError("replicas must be distinct URLs")
         if self.speaks and not self._kind.self_hosted:
             raise ValueError(f"speaks is for servers reached directly over HTTP (self-hosted kinds, or a provider's "
                              f"API as kind openai_compatible with self_hosted: false); kind {self.kind!r} is reached "

@@ -8,6 +8,7 @@ import time
 import orjson
 from aiohttp import web
 
+from backends import ReplicaPool
 from router.errors import InvalidRequest
 from router.reload import SERVING
 from router.state.keys import KeyIdTooShort, create_key, find_key
@@ -25,10 +26,16 @@ async def admin_backends(request: web.Request) -> web.Response:
     policy = gateway.runtime.loaded.policy
     body = {name: {"kind": (spec := engine.spec(name)).kind, "self_hosted": spec.is_self_hosted,
                    "supports_prefill": spec.can_prefill, "max_sensitivity": policy.max_level(name),
-                   "circuit": circuits[name], "load": load.get(name)}
+                   "circuit": circuits[name], "load": load.get(name),
+                   **_replicas(engine.runtime.backends[name])}
             for name in engine.runtime.backends}
     return web.Response(body=orjson.dumps({"backends": body, "spilling": sorted(gateway.spilling)}),
                         content_type="application/json")
+
+
+def _replicas(backend: object) -> dict[str, object]:
+    """A pool's replicas: address, in-flight, scraped queue, failures, time out, saturated."""
+    return {"replicas": backend.snapshot()} if isinstance(backend, ReplicaPool) else {}
 
 
 async def admin_policy(request: web.Request) -> web.Response:

@@ -63,7 +63,7 @@ __all__ = ["CALL_HEADERS", "MOST_TOKENS", "MOST_USD", "Call", "Outcome", "Reply"
 
 #: The request headers the pipeline reads (lower-case); a surface copies just these into the call.
 CALL_HEADERS = ("x-switchyard-sensitivity", "x-switchyard-tags", "cache-control", "traceparent",
-                "anthropic-version", "anthropic-beta")
+                "anthropic-version", "anthropic-beta", "x-session-id")
 #: Forwarded with a native Messages request (the version Anthropic's API requires by default).
 _ANTHROPIC_VERSION = "2023-06-01"
 #: The most one request counts against rate limits (tokens) and reserves (USD): far beyond any
@@ -260,9 +260,10 @@ class _Flight:
                 extra = (("anthropic-version", call.headers.get("anthropic-version", _ANTHROPIC_VERSION)),)
                 if "anthropic-beta" in call.headers:
                     extra += (("anthropic-beta", call.headers["anthropic-beta"]),)
-            native = BackendRequest(api, call.native, body.stream, call.request_id, traceparent, headers=extra)
+            native = BackendRequest(api, call.native, body.stream, call.request_id, traceparent, headers=extra,
+                                    session=call.headers.get("x-session-id"))
         return BackendRequest(_WIRE[call.endpoint], body.data, body.stream, call.request_id, traceparent,
-                              native=native)
+                              native=native, session=call.headers.get("x-session-id"))
 
     def _cached(self, hit: CachedAnswer, extra: dict[str, str]) -> Outcome:
         """A cache hit costs nothing; a streamed request gets the answer replayed as SSE."""

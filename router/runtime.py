@@ -22,6 +22,8 @@ from backends import (
     BackendConfig,
     Health,
     KindTraits,
+    PlacementSpec,
+    ReplicaPool,
     Scrubber,
     TimeLimits,
     build_backend,
@@ -65,11 +67,28 @@ class Runtime:
             await backend.close()
 
 
-def backend_config(name: str, spec: BackendSpec) -> BackendConfig:
+def backend_configs(name: str, spec: BackendSpec) -> list[BackendConfig]:
+    """One config per server: the backend's, or each replica's of a pool."""
+    if not spec.replicas:
+        return [backend_config(name, spec)]
+    return [backend_config(name, spec, str(url).rstrip("/")) for url in spec.replicas]
+
+
+def build_one(name: str, spec: BackendSpec, session: aiohttp.ClientSession) -> Backend:
+    """The adapter for a backend: one server's, or a ``ReplicaPool`` over its replicas."""
+    if not spec.replicas:
+        return build_backend(backend_config(name, spec), session)
+    p = spec.placement
+    placement = PlacementSpec(p.strategy, p.block_chars, p.saturated_at, p.resume_below, p.failures, p.cooldown_s)
+    return ReplicaPool(name, [(str(c.base_url), build_backend(c, session)) for c in backend_configs(name, spec)],
+                       placement)
+
+
+def backend_config(name: str, spec: BackendSpec, base_url: str | None = None) -> BackendConfig:
     t = spec.timeouts
     return BackendConfig(
         name=name, kind=spec.kind, model=spec.model,
-        base_url=str(spec.base_url).rstrip("/") if spec.base_url else None,
+        base_url=base_url or (str(spec.base_url).rstrip("/") if spec.base_url else None),
         api_key=spec.api_key.get_secret_value() if spec.api_key is not None else None,
         self_hosted=spec.is_self_hosted,
         supports_prefill=spec.can_prefill,
@@ -101,8 +120,7 @@ def check_backends(loaded: LoadedPolicy, *, include_disabled: bool = False) -> N
 def build_runtime(loaded: LoadedPolicy, session: aiohttp.ClientSession) -> Runtime:
     """Build adapters for every backend; raise ``PolicyError`` naming each unusable one."""
     check_backends(loaded)
-    backends = {name: build_backend(backend_config(name, spec), session)
-                for name, spec in _enabled(loaded).items()}
+    backends = {name: build_one(name, spec, session) for name, spec in _enabled(loaded).items()}
     models = [{"id": alias, "object": "model", "created": 0, "owned_by": "switchyard"}
               for alias in loaded.policy.models]
     return Runtime(loaded, build_planner(loaded), Scanner(loaded.policy.sensitivity), backends,
@@ -111,7 +129,8 @@ def build_runtime(loaded: LoadedPolicy, session: aiohttp.ClientSession) -> Runti
 
 def policy_scrubber(loaded: LoadedPolicy, extra: Iterable[str] = ()) -> Scrubber:
     """What errors and logs must not show: every backend's key, header secrets and address."""
-    return Scrubber.for_backends((backend_config(n, s) for n, s in loaded.policy.backends.items()), extra)
+    return Scrubber.for_backends((c for n, s in loaded.policy.backends.items() for c in backend_configs(n, s)),
+                                 extra)
 
 
 def build_planner(loaded: LoadedPolicy) -> Planner:

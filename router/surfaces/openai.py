@@ -3,9 +3,12 @@ pipeline), the model list and the route explanation for a chat body."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 from aiohttp import web
 
+from backends import BackendRequest, ReplicaPool
 from policies import Endpoint
 from router import pipeline
 from router.body import check_body, load_json, parse_body
@@ -66,7 +69,20 @@ async def explain(request: web.Request) -> web.Response:
     facts, scan = await gateway.assess(body, endpoint, request.headers, team=team)
     plan = gateway.plan(facts, explain=True)
     result = explain_json(facts, scan, plan, gateway.engine.circuits.snapshot(), gateway.load.snapshot())
+    probe = BackendRequest("chat", body.data, body.stream, "explain", session=request.headers.get("x-session-id"))
+    _replica_previews(result, gateway.runtime.backends, probe)
     return web.Response(body=orjson.dumps(result), content_type="application/json", headers=headers)
+
+
+def _replica_previews(result: dict[str, object], backends: Mapping[str, object], probe: BackendRequest) -> None:
+    """For a pool candidate: which replica the request would go to now, and why."""
+    candidates = result.get("candidates")
+    for candidate in candidates if isinstance(candidates, list) else ():
+        pool = backends.get(candidate["backend"])
+        if isinstance(pool, ReplicaPool):
+            choice = pool.preview(probe)
+            candidate["replica"] = {"url": choice.url or None, "why": choice.why,
+                                    "matched_prefix_blocks": choice.matched_blocks}
 
 
 async def models(request: web.Request) -> web.Response:

@@ -1,0 +1,346 @@
+"""``ReplicaPool``: one self-hosted backend served by several replicas of the same model
+(a few llama.cpp boxes, vLLM pods), with prefix- and session-aware placement.
+
+To the rest of the gateway a pool is *one* backend — one name in the policy, one allowed
+set, one price and sensitivity ceiling — and the choice of a replica happens here, per
+request. Each replica has its own small circuit (consecutive failures skip it for a
+cool-down), its own in-flight count and its own scraped load.
+
+Placement (``strategy: affinity``), in order:
+
+1. **usable** replicas only: circuit closed (or its cool-down over: one probe request);
+2. **session affinity**: with a session key (``x-session-id``, OpenAI ``prompt_cache_key``
+   or ``user``, ``metadata.session_id``, Anthropic ``metadata.user_id``) the replicas are
+   ranked by rendezvous hashing of the key — every gateway process ranks them alike,
+   without a shared store;
+3. **prefix affinity**: without one, by this process's index of which replica served the
+   longest run of the prompt's leading blocks (hashes of fixed-size blocks of the canonical
+   prompt: tools, then messages in order), else by rendezvous hashing of the conversation's
+   head (tools, system and everything up to its first user turn: what every later turn of
+   it starts with) — so several processes send a conversation's turns to the same replica,
+   and conversations that only share a long system prompt still spread over the replicas;
+4. **load**: a preferred replica that is *saturated* (its queue plus the gateway's
+   in-flight requests to it at or over ``saturated_at``) yields to the least loaded one
+   until it is back under ``resume_below`` × that (hysteresis).
+
+``round_robin`` and ``least_loaded`` are there to compare against (``bench/pools.py``).
+Pure placement logic is in ``Placement``; no I/O but the replicas' own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from backends.base import Backend
+from backends.errors import BackendError, UpstreamConnectError
+from backends.metrics import LoadSample
+from backends.types import BackendRequest, BackendResponse, BackendStream, Health
+
+__all__ = ["Placement", "PlacementSpec", "ReplicaPool", "conversation_head", "prefix_blocks", "session_key"]
+
+#: How many prompt-prefix block hashes the index remembers per pool (least recently used out).
+INDEX_SIZE = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementSpec:
+    strategy: str = "affinity"  # affinity | least_loaded | round_robin
+    block_chars: int = 1024  # prefix block size (characters of the canonical prompt)
+    saturated_at: float = 4.0  # queue + in-flight at which a preferred replica yields
+    resume_below: float = 0.5  # … and gets traffic back below this share of it
+    failures: int = 3  # consecutive failures that take a replica out …
+    cooldown_s: float = 10.0  # … for this long (then one probe request)
+
+
+def session_key(request: BackendRequest) -> str | None:
+    """The client's conversation key, if it gave one."""
+    if request.session:
+        return request.session
+    body = request.body
+    for name in ("prompt_cache_key", "user"):
+        value = body.get(name)
+        if isinstance(value, str) and value:
+            return value
+    metadata = body.get("metadata")
+    if isinstance(metadata, Mapping):
+        for name in ("session_id", "user_id"):
+            value = metadata.get(name)
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+_PROMPT_FIELDS = ("tools", "system", "instructions", "messages", "input", "prompt")
+
+
+def _canonical(body: Mapping[str, object], turns: int | None = None) -> bytes:
+    """The prompt as one text: tools, system, then the turns (only the first ``turns``)."""
+    parts = []
+    for k in _PROMPT_FIELDS:
+        if k in body:
+            value = body[k]
+            if turns is not None and k in ("messages", "input") and isinstance(value, list):
+                value = value[:turns]
+            parts.append(value)
+    return orjson.dumps(parts)
+
+
+def shared_blocks(body: Mapping[str, object], block_chars: int) -> int:
+    """How many leading blocks come before the first user turn (tools, system prompt): blocks
+    many conversations can share, which say nothing about which conversation this is."""
+    turns = body.get("messages", body.get("input"))
+    if not isinstance(turns, list):
+        return 0
+    first_user = next((i for i, t in enumerate(turns) if isinstance(t, Mapping) and t.get("role") == "user"), 0)
+    return max(0, len(_canonical(body, first_user)) - 4) // block_chars  # less the closing brackets
+
+
+def prefix_blocks(body: Mapping[str, object], block_chars: int) -> list[bytes]:
+    """Chained hashes of the canonical prompt's fixed-size blocks: block *i*'s hash covers
+    blocks 0..i, so equal hashes mean equal prefixes. Canonical prompt: the tools, then the
+    messages (chat), the system, messages or input (agent APIs), or the prompt, serialised
+    in order."""
+    text = _canonical(body)
+    out: list[bytes] = []
+    previous = b""
+    for start in range(0, len(text) - len(text) % block_chars, block_chars):  # whole blocks only
+        previous = hashlib.blake2b(previous + text[start:start + block_chars], digest_size=8).digest()
+        out.append(previous)
+    return out
+
+
+def conversation_head(body: Mapping[str, object]) -> bytes:
+    """A key for the conversation a request belongs to: its tools and system prompt and the
+    turns up to and including its first user turn — the same on every later turn."""
+    turns = body.get("messages", body.get("input", body.get("prompt")))
+    if isinstance(turns, list):
+        end = next((i for i, t in enumerate(turns) if isinstance(t, Mapping) and t.get("role") == "user"),
+                   len(turns) - 1)
+        turns = turns[:end + 1]
+    head = [body.get("tools"), body.get("system"), body.get("instructions"), turns]
+    return hashlib.blake2b(orjson.dumps(head), digest_size=16).digest()
+
+
+def _rank(key: bytes, urls: Sequence[str]) -> list[int]:
+    """Replica indexes by rendezvous (highest random weight) hashing of ``key``."""
+    weights = [hashlib.blake2b(key + url.encode(), digest_size=8).digest() for url in urls]
+    return sorted(range(len(urls)), key=lambda i: weights[i], reverse=True)
+
+
+@dataclass(slots=True)
+class _Replica:
+    url: str
+    backend: Backend
+    in_flight: int = 0
+    failures: int = 0
+    out_until: float = 0.0
+    queue: float | None = None  # scraped
+    saturated: bool = False
+
+    def load(self) -> float:
+        return (self.queue or 0.0) + self.in_flight
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """Where a request goes and why (for explain and the request record)."""
+
+    replica: int
+    url: str
+    why: str
+    matched_blocks: int = 0
+
+
+@dataclass(slots=True)
+class Placement:
+    """The pure decision: which replica serves a request."""
+
+    urls: list[str]
+    spec: PlacementSpec = PlacementSpec()
+    index: OrderedDict[bytes, int] = field(default_factory=OrderedDict)
+    _turn: itertools.count[int] = field(default_factory=itertools.count)
+
+    def choose(self, replicas: Sequence[_Replica], request: BackendRequest, now: float) -> tuple[Choice, list[bytes]]:
+        usable = [i for i, r in enumerate(replicas) if r.out_until <= now] or list(range(len(replicas)))
+        strategy = self.spec.strategy
+        if strategy == "round_robin":
+            i = usable[next(self._turn) % len(usable)]
+            return Choice(i, self.urls[i], "round robin"), []
+        if strategy == "least_loaded":
+            i = min(usable, key=lambda j: (replicas[j].load(), j))
+            return Choice(i, self.urls[i], "least loaded"), []
+        blocks = prefix_blocks(request.body, self.spec.block_chars)
+        key = session_key(request)
+        matched = 0
+        if key is not None:
+            order, why = _rank(b"s:" + key.encode(), self.urls), "session"
+        else:
+            known = next(((n, self.index[h]) for n, h in
+                          zip(range(len(blocks), 0, -1), reversed(blocks), strict=True) if h in self.index), None)
+            if known is not None and known[0] <= shared_blocks(request.body, self.spec.block_chars):
+                known = None  # only the shared system prompt matched: not this conversation's cache
+            head = _rank(conversation_head(request.body), self.urls)
+            if known is not None:
+                matched, first = known
+                order, why = [first, *(j for j in head if j != first)], "prefix"
+            else:
+                order, why = head, "conversation hash"
+        order = [i for i in order if i in usable]
+        preferred = order[0]
+        replica = replicas[preferred]
+        limit = self.spec.saturated_at
+        replica.saturated = replica.load() >= (limit * self.spec.resume_below if replica.saturated else limit)
+        if replica.saturated:
+            lighter = min(order, key=lambda j: (replicas[j].load(), j))
+            if replicas[lighter].load() < replica.load():
+                return Choice(lighter, self.urls[lighter], f"{why}: {self.urls[preferred]} saturated, least loaded",
+                              matched), blocks
+        return Choice(preferred, self.urls[preferred], why, matched), blocks
+
+    def served(self, replica: int, blocks: list[bytes]) -> None:
+        """Remember that ``replica`` now holds these prefix blocks (its KV cache does)."""
+        index = self.index
+        for h in blocks:
+            index[h] = replica
+            index.move_to_end(h)
+        while len(index) > INDEX_SIZE:
+            index.popitem(last=False)
+
+
+class _CountedStream:
+    """A replica's stream that leaves its in-flight count when it is closed or ends."""
+
+    __slots__ = ("_inner", "_pool", "_replica", "_done")
+
+    def __init__(self, inner: BackendStream, pool: ReplicaPool, replica: _Replica) -> None:
+        self._inner, self._pool, self._replica, self._done = inner, pool, replica, False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        try:
+            async for event in self._inner:
+                yield event
+        except BackendError:
+            self._pool.failed(self._replica)
+            raise
+        self._pool.succeeded(self._replica)
+
+    async def aclose(self) -> None:
+        if not self._done:
+            self._done = True
+            self._replica.in_flight -= 1
+        await self._inner.aclose()
+
+
+class ReplicaPool:
+    """A ``Backend`` over replicas of one model (see the module docstring)."""
+
+    def __init__(self, name: str, replicas: Sequence[tuple[str, Backend]], spec: PlacementSpec) -> None:
+        if not replicas:
+            raise ValueError("a pool needs at least one replica")
+        self.name = name
+        self.self_hosted = True
+        self.replicas = [_Replica(url, backend) for url, backend in replicas]
+        self.placement = Placement([url for url, _ in replicas], spec)
+        self.last: Choice | None = None  # the last placement (explain, records)
+
+    def _place(self, request: BackendRequest) -> tuple[_Replica, list[bytes]]:
+        choice, blocks = self.placement.choose(self.replicas, request, time.monotonic())
+        self.last = choice
+        replica = self.replicas[choice.replica]
+        replica.in_flight += 1
+        return replica, blocks
+
+    def preview(self, request: BackendRequest) -> Choice:
+        """Where ``request`` would go now, changing nothing (explain)."""
+        if self.placement.spec.strategy == "round_robin":
+            return Choice(-1, "", "round robin: the next replica in turn")
+        saved = [r.saturated for r in self.replicas]
+        try:
+            return self.placement.choose(self.replicas, request, time.monotonic())[0]
+        finally:
+            for replica, flag in zip(self.replicas, saved, strict=True):
+                replica.saturated = flag
+
+    def failed(self, replica: _Replica) -> None:
+        replica.failures += 1
+        if replica.failures >= self.placement.spec.failures:
+            replica.out_until = time.monotonic() + self.placement.spec.cooldown_s
+
+    def succeeded(self, replica: _Replica) -> None:
+        replica.failures, replica.out_until = 0, 0.0
+
+    async def complete(self, request: BackendRequest) -> BackendResponse:
+        replica, blocks = self._place(request)
+        try:
+            response = await replica.backend.complete(request)
+        except BackendError as exc:
+            if _counts(exc):
+                self.failed(replica)
+            raise
+        finally:
+            replica.in_flight -= 1
+        self.succeeded(replica)
+        self.placement.served(self.replicas.index(replica), blocks)
+        return response
+
+    async def open_stream(self, request: BackendRequest) -> BackendStream:
+        replica, blocks = self._place(request)
+        try:
+            stream = await replica.backend.open_stream(request)
+        except BaseException as exc:
+            replica.in_flight -= 1
+            if isinstance(exc, BackendError) and _counts(exc):
+                self.failed(replica)
+            raise
+        self.placement.served(self.replicas.index(replica), blocks)
+        return _CountedStream(stream, self, replica)
+
+    async def health(self) -> Health:
+        results = await asyncio.gather(*(r.backend.health() for r in self.replicas))
+        ok = sum(h.ok for h in results)
+        detail = "; ".join(f"{r.url}: {h.detail}" for r, h in zip(self.replicas, results, strict=True))
+        return Health(ok > 0, f"{ok}/{len(results)} replicas healthy ({detail})")
+
+    async def load(self) -> LoadSample | None:
+        """Each replica's own load; the pool's is the *least* loaded replica's (spillover
+        leaves a pool only when every replica is over its threshold)."""
+        samples = await asyncio.gather(*(r.backend.load() for r in self.replicas), return_exceptions=True)
+        usable: list[LoadSample] = []
+        for replica, sample in zip(self.replicas, samples, strict=True):
+            if isinstance(sample, LoadSample):
+                replica.queue = sample.queue
+                usable.append(sample)
+            else:
+                replica.queue = None
+        if not usable:
+            first = next((s for s in samples if isinstance(s, BaseException)), None)
+            if isinstance(first, BackendError):
+                raise first
+            return None
+        return min(usable, key=lambda s: ((s.queue or 0.0) + (s.running or 0.0), s.kv_cache or 0.0))
+
+    def snapshot(self) -> list[dict[str, object]]:
+        now = time.monotonic()
+        return [{"url": r.url, "in_flight": r.in_flight, "queue": r.queue, "failures": r.failures,
+                 "out_for_s": max(0.0, round(r.out_until - now, 1)), "saturated": r.saturated}
+                for r in self.replicas]
+
+    async def close(self) -> None:
+        for replica in self.replicas:
+            await replica.backend.close()
+
+
+def _counts(exc: BackendError) -> bool:
+    """Failures that say the replica is unwell (not the request): connection, timeouts, 5xx."""
+    return isinstance(exc, UpstreamConnectError) or exc.retryable

@@ -1,0 +1,108 @@
+"""Replica pools through the running gateway (official openai SDK), against three fake
+replicas: a conversation's turns stay on one replica (prefix affinity, and the session key
+when given), conversations spread over the replicas, two gateway processes agree without a
+shared store, and a dead replica is taken out while its conversations move on."""
+
+from __future__ import annotations
+
+import aiohttp
+import openai
+
+from tests.fakes.faults import Fault
+from tests.fakes.openai_upstream import FakeOpenAI
+
+CHAT = "/v1/chat/completions"
+SYSTEM = "You are the support assistant of a large retailer. Answer briefly. " * 40
+
+
+def pool_policy(fakes: list[FakeOpenAI], placement: str = "{block_chars: 256}") -> str:
+    urls = ", ".join(f"'{f.base_url}'" for f in fakes)
+    return f"""
+version: 1
+backends:
+  gpu: {{kind: vllm, model: served, replicas: [{urls}], placement: {placement},
+         retry: {{attempts: 3, backoff_base_s: 0}}, circuit: {{failures: 100}}}}
+models:
+  chat: {{targets: [gpu]}}
+"""
+
+
+def client(url: str, **headers: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=10,
+                              default_headers=headers or None)
+
+
+async def converse(url: str, n: int, turns: int, **headers: str) -> None:
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"order {n}: " + "where? " * 30}]
+    for _ in range(turns):
+        answer = await client(url, **headers).chat.completions.create(model="chat", messages=messages)
+        messages += [{"role": "assistant", "content": answer.choices[0].message.content},
+                     {"role": "user", "content": f"and then, for order {n}?"}]
+
+
+def served_by(fakes: list[FakeOpenAI], n: int) -> set[int]:
+    return {i for i, f in enumerate(fakes) for call in f.calls(CHAT) if f"order {n}:" in str(call.body["messages"])}
+
+
+async def test_turns_stay_on_one_replica_and_conversations_spread(gateway, stack):
+    fakes = [await stack.enter_async_context(FakeOpenAI(name=f"r{i}")) for i in range(3)]
+    url = await gateway(pool_policy(fakes))
+    for n in range(12):
+        await converse(url, n, turns=4)
+    homes = [served_by(fakes, n) for n in range(12)]
+    assert all(len(h) == 1 for h in homes), homes  # every turn of a conversation on one replica
+    assert len(set().union(*homes)) >= 2, homes  # and conversations over several replicas
+
+
+async def test_two_gateway_processes_place_a_conversation_alike(gateway, stack):
+    fakes = [await stack.enter_async_context(FakeOpenAI(name=f"r{i}")) for i in range(3)]
+    first, second = await gateway(pool_policy(fakes)), await gateway(pool_policy(fakes))
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "order 7: " + "where? " * 30}]
+    for url in (first, second, first, second):
+        await client(url).chat.completions.create(model="chat", messages=messages)
+    assert [len(f.calls(CHAT)) for f in fakes].count(4) == 1  # all four on one replica
+
+
+async def test_a_session_key_pins_a_session_whatever_its_prompts(gateway, stack):
+    fakes = [await stack.enter_async_context(FakeOpenAI(name=f"r{i}")) for i in range(3)]
+    url = await gateway(pool_policy(fakes))
+    for text in ("a", "something else entirely", "a third prompt"):
+        await client(url, **{"x-session-id": "sess-42"}).chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": text}])
+    assert sorted(len(f.calls(CHAT)) for f in fakes) == [0, 0, 3]
+
+
+async def test_a_dead_replica_is_taken_out_and_its_conversations_move(gateway, stack):
+    fakes = [await stack.enter_async_context(FakeOpenAI(name=f"r{i}")) for i in range(3)]
+    url = await gateway(pool_policy(fakes, "{block_chars: 256, failures: 1, cooldown_s: 60}"))
+    await converse(url, 1, turns=1)
+    home = served_by(fakes, 1).pop()
+    fakes[home].faults.always(Fault(status=503))
+    raw = await client(url).chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "system", "content": SYSTEM},
+                                {"role": "user", "content": "order 1: " + "where? " * 30}])
+    assert raw.headers["x-switchyard-backend"] == "gpu"
+    assert len(served_by(fakes, 1)) == 2  # the retry went to another replica
+    for n in range(2, 8):  # the dead one gets nothing while it is out
+        await converse(url, n, turns=1)
+    assert all(home not in served_by(fakes, n) for n in range(2, 8))
+
+
+async def test_admin_and_explain_show_the_replicas(gateway, stack):
+    fakes = [await stack.enter_async_context(FakeOpenAI(name=f"r{i}")) for i in range(3)]
+    url = await gateway(pool_policy(fakes))
+    await converse(url, 3, turns=1)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/admin/backends") as r:
+            backends = (await r.json())["backends"]
+        assert [rep["url"] for rep in backends["gpu"]["replicas"]] == [f.base_url for f in fakes]
+        assert all(rep["in_flight"] == 0 for rep in backends["gpu"]["replicas"])
+        body = {"model": "chat", "messages": [{"role": "system", "content": SYSTEM},
+                                              {"role": "user", "content": "order 3: " + "where? " * 30},
+                                              {"role": "assistant", "content": "x"},
+                                              {"role": "user", "content": "and then?"}]}
+        async with http.post(url + "/v1/route/explain", json=body) as r:
+            explained = await r.json()
+    replica = explained["candidates"][0]["replica"]
+    home = served_by(fakes, 3).pop()
+    assert replica["url"] == fakes[home].base_url and replica["why"] in ("prefix", "conversation hash")
