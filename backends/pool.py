@@ -30,6 +30,7 @@ Pure placement logic is in ``Placement``; no I/O but the replicas' own.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import time
@@ -218,10 +219,11 @@ class Placement:
 class _CountedStream:
     """A replica's stream that leaves its in-flight count when it is closed or ends."""
 
-    __slots__ = ("_inner", "_pool", "_replica", "_done")
+    __slots__ = ("_inner", "_pool", "_replica", "_done", "replica")
 
-    def __init__(self, inner: BackendStream, pool: ReplicaPool, replica: _Replica) -> None:
+    def __init__(self, inner: BackendStream, pool: ReplicaPool, replica: _Replica, index: int) -> None:
         self._inner, self._pool, self._replica, self._done = inner, pool, replica, False
+        self.replica = index  # which replica (``x-switchyard-replica``)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
@@ -291,8 +293,9 @@ class ReplicaPool:
         finally:
             replica.in_flight -= 1
         self.succeeded(replica)
-        self.placement.served(self.replicas.index(replica), blocks)
-        return response
+        index = self.replicas.index(replica)
+        self.placement.served(index, blocks)
+        return dataclasses.replace(response, replica=index)
 
     async def open_stream(self, request: BackendRequest) -> BackendStream:
         replica, blocks = self._place(request)
@@ -303,8 +306,9 @@ class ReplicaPool:
             if isinstance(exc, BackendError) and _counts(exc):
                 self.failed(replica)
             raise
-        self.placement.served(self.replicas.index(replica), blocks)
-        return _CountedStream(stream, self, replica)
+        index = self.replicas.index(replica)
+        self.placement.served(index, blocks)
+        return _CountedStream(stream, self, replica, index)
 
     async def health(self) -> Health:
         results = await asyncio.gather(*(r.backend.health() for r in self.replicas))

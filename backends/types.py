@@ -53,6 +53,8 @@ class BackendResponse:
 
     body: bytes
     status: int = 200
+    #: which replica of a pool answered (its index in ``replicas``); None for one server
+    replica: int | None = None
 
 
 class BackendStream(Protocol):

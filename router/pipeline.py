@@ -290,6 +290,8 @@ class _Flight:
         rec.upstream_s = result.upstream_s
         _fell_back(rec, result.failures)
         headers = self._headers(result.backend, result.failures) | headers
+        if result.response.replica is not None:
+            headers["x-switchyard-replica"] = str(result.response.replica)
         data = parse_answer(result.response.body)
         if result.api != "chat":  # answered natively: its usage in chat terms; never cached
             return await self._native_reply(result, data, hold, headers)
@@ -341,6 +343,9 @@ class _Flight:
         answer = await self.gateway.engine.open_stream(self.plan, request, self.scan, self.rec)
         _fell_back(self.rec, answer.failures)
         headers = self._headers(answer.backend, answer.failures) | headers
+        replica = getattr(answer.stream, "replica", None)
+        if replica is not None:
+            headers["x-switchyard-replica"] = str(replica)
         estimate = self.plan.estimates.get(answer.backend)
         if estimate is not None:
             headers["x-switchyard-cost-estimate-usd"] = format_usd(estimate)

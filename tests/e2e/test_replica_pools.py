@@ -66,10 +66,14 @@ async def test_two_gateway_processes_place_a_conversation_alike(gateway, stack):
 async def test_a_session_key_pins_a_session_whatever_its_prompts(gateway, stack):
     fakes = [await stack.enter_async_context(FakeOpenAI(name=f"r{i}")) for i in range(3)]
     url = await gateway(pool_policy(fakes))
+    replicas = set()
     for text in ("a", "something else entirely", "a third prompt"):
-        await client(url, **{"x-session-id": "sess-42"}).chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": text}])
+        raw = await client(url, **{"x-session-id": "sess-42"}).chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": text}], stream=text == "a")
+        replicas.add(raw.headers["x-switchyard-replica"])
     assert sorted(len(f.calls(CHAT)) for f in fakes) == [0, 0, 3]
+    home = next(i for i, f in enumerate(fakes) if f.calls(CHAT))
+    assert replicas == {str(home)}  # the header names it, streamed or not
 
 
 async def test_a_dead_replica_is_taken_out_and_its_conversations_move(gateway, stack):
