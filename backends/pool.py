@@ -19,9 +19,11 @@ Placement (``strategy: affinity``), in order:
    head (tools, system and everything up to its first user turn: what every later turn of
    it starts with) — so several processes send a conversation's turns to the same replica,
    and conversations that only share a long system prompt still spread over the replicas;
-4. **load**: a preferred replica that is *saturated* (its queue plus the gateway's
-   in-flight requests to it at or over ``saturated_at``) yields to the least loaded one
-   until it is back under ``resume_below`` × that (hysteresis).
+4. **load**: bounded loads — a preferred replica already carrying more than ``load_factor``
+   × its fair share of the pool's load (its queue plus the gateway's in-flight requests to
+   it) passes the request to the next replica in the affinity order; and a replica that is
+   *saturated* (that load at or over ``saturated_at``) yields to the least loaded one until
+   it is back under ``resume_below`` × that (hysteresis).
 
 ``round_robin`` and ``least_loaded`` are there to compare against (``bench/pools.py``).
 Pure placement logic is in ``Placement``; no I/O but the replicas' own.
@@ -33,6 +35,7 @@ import asyncio
 import dataclasses
 import hashlib
 import itertools
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -59,6 +62,9 @@ class PlacementSpec:
     resume_below: float = 0.5  # … and gets traffic back below this share of it
     failures: int = 3  # consecutive failures that take a replica out …
     cooldown_s: float = 10.0  # … for this long (then one probe request)
+    #: bounded loads: a replica already holding more than this × its fair share of the pool's
+    #: load (+1) is passed over for the next in the affinity order (0: off)
+    load_factor: float = 1.25
 
 
 def session_key(request: BackendRequest) -> str | None:
@@ -195,6 +201,15 @@ class Placement:
             else:
                 order, why = head, "conversation hash"
         order = [i for i in order if i in usable]
+        if self.spec.load_factor > 0:  # consistent hashing with bounded loads
+            # never below 2: at low load a replica with one request in flight still takes its own next turn
+            cap = max(2.0, math.ceil(self.spec.load_factor * (sum(replicas[i].load() for i in order) + 1)
+                                     / len(order)))
+            within = [i for i in order if replicas[i].load() < cap]
+            if within and within[0] != order[0]:
+                i = within[0]
+                return Choice(i, self.urls[i], f"{why}: {self.urls[order[0]]} over its share of the load", matched), \
+                    blocks
         preferred = order[0]
         replica = replicas[preferred]
         limit = self.spec.saturated_at

@@ -79,7 +79,8 @@ def build_one(name: str, spec: BackendSpec, session: aiohttp.ClientSession) -> B
     if not spec.replicas:
         return build_backend(backend_config(name, spec), session)
     p = spec.placement
-    placement = PlacementSpec(p.strategy, p.block_chars, p.saturated_at, p.resume_below, p.failures, p.cooldown_s)
+    placement = PlacementSpec(p.strategy, p.block_chars, p.saturated_at, p.resume_below, p.failures, p.cooldown_s,
+                              p.load_factor)
     return ReplicaPool(name, [(str(c.base_url), build_backend(c, session)) for c in backend_configs(name, spec)],
                        placement)
 

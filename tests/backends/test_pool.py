@@ -74,7 +74,7 @@ def test_a_session_key_from_any_of_its_sources_pins_the_session(given: dict) -> 
 
 
 def test_a_saturated_replica_yields_then_gets_traffic_back_with_hysteresis() -> None:
-    placement = Placement(URLS, PlacementSpec(saturated_at=4, resume_below=0.5))
+    placement = Placement(URLS, PlacementSpec(saturated_at=4, resume_below=0.5, load_factor=0))
     r = replicas()
     request = chat("q", prompt_cache_key="sess")
     home = placement.choose(r, request, now=0)[0].replica
@@ -84,6 +84,20 @@ def test_a_saturated_replica_yields_then_gets_traffic_back_with_hysteresis() -> 
     r[home].queue = 3  # under the threshold, not yet under resume_below × it
     assert placement.choose(r, request, now=0)[0].replica != home
     r[home].queue = 1
+    assert placement.choose(r, request, now=0)[0].replica == home
+
+
+def test_bounded_loads_pass_a_request_to_the_next_replica_in_the_affinity_order() -> None:
+    placement = Placement(URLS, PlacementSpec(load_factor=1.25))
+    r = replicas()
+    request = chat("q", prompt_cache_key="sess")
+    home = placement.choose(r, request, now=0)[0].replica
+    r[home].in_flight = 3  # fair share of 3 (+1) over 3 replicas, × 1.25: a cap of 2
+    moved = placement.choose(r, request, now=0)[0]
+    assert moved.replica != home and "share of the load" in moved.why
+    second = next(i for i in range(3) if i != home and moved.replica == i)
+    assert placement.choose(r, request, now=0)[0].replica == second  # the same next one, not any
+    r[home].in_flight = 1
     assert placement.choose(r, request, now=0)[0].replica == home
 
 
