@@ -10,7 +10,7 @@ from __future__ import annotations
 from backends.base import Backend, BackendConfig, TimeLimits
 from backends.errors import BackendError
 from backends.kinds import CLOSED_TRAITS, DIRECT_KINDS, KIND_TRAITS, KindTraits, kind_traits
-from backends.pool import PlacementSpec, ReplicaPool
+from backends.pool import Discovery, PlacementSpec, ReplicaPool
 from backends.registry import build_backend, check_kind, provider_price
 from backends.scrub import Scrubber
 from backends.types import Api, BackendRequest, BackendResponse, BackendStream, Health
@@ -28,6 +28,7 @@ __all__ = [
     "BackendStream",
     "Health",
     "KindTraits",
+    "Discovery",
     "PlacementSpec",
     "ReplicaPool",
     "Scrubber",

@@ -35,10 +35,12 @@ import asyncio
 import dataclasses
 import hashlib
 import itertools
+import logging
 import math
+import socket
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -48,7 +50,10 @@ from backends.errors import BackendError, UpstreamConnectError
 from backends.metrics import LoadSample
 from backends.types import BackendRequest, BackendResponse, BackendStream, Health
 
-__all__ = ["Placement", "PlacementSpec", "ReplicaPool", "conversation_head", "prefix_blocks", "session_key"]
+__all__ = ["Discovery", "Placement", "PlacementSpec", "ReplicaPool", "conversation_head", "prefix_blocks", "resolve",
+           "session_key"]
+
+log = logging.getLogger("switchyard.pool")
 
 #: How many prompt-prefix block hashes the index remembers per pool (least recently used out).
 INDEX_SIZE = 50_000
@@ -151,6 +156,7 @@ class _Replica:
     out_until: float = 0.0
     queue: float | None = None  # scraped
     saturated: bool = False
+    draining: bool = False  # gone from discovery: no new requests; dropped once idle
 
     def load(self) -> float:
         return (self.queue or 0.0) + self.in_flight
@@ -172,11 +178,12 @@ class Placement:
 
     urls: list[str]
     spec: PlacementSpec = PlacementSpec()
-    index: OrderedDict[bytes, int] = field(default_factory=OrderedDict)
+    index: OrderedDict[bytes, str] = field(default_factory=OrderedDict)  # prefix block → replica URL
     _turn: itertools.count[int] = field(default_factory=itertools.count)
 
     def choose(self, replicas: Sequence[_Replica], request: BackendRequest, now: float) -> tuple[Choice, list[bytes]]:
-        usable = [i for i, r in enumerate(replicas) if r.out_until <= now] or list(range(len(replicas)))
+        live = [i for i, r in enumerate(replicas) if not r.draining]
+        usable = [i for i in live if replicas[i].out_until <= now] or live
         strategy = self.spec.strategy
         if strategy == "round_robin":
             i = usable[next(self._turn) % len(usable)]
@@ -190,8 +197,10 @@ class Placement:
         if key is not None:
             order, why = _rank(b"s:" + key.encode(), self.urls), "session"
         else:
-            known = next(((n, self.index[h]) for n, h in
-                          zip(range(len(blocks), 0, -1), reversed(blocks), strict=True) if h in self.index), None)
+            position = {url: i for i, url in enumerate(self.urls)}
+            known = next(((n, position[self.index[h]]) for n, h in
+                          zip(range(len(blocks), 0, -1), reversed(blocks), strict=True)
+                          if h in self.index and self.index[h] in position), None)
             if known is not None and known[0] <= shared_blocks(request.body, self.spec.block_chars):
                 known = None  # only the shared system prompt matched: not this conversation's cache
             head = _rank(conversation_head(request.body), self.urls)
@@ -223,9 +232,9 @@ class Placement:
 
     def served(self, replica: int, blocks: list[bytes]) -> None:
         """Remember that ``replica`` now holds these prefix blocks (its KV cache does)."""
-        index = self.index
+        index, url = self.index, self.urls[replica]
         for h in blocks:
-            index[h] = replica
+            index[h] = url
             index.move_to_end(h)
         while len(index) > INDEX_SIZE:
             index.popitem(last=False)
@@ -259,19 +268,89 @@ class _CountedStream:
         await self._inner.aclose()
 
 
-class ReplicaPool:
-    """A ``Backend`` over replicas of one model (see the module docstring)."""
+async def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (A and AAAA records), sorted, without duplicates."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
 
-    def __init__(self, name: str, replicas: Sequence[tuple[str, Backend]], spec: PlacementSpec) -> None:
-        if not replicas:
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """Replicas found in DNS: every address of ``host`` is a replica at
+    ``scheme://address:port`` + ``path`` (a Kubernetes headless service), re-resolved every
+    ``interval_s`` (when the pool's load is scraped, and before the first request)."""
+
+    host: str
+    port: int
+    scheme: str = "http"
+    path: str = "/v1"
+    interval_s: float = 10.0
+
+    def url(self, address: str) -> str:
+        host = f"[{address}]" if ":" in address else address
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+
+class ReplicaPool:
+    """A ``Backend`` over replicas of one model (see the module docstring). Its replicas are
+    fixed, or found in DNS (``discovery``): a replica that leaves DNS drains — no new
+    requests, dropped once its in-flight ones are done — and a new one joins at once."""
+
+    def __init__(self, name: str, replicas: Sequence[tuple[str, Backend]], spec: PlacementSpec, *,
+                 discovery: Discovery | None = None, make: Callable[[str], Backend] | None = None,
+                 resolver: Callable[[str, int], Awaitable[list[str]]] = resolve) -> None:
+        if not replicas and discovery is None:
             raise ValueError("a pool needs at least one replica")
+        if discovery is not None and make is None:
+            raise ValueError("a discovered pool needs a way to make its replicas")
         self.name = name
         self.self_hosted = True
         self.replicas = [_Replica(url, backend) for url, backend in replicas]
         self.placement = Placement([url for url, _ in replicas], spec)
         self.last: Choice | None = None  # the last placement (explain, records)
+        self._discovery, self._make, self._resolver = discovery, make, resolver
+        self._resolved_at: float | None = None
+        self._retired: list[Backend] = []
+
+    async def refresh(self) -> None:
+        """Re-resolve a discovered pool now (DNS errors keep the replicas it has)."""
+        discovery = self._discovery
+        if discovery is None or self._make is None:
+            return
+        self._resolved_at = time.monotonic()
+        try:
+            urls = [discovery.url(a) for a in await self._resolver(discovery.host, discovery.port)]
+        except OSError as exc:
+            log.warning("pool %s: resolving %s failed (%s); keeping %d replicas", self.name, discovery.host, exc,
+                        len(self.replicas))
+            self._drop_idle()  # those that had left already still go once idle
+            return
+        current = {r.url for r in self.replicas}
+        for url in urls:
+            if url not in current:
+                log.info("pool %s: replica %s joined", self.name, url)
+                self.replicas.append(_Replica(url, self._make(url)))
+        wanted = set(urls)
+        for replica in self.replicas:
+            if replica.url not in wanted and not replica.draining:
+                log.info("pool %s: replica %s left DNS; draining", self.name, replica.url)
+            replica.draining = replica.url not in wanted
+        self._drop_idle()
+
+    def _drop_idle(self) -> None:
+        gone = [r for r in self.replicas if r.draining and r.in_flight == 0]
+        if gone:
+            self.replicas = [r for r in self.replicas if r not in gone]
+            self._retired.extend(r.backend for r in gone)
+        self.placement.urls = [r.url for r in self.replicas]
+
+    async def _ensure(self) -> None:
+        if self._discovery is not None and self._resolved_at is None:
+            await self.refresh()
 
     def _place(self, request: BackendRequest) -> tuple[_Replica, list[bytes]]:
+        if not any(not r.draining for r in self.replicas):
+            raise UpstreamConnectError(f"{self.name}: no replicas (none found in DNS yet)", backend=self.name)
         choice, blocks = self.placement.choose(self.replicas, request, time.monotonic())
         self.last = choice
         replica = self.replicas[choice.replica]
@@ -298,6 +377,7 @@ class ReplicaPool:
         replica.failures, replica.out_until = 0, 0.0
 
     async def complete(self, request: BackendRequest) -> BackendResponse:
+        await self._ensure()
         replica, blocks = self._place(request)
         try:
             response = await replica.backend.complete(request)
@@ -313,6 +393,7 @@ class ReplicaPool:
         return dataclasses.replace(response, replica=index)
 
     async def open_stream(self, request: BackendRequest) -> BackendStream:
+        await self._ensure()
         replica, blocks = self._place(request)
         try:
             stream = await replica.backend.open_stream(request)
@@ -333,7 +414,19 @@ class ReplicaPool:
 
     async def load(self) -> LoadSample | None:
         """Each replica's own load; the pool's is the *least* loaded replica's (spillover
-        leaves a pool only when every replica is over its threshold)."""
+        leaves a pool only when every replica is over its threshold). A discovered pool is
+        re-resolved here when its interval has passed."""
+        discovery = self._discovery
+        if discovery is not None and (self._resolved_at is None
+                                      or time.monotonic() - self._resolved_at >= discovery.interval_s):
+            await self.refresh()
+        else:
+            self._drop_idle()
+        for backend in self._retired:
+            await backend.close()
+        self._retired.clear()
+        if not self.replicas:
+            return None
         samples = await asyncio.gather(*(r.backend.load() for r in self.replicas), return_exceptions=True)
         usable: list[LoadSample] = []
         for replica, sample in zip(self.replicas, samples, strict=True):
@@ -352,12 +445,13 @@ class ReplicaPool:
     def snapshot(self) -> list[dict[str, object]]:
         now = time.monotonic()
         return [{"url": r.url, "in_flight": r.in_flight, "queue": r.queue, "failures": r.failures,
-                 "out_for_s": max(0.0, round(r.out_until - now, 1)), "saturated": r.saturated}
+                 "out_for_s": max(0.0, round(r.out_until - now, 1)), "saturated": r.saturated,
+                 "draining": r.draining}
                 for r in self.replicas]
 
     async def close(self) -> None:
-        for replica in self.replicas:
-            await replica.backend.close()
+        for backend in [*(r.backend for r in self.replicas), *self._retired]:
+            await backend.close()
 
 
 def _counts(exc: BackendError) -> bool:

@@ -35,6 +35,7 @@ __all__ = [
     "BUILTIN_DETECTORS",
     "LEVELS",
     "BackendSpec",
+    "DiscoverySpec",
     "Placement",
     "BudgetSpec",
     "CacheSpec",
@@ -317,6 +318,18 @@ class Placement(_Frozen):
     load_factor: Annotated[float, Field(ge=0)] = 1.25
 
 
+class DiscoverySpec(_Frozen):
+    """A pool's replicas from DNS: every A/AAAA record of ``dns`` is a replica at
+    ``scheme://address:port`` + ``path`` (a Kubernetes headless service), re-resolved every
+    ``interval_s``."""
+
+    dns: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.-]+$")]
+    port: Annotated[int, Field(ge=1, le=65535)]
+    scheme: Literal["http", "https"] = "http"
+    path: Annotated[str, Field(pattern=r"^(/[A-Za-z0-9._~-]*)*$")] = "/v1"
+    interval_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
+
+
 class BackendSpec(_Frozen):
     """One upstream: a self-hosted server or a closed provider's model."""
 
@@ -343,6 +356,8 @@ class BackendSpec(_Frozen):
     #: Several replicas of this one model (self-hosted kinds): base URLs, each like ``base_url``.
     #: The pool is one backend for the policy; each request goes to one replica (``placement``).
     replicas: list[HttpUrl] = []
+    #: …or replicas found in DNS (``replicas`` and ``discovery`` exclude each other).
+    discovery: DiscoverySpec | None = None
     placement: Placement = Placement()
     _kind: KindInfo = PrivateAttr()  # the kind's traits, from the table given at validation
 
@@ -358,12 +373,12 @@ class BackendSpec(_Frozen):
         if not isinstance(info.context, KindTable):
             raise TypeError("BackendSpec needs the kind table: validate with context=KindTable(...)")
         self._kind = info.context.info(self.kind)
-        if self._kind.self_hosted and self.base_url is None and not self.replicas:
+        if self._kind.self_hosted and self.base_url is None and not self.replicas and self.discovery is None:
             raise ValueError(f"base_url is required for self-hosted kind {self.kind!r}")
-        if self.replicas and not self._kind.self_hosted:
+        if (self.replicas or self.discovery) and not self._kind.self_hosted:
             raise ValueError(f"replicas are for self-hosted servers; kind {self.kind!r} is one provider model")
-        if self.replicas and self.base_url is not None:
-            raise ValueError("give either base_url (one server) or replicas (a pool), not both")
+        if sum(bool(x) for x in (self.base_url, self.replicas, self.discovery)) > 1:
+            raise ValueError("give one of base_url (one server), replicas (a pool) or discovery (a pool in DNS)")
         if len({str(u) for u in self.replicas}) != len(self.replicas):
             raise ValueError("replicas must be distinct URLs")
         if self.speaks and not self._kind.self_hosted:

@@ -20,6 +20,7 @@ from backends import (
     KIND_TRAITS,
     Backend,
     BackendConfig,
+    Discovery,
     Health,
     KindTraits,
     PlacementSpec,
@@ -68,7 +69,11 @@ class Runtime:
 
 
 def backend_configs(name: str, spec: BackendSpec) -> list[BackendConfig]:
-    """One config per server: the backend's, or each replica's of a pool."""
+    """One config per server: the backend's, or each replica's of a pool (a discovered pool:
+    its DNS name's, so that errors and logs scrub it)."""
+    if spec.discovery is not None:
+        d = spec.discovery
+        return [backend_config(name, spec, f"{d.scheme}://{d.dns}:{d.port}{d.path}".rstrip("/"))]
     if not spec.replicas:
         return [backend_config(name, spec)]
     return [backend_config(name, spec, str(url).rstrip("/")) for url in spec.replicas]
@@ -76,11 +81,15 @@ def backend_configs(name: str, spec: BackendSpec) -> list[BackendConfig]:
 
 def build_one(name: str, spec: BackendSpec, session: aiohttp.ClientSession) -> Backend:
     """The adapter for a backend: one server's, or a ``ReplicaPool`` over its replicas."""
-    if not spec.replicas:
+    if not spec.replicas and spec.discovery is None:
         return build_backend(backend_config(name, spec), session)
     p = spec.placement
     placement = PlacementSpec(p.strategy, p.block_chars, p.saturated_at, p.resume_below, p.failures, p.cooldown_s,
                               p.load_factor)
+    if spec.discovery is not None:
+        d = spec.discovery
+        return ReplicaPool(name, [], placement, discovery=Discovery(d.dns, d.port, d.scheme, d.path, d.interval_s),
+                           make=lambda url: build_backend(backend_config(name, spec, url.rstrip("/")), session))
     return ReplicaPool(name, [(str(c.base_url), build_backend(c, session)) for c in backend_configs(name, spec)],
                        placement)
 

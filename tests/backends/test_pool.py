@@ -162,3 +162,40 @@ async def test_the_pool_is_one_backend_with_per_replica_failures_and_load() -> N
     sample = await pool.load()
     assert sample is not None and sample.queue == 2  # the least loaded replica's
     assert [r["queue"] for r in pool.snapshot()] == [7, 2, 5]
+
+
+async def test_a_discovered_pool_follows_dns_joins_and_drains() -> None:
+    from backends.pool import Discovery
+
+    answers = {"addresses": ["10.0.0.1", "10.0.0.2"]}
+    made: dict[str, _Fake] = {}
+
+    async def resolver(host: str, port: int) -> list[str]:
+        assert (host, port) == ("vllm.ns.svc.cluster.local", 8000)
+        if answers["addresses"] is None:
+            raise OSError("no DNS")
+        return list(answers["addresses"])
+
+    def make(url: str) -> _Fake:
+        made[url] = _Fake(url)
+        return made[url]
+
+    pool = ReplicaPool("gpu", [], PlacementSpec(), discovery=Discovery("vllm.ns.svc.cluster.local", 8000,
+                                                                        interval_s=0.0),
+                       make=make, resolver=resolver)
+    await pool.complete(chat("q"))  # resolved before the first request
+    assert [r["url"] for r in pool.snapshot()] == ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]
+    answers["addresses"] = ["10.0.0.2", "fd00::3"]  # one left, one joined (IPv6 in brackets)
+    pool.replicas[0].in_flight = 1  # the leaving one still has a request in flight: it drains
+    before = made["http://10.0.0.1:8000/v1"].calls
+    await pool.load()
+    state = {r["url"]: r["draining"] for r in pool.snapshot()}
+    assert state == {"http://10.0.0.1:8000/v1": True, "http://10.0.0.2:8000/v1": False,
+                     "http://[fd00::3]:8000/v1": False}
+    for _ in range(20):  # no new request goes to a draining replica
+        await pool.complete(chat(f"q {_}"))
+    assert made["http://10.0.0.1:8000/v1"].calls == before
+    pool.replicas[0].in_flight = 0
+    answers["addresses"] = None  # DNS down: the pool keeps what it has
+    await pool.load()
+    assert [r["url"] for r in pool.snapshot()] == ["http://10.0.0.2:8000/v1", "http://[fd00::3]:8000/v1"]

@@ -110,3 +110,22 @@ async def test_admin_and_explain_show_the_replicas(gateway, stack):
     replica = explained["candidates"][0]["replica"]
     home = served_by(fakes, 3).pop()
     assert replica["url"] == fakes[home].base_url and replica["why"] in ("prefix", "conversation hash")
+
+
+async def test_a_pool_found_in_dns_serves(gateway, stack):
+    """``discovery`` with a real resolver: ``localhost`` resolves to the fake's address."""
+    fake = await stack.enter_async_context(FakeOpenAI(name="dns"))
+    port = int(fake.base_url.split(":")[2].split("/")[0])
+    url = await gateway(f"""
+version: 1
+backends:
+  gpu: {{kind: vllm, model: served, discovery: {{dns: localhost, port: {port}, interval_s: 1}},
+         placement: {{failures: 1}}, retry: {{attempts: 3, backoff_base_s: 0}}}}
+models:
+  chat: {{targets: [gpu]}}
+""")
+    for n in range(3):
+        raw = await client(url).chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": f"hello {n}"}])
+        assert raw.headers["x-switchyard-backend"] == "gpu"
+    assert len(fake.calls(CHAT)) == 3
