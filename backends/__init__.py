@@ -10,7 +10,7 @@ from __future__ import annotations
 from backends.base import Backend, BackendConfig, TimeLimits
 from backends.errors import BackendError
 from backends.kinds import CLOSED_TRAITS, DIRECT_KINDS, KIND_TRAITS, KindTraits, kind_traits
-from backends.pool import Discovery, PlacementSpec, ReplicaPool
+from backends.pool import Discovery, PlacementSpec, ReplicaPool, session_of
 from backends.registry import build_backend, check_kind, provider_price
 from backends.scrub import Scrubber
 from backends.types import Api, BackendRequest, BackendResponse, BackendStream, Health
@@ -37,4 +37,5 @@ __all__ = [
     "check_kind",
     "kind_traits",
     "provider_price",
+    "session_of",
 ]

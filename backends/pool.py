@@ -51,7 +51,7 @@ from backends.metrics import LoadSample
 from backends.types import BackendRequest, BackendResponse, BackendStream, Health
 
 __all__ = ["Discovery", "Placement", "PlacementSpec", "ReplicaPool", "conversation_head", "prefix_blocks", "resolve",
-           "session_key"]
+           "session_key", "session_of"]
 
 log = logging.getLogger("switchyard.pool")
 
@@ -74,9 +74,14 @@ class PlacementSpec:
 
 def session_key(request: BackendRequest) -> str | None:
     """The client's conversation key, if it gave one."""
-    if request.session:
-        return request.session
-    body = request.body
+    return session_of(request.session, request.body)
+
+
+def session_of(header: str | None, body: Mapping[str, object]) -> str | None:
+    """``x-session-id``, else OpenAI's ``prompt_cache_key`` or ``user``, else
+    ``metadata.session_id``, else Anthropic's ``metadata.user_id``."""
+    if header:
+        return header
     for name in ("prompt_cache_key", "user"):
         value = body.get(name)
         if isinstance(value, str) and value:

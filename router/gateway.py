@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -23,7 +25,7 @@ from router.deadline import Deadline
 from router.engine import Engine
 from router.errors import ModelNotFound
 from router.facts import build_facts
-from router.health import Circuits
+from router.health import Circuits, CircuitState
 from router.load import LoadMonitor
 from router.runtime import Runtime, build_runtime
 from router.state.admission import Gatekeeper
@@ -67,6 +69,7 @@ class Gateway:
     native_apis: frozenset[str] = frozenset()
     spilling: set[str] = field(default_factory=set)
     rng: random.Random = field(default_factory=random.Random)
+    sessions: StickySessions = field(default_factory=lambda: StickySessions())
     _starting: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -94,7 +97,7 @@ class Gateway:
             return self.facts(body, endpoint, headers, team)
         return await asyncio.to_thread(self.facts, body, endpoint, headers, team)
 
-    def plan(self, facts: RequestFacts, explain: bool = False) -> Plan:
+    def plan(self, facts: RequestFacts, explain: bool = False, session: str | None = None) -> Plan:
         try:
             plan = self.runtime.planner.plan(facts, self.load.snapshot(), frozenset(self.spilling), self.rng,
                                              explain=explain)
@@ -103,7 +106,41 @@ class Gateway:
         if not explain:  # remember who is spilling, for the hysteresis of the next decision
             self.spilling.difference_update(plan.spill_checked - plan.spilling)
             self.spilling.update(plan.spilling)
+        if session is not None and plan.targets:
+            engine = self.engine
+            plan = self.sessions.keep(plan, session, lambda name: not engine.spec(name).is_self_hosted,
+                                      lambda name: engine.circuits[name].state is CircuitState.CLOSED)
         return plan
+
+
+class StickySessions:
+    """Closed providers keep their prompt caches warm: a session (a client's conversation key)
+    that a closed backend answered is sent to the same closed backend next time, as long as it
+    is still among the plan's targets and its circuit is closed — it moves ahead of the other
+    *closed* targets only; self-hosted targets keep their place. Per gateway process, the last
+    ``SIZE`` sessions (least recently used first out)."""
+
+    SIZE = 100_000
+
+    def __init__(self) -> None:
+        self._last: OrderedDict[str, str] = OrderedDict()
+
+    def answered(self, session: str, backend: str) -> None:
+        self._last[session] = backend
+        self._last.move_to_end(session)
+        if len(self._last) > self.SIZE:
+            self._last.popitem(last=False)
+
+    def keep(self, plan: Plan, session: str, is_closed: Callable[[str], bool], healthy: Callable[[str], bool]) -> Plan:
+        """``plan`` with the session's last closed backend first among the closed targets."""
+        backend = self._last.get(session)
+        if backend is None or backend not in plan.targets or not healthy(backend):
+            return plan
+        closed = [t for t in plan.targets if is_closed(t)]
+        if not closed or closed[0] == backend or backend not in closed:
+            return plan
+        order = iter([backend, *(t for t in closed if t != backend)])
+        return dataclasses.replace(plan, targets=tuple(next(order) if is_closed(t) else t for t in plan.targets))
 
 
 async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession, store: Store,
@@ -140,6 +177,7 @@ def build_gateway(runtime: Runtime, store: Store, *, previous: Gateway | None = 
         store.max_blob_bytes = int(loaded.policy.cache.max_memory_mb * 1024 * 1024)
     telemetry.record_content = loaded.policy.telemetry.record_content
     deadline = deadline or (previous.engine.deadline if previous else None)
+    sessions = previous.sessions if previous is not None else StickySessions()  # kept across reloads
     return Gateway(runtime, Engine(runtime, circuits, load, telemetry, deadline), load, keys, limits, budgets, cache,
                    Gatekeeper(store, limits, budgets, cache), telemetry, stats,
                    ResponseStore(store, settings.responses_ttl_s),
@@ -147,7 +185,8 @@ def build_gateway(runtime: Runtime, store: Store, *, previous: Gateway | None = 
                    auth_required=keys.has_policy_keys or stored_keys,
                    needs_budget_fact=any("budget_remaining" in r.condition.facts for r in loaded.rules),
                    native_apis=frozenset(api for name in runtime.backends
-                                         for api in loaded.policy.backends[name].speaks))
+                                         for api in loaded.policy.backends[name].speaks),
+                   sessions=sessions)
 
 
 def reference_price(policy: Policy, prices: dict[str, TokenPrice]) -> TokenPrice | None:

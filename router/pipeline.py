@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from backends import BackendError, BackendRequest
+from backends import BackendError, BackendRequest, session_of
 from backends.types import Api
 from policies import Endpoint, Plan, RequestFacts
 from policies.sensitivity import Scan
@@ -151,7 +151,7 @@ class _Lookup:
 class _Flight:
     """One planned call on its way through admission, attempts and settlement."""
 
-    __slots__ = ("gateway", "call", "rec", "facts", "scan", "plan", "lookup", "limited")
+    __slots__ = ("gateway", "call", "rec", "facts", "scan", "plan", "lookup", "limited", "session")
 
     facts: RequestFacts
     scan: Scan
@@ -161,6 +161,7 @@ class _Flight:
     def __init__(self, gateway: Gateway, call: Call) -> None:
         self.gateway, self.call, self.rec = gateway, call, call.record
         self.limited: dict[str, str] | None = None  # rate limits already counted before the scan
+        self.session: str | None = None  # the client's conversation key (sticky closed providers, pools)
 
     async def _cheap_checks(self) -> None:
         """A body large enough to be scanned off the loop is rate-limited first, on an estimate
@@ -179,7 +180,8 @@ class _Flight:
             facts = await self._native_scanned(facts)
         if gateway.needs_budget_fact and gateway.budgets.applies(who):
             facts = dataclasses.replace(facts, budget_remaining=await gateway.budgets.remaining(who))
-        self.facts, self.plan = facts, gateway.plan(facts)
+        self.session = session_of(call.headers.get("x-session-id"), call.body.data)
+        self.facts, self.plan = facts, gateway.plan(facts, session=self.session)
         _planned(self.rec, call.body, facts, self.plan)
         self.lookup = self._cache_lookup()
 
@@ -417,6 +419,8 @@ class _Flight:
         gateway, rec = self.gateway, self.rec
         spec = gateway.engine.spec(backend)
         rec.backend, rec.provider, rec.model = backend, provider_name(spec), spec.model
+        if self.session is not None and not spec.is_self_hosted:
+            gateway.sessions.answered(self.session, backend)
         rec.self_hosted = spec.is_self_hosted
         rec.input_tokens, rec.output_tokens = tokens(usage)
         rec.cost_usd = cost_usd

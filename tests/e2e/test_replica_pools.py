@@ -129,3 +129,31 @@ models:
             model="chat", messages=[{"role": "user", "content": f"hello {n}"}])
         assert raw.headers["x-switchyard-backend"] == "gpu"
     assert len(fake.calls(CHAT)) == 3
+
+
+async def test_closed_providers_keep_a_session_on_one_provider(gateway, fake_openai, fake_openai_b):
+    """Weighted between two closed providers: a session stays on the one that answered it
+    first (its prompt cache keeps hitting); requests without a session still spread."""
+    specs = ", ".join(f"{name}: {{kind: openai, base_url: '{fake.base_url}', model: gpt-4o, api_key: sk-x}}"
+                      for name, fake in (("a", fake_openai), ("b", fake_openai_b)))
+    url = await gateway(f"""
+version: 1
+backends: {{{specs}}}
+models:
+  chat: {{targets: [a, b]}}
+rules:
+  - {{name: split, route: {{strategy: weighted, weights: {{a: 1, b: 1}}}}}}
+""")
+    for session in ("s-1", "s-2", "s-3"):
+        answered = set()
+        for n in range(6):
+            raw = await client(url, **{"x-session-id": session}).chat.completions.with_raw_response.create(
+                model="chat", messages=[{"role": "user", "content": f"turn {n}"}])
+            answered.add(raw.headers["x-switchyard-backend"])
+        assert len(answered) == 1, (session, answered)
+    spread = set()
+    for n in range(24):  # unseeded weighted picks: all on one side has a chance of 2^-23
+        raw = await client(url).chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": f"no session {n}"}])
+        spread.add(raw.headers["x-switchyard-backend"])
+    assert spread == {"a", "b"}
