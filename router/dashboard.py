@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from backends import ReplicaPool
 from router.errors import InvalidRequest, StatsStoreUnavailable, TelemetryOff
 from router.gateway import Gateway
 from router.reload import SERVING
@@ -39,6 +40,14 @@ async def refresh_gauges(gateway: Gateway, store: Store) -> None:
         sample = load.get(name)
         telemetry.backend_state(name, sample.queue if sample else None, sample.in_flight if sample else 0,
                                 str(circuits.get(name, {}).get("state", "closed")))
+        backend = gateway.runtime.backends[name]
+        if isinstance(backend, ReplicaPool):
+            for replica in backend.snapshot():
+                address = str(replica["url"]).split("://", 1)[-1].split("/", 1)[0]
+                queue = replica["queue"]
+                telemetry.replica_state(name, address, int(str(replica["in_flight"])),
+                                        float(queue) if isinstance(queue, int | float) else None,
+                                        not replica["draining"] and not replica["out_for_s"])
     try:
         async with asyncio.timeout(1.0):
             await store.ping()

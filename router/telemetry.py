@@ -172,6 +172,13 @@ class Telemetry:
                                              description="Requests this gateway has open at a backend")
         self._circuit = meter.create_gauge("switchyard.backend.circuit_state",
                                            description="0 closed, 1 half-open, 2 open")
+        self._replica_in_flight = meter.create_gauge("switchyard.replica.in_flight", unit="{request}",
+                                                     description="Requests this gateway has open at a pool replica")
+        self._replica_queue = meter.create_gauge("switchyard.replica.queue_depth", unit="{request}",
+                                                 description="Requests waiting at a pool replica (its /metrics)")
+        self._replica_out = meter.create_gauge("switchyard.replica.available",
+                                               description="1 while a pool replica takes requests, 0 while it is "
+                                                           "out after failures or draining")
         self._budget = meter.create_gauge("switchyard.budget.remaining", unit="USD",
                                           description="Budget left in the current UTC window")
         self._degraded = meter.create_gauge("switchyard.store.degraded",
@@ -294,6 +301,17 @@ class Telemetry:
             self._queue.set(queue_depth, where)
         self._in_flight.set(in_flight, where)
         self._circuit.set(CIRCUIT_STATES.get(circuit, 2), where)
+
+    def replica_state(self, backend: str, replica: str, in_flight: int, queue_depth: float | None,
+                      available: bool) -> None:
+        """One replica of a pool (``replica``: its host:port)."""
+        if not self.enabled:
+            return
+        where = {"switchyard.backend": backend, "switchyard.replica": replica}
+        self._replica_in_flight.set(in_flight, where)
+        if queue_depth is not None:
+            self._replica_queue.set(queue_depth, where)
+        self._replica_out.set(1 if available else 0, where)
 
     def budget_remaining(self, team: str, window: str, usd: float) -> None:
         if self.enabled:

@@ -61,6 +61,9 @@ EXPORTED: dict[str, tuple[str, frozenset[str]]] = {
     "switchyard_backend_queue_depth": ("gauge", frozenset({"switchyard_backend"})),
     "switchyard_backend_in_flight": ("gauge", frozenset({"switchyard_backend"})),
     "switchyard_backend_circuit_state": ("gauge", frozenset({"switchyard_backend"})),
+    "switchyard_replica_in_flight": ("gauge", frozenset({"switchyard_backend", "switchyard_replica"})),
+    "switchyard_replica_queue_depth": ("gauge", frozenset({"switchyard_backend", "switchyard_replica"})),
+    "switchyard_replica_available": ("gauge", frozenset({"switchyard_backend", "switchyard_replica"})),
     "switchyard_budget_remaining_USD": ("gauge", frozenset({"switchyard_team", "switchyard_window"})),
     "switchyard_store_degraded": ("gauge", frozenset({"switchyard_component"})),
 }
