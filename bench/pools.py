@@ -54,7 +54,7 @@ LLAMA = ROOT / "deploy" / "local-model" / "llamacpp.sh"
 PHASE_LIMIT_S = 900.0
 REPLICAS = 3
 SYSTEM = ("You are the support assistant of Northwind Outfitters, a retailer of outdoor gear. Answer in one "
-          "short sentence, politely, without making promises about delivery dates or refunds. ") * 8
+          "short sentence, politely, without making promises about delivery dates or refunds. ") * 16
 PLACEMENTS = [("round_robin", 1), ("least_loaded", 1), ("affinity", 1), ("affinity", 3)]
 
 
@@ -81,6 +81,7 @@ def _env(slots: int) -> dict[str, str]:
 
 
 SLOTS = 2
+ANSWER_TOKENS = 8
 
 
 def start_replicas(tmp: Path) -> list[tuple[int, Path]]:
@@ -115,7 +116,7 @@ def write_policy(tmp: Path, ports: list[int], strategy: str) -> Path:
 
 
 async def _turn(http: aiohttp.ClientSession, url: str, conv: Conversation, turn: int) -> Turn:
-    body = {"model": "chat", "messages": conv.messages, "max_tokens": 8, "temperature": 0, "stream": True,
+    body = {"model": "chat", "messages": conv.messages, "max_tokens": ANSWER_TOKENS, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
     started = time.perf_counter()
     first: float | None = None
@@ -209,6 +210,7 @@ async def _ready(urls: list[str]) -> None:
 
 def run(conversations: int, turns: int) -> Json:
     out: Json = {"conversations": conversations, "turns": turns, "replicas": REPLICAS, "slots": SLOTS,
+                 "answer_tokens": ANSWER_TOKENS,
                  "placements": {}}
     with tempfile.TemporaryDirectory(prefix="switchyard-pools-") as tmp_name:
         tmp = Path(tmp_name)
@@ -263,10 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", type=int, default=7)  # not a multiple of the replicas
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--slots", type=int, default=2, help="parallel slots per replica (default 2)")
+    parser.add_argument("--answer-tokens", type=int, default=8, help="max_tokens of each answer (default 8)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
-    global SLOTS  # noqa: PLW0603 - one setting for the whole run
-    SLOTS = args.slots
+    global SLOTS, ANSWER_TOKENS  # noqa: PLW0603 - settings for the whole run
+    SLOTS, ANSWER_TOKENS = args.slots, args.answer_tokens
     convs, turns = (4, 3) if args.quick else (args.conversations, args.turns)
     return bench_main(lambda: run(convs, turns), report, args.json)
 
