@@ -423,6 +423,16 @@ def chunk_of(event: bytes) -> dict[str, object] | None:
     return chunk if isinstance(chunk, dict) else None
 
 
+def delta_of(chunk: dict[str, object]) -> tuple[dict[str, object] | None, object]:
+    """The first choice's delta (``None`` without one) and finish reason of a chat chunk."""
+    choices = chunk.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    if choice is None:
+        return None, None
+    delta = choice.get("delta")
+    return (delta if isinstance(delta, dict) else None), choice.get("finish_reason")
+
+
 def _event(name: str, payload: object) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
@@ -461,15 +471,11 @@ class MessagesStream:
             self.ended = True
             return error_event(_error_status(error), str(error.get("message", "upstream error")))
         out = [] if self.started else [self._start(chunk)]
-        choices = chunk.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
-        if choice is not None:
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                self._delta(delta, out)
-            finish = choice.get("finish_reason")
-            if isinstance(finish, str):
-                self.stop_reason = _STOP.get(finish, "end_turn")
+        delta, finish = delta_of(chunk)
+        if delta is not None:
+            self._delta(delta, out)
+        if isinstance(finish, str):
+            self.stop_reason = _STOP.get(finish, "end_turn")
         if isinstance(chunk.get("usage"), dict):
             self.usage = _usage(chunk["usage"])
         return b"".join(out)

@@ -32,7 +32,7 @@ import orjson
 
 from backends.sse import DONE
 from router.errors import InvalidRequest
-from router.surfaces.messages import Translated, alternate, chunk_of, error_of
+from router.surfaces.messages import Translated, alternate, chunk_of, delta_of, error_of
 
 __all__ = ["ResponsesStream", "new_response_id", "to_chat", "to_response"]
 
@@ -469,14 +469,11 @@ class ResponsesStream:
                                  "message": str(error.get("message", "upstream error"))})
             self._emit(out, {"type": "response.failed", "response": failed})
             return b"".join(out)
-        choices = chunk.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
-        if choice is not None:
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                self._delta(delta, out)
-            if choice.get("finish_reason") is not None:
-                self.finish = choice["finish_reason"]
+        delta, finish = delta_of(chunk)
+        if delta is not None:
+            self._delta(delta, out)
+        if finish is not None:
+            self.finish = finish
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
         return b"".join(out)
