@@ -19,9 +19,10 @@ Placement (``strategy: affinity``), in order:
    head (tools, system and everything up to its first user turn: what every later turn of
    it starts with) — so several processes send a conversation's turns to the same replica,
    and conversations that only share a long system prompt still spread over the replicas;
-4. **load**: bounded loads — a preferred replica already carrying more than ``load_factor``
-   × its fair share of the pool's load (its queue plus the gateway's in-flight requests to
-   it) passes the request to the next replica in the affinity order; and a replica that is
+4. **load**: bounded loads — for a conversation this process has not placed yet (no prefix
+   match), a preferred replica already carrying more than ``load_factor`` × its fair share of
+   the pool's load (its queue plus the gateway's in-flight requests to it) passes the request
+   to the next replica in the affinity order; and, for every request, a replica that is
    *saturated* (that load at or over ``saturated_at``) yields to the least loaded one until
    it is back under ``resume_below`` × that (hysteresis).
 
@@ -197,25 +198,25 @@ class Placement:
             i = min(usable, key=lambda j: (replicas[j].load(), j))
             return Choice(i, self.urls[i], "least loaded"), []
         blocks = prefix_blocks(request.body, self.spec.block_chars)
+        position = {url: i for i, url in enumerate(self.urls)}
+        known = next(((n, position[self.index[h]]) for n, h in
+                      zip(range(len(blocks), 0, -1), reversed(blocks), strict=True)
+                      if h in self.index and self.index[h] in position), None)
+        if known is not None and known[0] <= shared_blocks(request.body, self.spec.block_chars):
+            known = None  # only the shared system prompt matched: not this conversation's cache
+        matched = known[0] if known is not None else 0
         key = session_key(request)
-        matched = 0
         if key is not None:
             order, why = _rank(b"s:" + key.encode(), self.urls), "session"
         else:
-            position = {url: i for i, url in enumerate(self.urls)}
-            known = next(((n, position[self.index[h]]) for n, h in
-                          zip(range(len(blocks), 0, -1), reversed(blocks), strict=True)
-                          if h in self.index and self.index[h] in position), None)
-            if known is not None and known[0] <= shared_blocks(request.body, self.spec.block_chars):
-                known = None  # only the shared system prompt matched: not this conversation's cache
             head = _rank(conversation_head(request.body), self.urls)
             if known is not None:
-                matched, first = known
-                order, why = [first, *(j for j in head if j != first)], "prefix"
+                order, why = [known[1], *(j for j in head if j != known[1])], "prefix"
             else:
                 order, why = head, "conversation hash"
         order = [i for i in order if i in usable]
-        if self.spec.load_factor > 0:  # consistent hashing with bounded loads
+        if self.spec.load_factor > 0 and matched == 0:  # bounded loads: new conversations only (a turn
+            # whose prefix this process placed stays with its KV cache unless that replica saturates)
             # never below 2: at low load a replica with one request in flight still takes its own next turn
             cap = max(2.0, math.ceil(self.spec.load_factor * (sum(replicas[i].load() for i in order) + 1)
                                      / len(order)))

@@ -40,8 +40,8 @@ def policy(gpu: FakeOpenAI, premium: FakeOpenAI) -> str:
 version: 1
 backends:
   gpu: {{kind: llamacpp, base_url: '{gpu.base_url}', model: served, price: {{gpu_hour_usd: 3.0, tokens_per_s: 40}}}}
-  premium: {{kind: vllm, base_url: '{premium.base_url}', model: served,
-             price: {{gpu_hour_usd: 30.0, tokens_per_s: 40}}}}
+  premium: {{kind: llamacpp, replicas: ['{premium.base_url}'], model: served,
+             price: {{gpu_hour_usd: 30.0, tokens_per_s: 40}}}}   # a pool of one: replica metrics too
 models:
   chat: {{targets: [gpu]}}
   big: {{targets: [premium]}}
@@ -158,7 +158,8 @@ async def test_cost_by_team_in_prometheus_equals_what_clients_were_charged(gatew
                     assert r.status == 200
                     text = await r.text()
                 names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#"}
-                return names if "switchyard_backend_queue_depth" in names else None
+                wanted = {"switchyard_backend_queue_depth", "switchyard_replica_queue_depth"}
+                return names if wanted <= names else None
 
             live = await until(live_names, 10, "a scrape with the backends' queue depth")
             assert isinstance(live, set)
