@@ -184,6 +184,9 @@ class Placement:
 
     urls: list[str]
     spec: PlacementSpec = PlacementSpec()
+    #: what rendezvous hashing ranks by: a listed replica's place in the policy's list (the same
+    #: in every gateway process and whatever port or address it has), a discovered one's URL
+    ids: list[str] | None = None
     index: OrderedDict[bytes, str] = field(default_factory=OrderedDict)  # prefix block → replica URL
     _turn: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -207,9 +210,9 @@ class Placement:
         matched = known[0] if known is not None else 0
         key = session_key(request)
         if key is not None:
-            order, why = _rank(b"s:" + key.encode(), self.urls), "session"
+            order, why = _rank(b"s:" + key.encode(), self.ids or self.urls), "session"
         else:
-            head = _rank(conversation_head(request.body), self.urls)
+            head = _rank(conversation_head(request.body), self.ids or self.urls)
             if known is not None:
                 order, why = [known[1], *(j for j in head if j != known[1])], "prefix"
             else:
@@ -312,7 +315,8 @@ class ReplicaPool:
         self.name = name
         self.self_hosted = True
         self.replicas = [_Replica(url, backend) for url, backend in replicas]
-        self.placement = Placement([url for url, _ in replicas], spec)
+        listed = None if discovery is not None else [f"replica-{i}" for i in range(len(replicas))]
+        self.placement = Placement([url for url, _ in replicas], spec, ids=listed)
         self.last: Choice | None = None  # the last placement (explain, records)
         self._discovery, self._make, self._resolver = discovery, make, resolver
         self._resolved_at: float | None = None
