@@ -68,9 +68,9 @@ class PlacementSpec:
     resume_below: float = 0.5  # … and gets traffic back below this share of it
     failures: int = 3  # consecutive failures that take a replica out …
     cooldown_s: float = 10.0  # … for this long (then one probe request)
-    #: bounded loads: a replica already holding more than this × its fair share of the pool's
-    #: load (+1) is passed over for the next in the affinity order (0: off)
-    load_factor: float = 1.25
+    #: bounded loads (opt-in): a replica already holding more than this × its fair share of the
+    #: pool's load (+1) is passed over for the next in the affinity order (0: off)
+    load_factor: float = 0.0
 
 
 def session_key(request: BackendRequest) -> str | None:

@@ -82,6 +82,7 @@ def _env(slots: int) -> dict[str, str]:
 
 SLOTS = 2
 ANSWER_TOKENS = 8
+LOAD_FACTOR = 0.0
 
 
 def start_replicas(tmp: Path) -> list[tuple[int, Path]]:
@@ -109,7 +110,8 @@ def write_policy(tmp: Path, ports: list[int], strategy: str) -> Path:
     policy.write_text(
         "version: 1\nbackends:\n"
         f"  gemma: {{kind: llamacpp, model: gemma-3-270m, replicas: [{urls}],\n"
-        f"          placement: {{strategy: {strategy}, block_chars: 512, saturated_at: 6}},\n"
+        f"          placement: {{strategy: {strategy}, block_chars: 512, saturated_at: 6, "
+        f"load_factor: {LOAD_FACTOR}}},\n"
         "          timeouts: {connect_s: 2, first_token_s: 120, idle_s: 60, total_s: 300}}\n"
         "models:\n  chat: {targets: [gemma]}\n")
     return policy
@@ -210,7 +212,7 @@ async def _ready(urls: list[str]) -> None:
 
 def run(conversations: int, turns: int) -> Json:
     out: Json = {"conversations": conversations, "turns": turns, "replicas": REPLICAS, "slots": SLOTS,
-                 "answer_tokens": ANSWER_TOKENS,
+                 "answer_tokens": ANSWER_TOKENS, "load_factor": LOAD_FACTOR,
                  "placements": {}}
     with tempfile.TemporaryDirectory(prefix="switchyard-pools-") as tmp_name:
         tmp = Path(tmp_name)
@@ -266,10 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--slots", type=int, default=2, help="parallel slots per replica (default 2)")
     parser.add_argument("--answer-tokens", type=int, default=8, help="max_tokens of each answer (default 8)")
+    parser.add_argument("--load-factor", type=float, default=0.0, help="placement.load_factor (default 0: off)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
-    global SLOTS, ANSWER_TOKENS  # noqa: PLW0603 - settings for the whole run
-    SLOTS, ANSWER_TOKENS = args.slots, args.answer_tokens
+    global SLOTS, ANSWER_TOKENS, LOAD_FACTOR  # noqa: PLW0603 - settings for the whole run
+    SLOTS, ANSWER_TOKENS, LOAD_FACTOR = args.slots, args.answer_tokens, args.load_factor
     convs, turns = (4, 3) if args.quick else (args.conversations, args.turns)
     return bench_main(lambda: run(convs, turns), report, args.json)
 

@@ -313,9 +313,10 @@ class Placement(_Frozen):
     #: Consecutive failures that take a replica out of the pool for ``cooldown_s``.
     failures: Annotated[int, Field(ge=1)] = 3
     cooldown_s: Annotated[float, Field(gt=0)] = 10.0
-    #: Bounded loads: a replica carrying more than this × its fair share of the pool's load
-    #: (+1) passes a request on to the next replica in the affinity order; 0 turns it off.
-    load_factor: Annotated[float, Field(ge=0)] = 1.25
+    #: Bounded loads (opt-in): for a conversation not placed yet, a replica carrying more than
+    #: this × its fair share of the pool's load (+1) passes it on to the next replica in the
+    #: affinity order; 0 (default) leaves hot spots to ``saturated_at`` (bench/README.md: pools).
+    load_factor: Annotated[float, Field(ge=0)] = 0.0
 
 
 class DiscoverySpec(_Frozen):
