@@ -70,6 +70,7 @@ class Script:
 
 class FakeBackend:
     def __init__(self, name: str, script: Script) -> None:
+        self.read_to_the_end = 0
         self.name, self.self_hosted, self.script = name, True, script
         self.requests: list[BackendRequest] = []
         self.open_streams = 0
@@ -101,6 +102,8 @@ class FakeBackend:
             return FakeStream(self, events[: 1 + int(step.removeprefix("break"))], broken=True)
         usage = b'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[],' \
                 b'"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}\n\n'
+        if step == "nousage":  # asked for usage, ends with [DONE] without it (the bench mock does)
+            return FakeStream(self, [*events, chunk({}, "stop"), b"data: [DONE]\n\n"], broken=False)
         return FakeStream(self, [*events, chunk({}, "stop"), usage, b"data: [DONE]\n\n"], broken=False)
 
     async def health(self) -> Health:
@@ -124,6 +127,7 @@ class FakeStream:
     async def _gen(self) -> AsyncIterator[bytes]:
         for item in self._events:
             yield item
+        self._backend.read_to_the_end += 1  # not reached when the generator is only closed (or collected)
         if self._broken:
             raise StreamBroken(f"{self._backend.name} stream failed", backend=self._backend.name)
 
@@ -242,6 +246,19 @@ async def test_a_stream_is_relayed_then_settled() -> None:
     assert sink.headers is outcome.headers
     assert await spent(store) == 8000 and in_flight(gateway) == {} and backends["gpu"].open_streams == 0
     assert c.record.backend == "gpu" and c.record.output_tokens == 5
+
+
+async def test_a_stream_that_ends_at_done_has_its_upstream_events_read_to_their_end() -> None:
+    """Usage asked for but not sent: the answer ends at [DONE], and the upstream's events are
+    then read to their end, not left for the garbage collector's async-generator finaliser
+    (an event-loop wake-up per stream)."""
+    gateway, backends, _ = gateway_for({"gpu": Script("nousage"), "spare": Script("ok")})
+    outcome = await pipeline.run(gateway, call(stream=True))
+    assert isinstance(outcome, pipeline.StreamReply)
+    sink = ListSink()
+    await outcome.send(sink)
+    assert sink.text() == "".join(WORDS) and sink.events[-1] == b"data: [DONE]\n\n"
+    assert backends["gpu"].read_to_the_end == 1
 
 
 async def test_a_broken_stream_is_continued_through_the_attempt_path() -> None:
