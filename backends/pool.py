@@ -317,7 +317,6 @@ class ReplicaPool:
         self.replicas = [_Replica(url, backend) for url, backend in replicas]
         listed = None if discovery is not None else [f"replica-{i}" for i in range(len(replicas))]
         self.placement = Placement([url for url, _ in replicas], spec, ids=listed)
-        self.last: Choice | None = None  # the last placement (explain, records)
         self._discovery, self._make, self._resolver = discovery, make, resolver
         self._resolved_at: float | None = None
         self._retired: list[Backend] = []
@@ -362,7 +361,6 @@ class ReplicaPool:
         if not any(not r.draining for r in self.replicas):
             raise UpstreamConnectError(f"{self.name}: no replicas (none found in DNS yet)", backend=self.name)
         choice, blocks = self.placement.choose(self.replicas, request, time.monotonic())
-        self.last = choice
         replica = self.replicas[choice.replica]
         replica.in_flight += 1
         return replica, blocks

@@ -7,11 +7,13 @@
 
 What a surface (a codec, ``router/surfaces/``) provides, in shared terms:
 
-- a ``Call``: the request's parsed body (``ParsedBody``, in OpenAI's shape for the
-  ``endpoint``: chat, completions or embeddings), the authenticated ``Principal`` (or
-  ``None`` on an open gateway), the request id, the few headers policy reads
-  (``CALL_HEADERS``: the sensitivity floor, tags, Cache-Control, traceparent) and the
-  ``RequestRecord`` that telemetry reads when the request is over;
+- a ``Call``: the request's parsed body (``ParsedBody``, in OpenAI's shape: chat,
+  completions or embeddings; the agent endpoints ``messages`` and ``responses`` hand over
+  their translation to chat, and their own body as ``native`` when a backend speaks it), the
+  authenticated ``Principal`` (or ``None`` on an open gateway), the request id, the few
+  headers the pipeline reads (``CALL_HEADERS``: the sensitivity floor, tags, Cache-Control,
+  traceparent, Anthropic's version and betas, the session id) and the ``RequestRecord``
+  that telemetry reads when the request is over;
 - a writer for each ``Outcome``: a ``Reply`` (one JSON answer, fresh or cached) it
   serialises with its status and headers; a ``StreamReply`` whose ``send`` it calls
   exactly once, at once, with a ``Sink`` (``router.streaming``) that writes OpenAI chunk

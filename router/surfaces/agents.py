@@ -72,7 +72,7 @@ class _NativeSink(SSESink):
         self._error = error
 
     async def write(self, event: bytes) -> None:
-        await super().write(self._error(event) or event if event[:14] == b'data: {"error"' else event)
+        await super().write(self._error(event) or event)  # ``_error``: None for any other event
 
 
 def _dropped(dropped: list[str]) -> dict[str, str]:
@@ -154,8 +154,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     gateway = request.app[SERVING].gateway
     raw = await request.read()
     data = load_json(raw)
-    who = request.get(PRINCIPAL)
-    team = who.team if who else None
+    team = _team(request)
     previous = data.get("previous_response_id")
     stored: StoredResponse | None = None
     if previous is not None:

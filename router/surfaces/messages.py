@@ -445,14 +445,13 @@ class MessagesStream:
     — only when the stream ended cleanly (``[DONE]``). An error event becomes an Anthropic
     ``error`` event and the message is never stopped as if it were complete."""
 
-    __slots__ = ("model", "started", "block", "kind", "tools", "stop_reason", "usage", "ended", "_text_head")
+    __slots__ = ("model", "started", "block", "kind", "stop_reason", "usage", "ended", "_text_head")
 
     def __init__(self, model: str) -> None:
         self.model = model
         self.started = False
         self.block = -1  # index of the open content block (-1: none)
         self.kind: str | None = None  # "thinking", "text" or "tool:<chat index>"
-        self.tools: dict[int, int] = {}
         self.stop_reason: str | None = None
         self.usage: dict[str, int] | None = None
         self.ended = False
