@@ -38,6 +38,10 @@ __all__ = ["Sink", "StreamJob", "StreamOutcome", "absorb_cancellation", "relay",
 
 log = logging.getLogger("switchyard.stream")
 
+#: What a stream cut at the process's drain deadline ends with (``router.deadline``).
+_SHUT_DOWN = error_event("the gateway is shutting down: this answer was cut short at its drain deadline; retry "
+                         "the request", "service_unavailable", "shutting_down")
+
 
 class Sink(Protocol):
     """Where a stream's events go: the surface's response. ``write`` raises
@@ -166,8 +170,7 @@ async def relay_native(sink: Sink, engine: Engine, answer: StreamAnswer, headers
             if not engine.deadline.absorb():
                 raise
             broken = True
-            await sink.write(error_event("the gateway is shutting down: this answer was cut short at its drain "
-                                         "deadline; retry the request", "service_unavailable", "shutting_down"))
+            await sink.write(_SHUT_DOWN)
         delivered = not broken
         await sink.close()
         if delivered:
@@ -227,8 +230,7 @@ async def _cut_at_deadline(sink: Sink, tracker: ChunkTracker, current: StreamAns
     an error event and ``[DONE]``, never a cut mid-chunk; what was produced is settled."""
     if current is not None:
         await current.close()
-    await sink.write(error_event("the gateway is shutting down: this answer was cut short at its drain "
-                                 "deadline; retry the request", "service_unavailable", "shutting_down"))
+    await sink.write(_SHUT_DOWN)
     await sink.write(DONE)
     tracker.done = True
 
