@@ -43,7 +43,7 @@ async def refresh_gauges(gateway: Gateway, store: Store) -> None:
         backend = gateway.runtime.backends[name]
         if isinstance(backend, ReplicaPool):
             for replica in backend.snapshot():
-                address = str(replica["url"]).split("://", 1)[-1].split("/", 1)[0]
+                address = _address(str(replica["url"]))
                 queue = replica["queue"]
                 telemetry.replica_state(name, address, int(str(replica["in_flight"])),
                                         float(queue) if isinstance(queue, int | float) else None,
@@ -109,7 +109,34 @@ async def dashboard_json(gateway: Gateway, source: str, minutes: int) -> dict[st
                                         "budget_remaining_usd": None})
         usd = left.get((team, "day"), left.get((team, "month")))  # the day's budget when there is one
         entry["budget_remaining_usd"] = None if usd is None else round(usd, 9)
+    body["backends"] = backends_now(gateway)
     return body
+
+
+def _address(url: str) -> str:
+    """host:port of a replica's URL (what the metrics label it with; no path, no credentials)."""
+    return url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+
+
+def backends_now(gateway: Gateway) -> list[dict[str, Any]]:
+    """Each backend as it is now: circuit, in flight, scraped queue and, for a pool, each replica
+    (address, in flight, queue, whether it takes requests and why not)."""
+    load, circuits = gateway.load.snapshot(), gateway.engine.circuits.snapshot()
+    out: list[dict[str, Any]] = []
+    for name, backend in gateway.runtime.backends.items():
+        sample = load.get(name)
+        entry: dict[str, Any] = {
+            "name": name, "self_hosted": gateway.engine.spec(name).is_self_hosted,
+            "circuit": str(circuits.get(name, {}).get("state", "closed")),
+            "in_flight": sample.in_flight if sample else 0, "queue": sample.queue if sample else None}
+        if isinstance(backend, ReplicaPool):
+            entry["replicas"] = [
+                {"address": _address(str(r["url"])), "in_flight": r["in_flight"], "queue": r["queue"],
+                 "state": "draining" if r["draining"] else "out" if r["out_for_s"] else
+                 "saturated" if r["saturated"] else "ok"}
+                for r in backend.snapshot()]
+        out.append(entry)
+    return out
 
 
 def routes() -> list[web.RouteDef]:

@@ -35,12 +35,13 @@ def artifacts() -> Path:
     return Path(os.environ.get("SWITCHYARD_ARTIFACTS") or REPO / "test-artifacts")
 
 
-def dashboard_policy(gpu: FakeOpenAI, cloud: FakeOpenAI) -> str:
-    """A self-hosted model and a closed one, two teams with keys, one rule, the cache on."""
+def dashboard_policy(gpu: FakeOpenAI, cloud: FakeOpenAI, gpu2: FakeOpenAI) -> str:
+    """A self-hosted model on a pool of two replicas and a closed one, two teams with keys, one
+    rule, the cache on."""
     return f"""
 version: 1
 backends:
-  gpu: {{kind: vllm, base_url: '{gpu.base_url}', model: served-model,
+  gpu: {{kind: vllm, replicas: ['{gpu.base_url}', '{gpu2.base_url}'], model: served-model,
          price: {{gpu_hour_usd: 2.0, tokens_per_s: 50}}}}
   cloud: {{kind: openai, base_url: '{cloud.base_url}', model: gpt-4o-mini, api_key: sk-cloud}}
 models:
@@ -122,10 +123,11 @@ async def browser() -> AsyncIterator[Chromium]:
 
 
 @pytest.fixture
-async def upstreams(stack: AsyncExitStack) -> tuple[FakeOpenAI, FakeOpenAI]:
+async def upstreams(stack: AsyncExitStack) -> tuple[FakeOpenAI, FakeOpenAI, FakeOpenAI]:
     gpu = await stack.enter_async_context(FakeOpenAI(name="gpu", model_name="gemma-fake"))
     cloud = await stack.enter_async_context(FakeOpenAI(name="cloud", model_name="gpt-4o-mini", api_key="sk-cloud"))
-    return gpu, cloud
+    gpu2 = await stack.enter_async_context(FakeOpenAI(name="gpu2", model_name="gemma-fake"))
+    return gpu, cloud, gpu2
 
 
 async def test_dashboard_draws_the_traffic(gateway, upstreams, browser: Chromium) -> None:
@@ -163,6 +165,16 @@ async def test_dashboard_draws_the_traffic(gateway, upstreams, browser: Chromium
     legends = await browser.evaluate("document.querySelector('#card-spend_by_team .legend').textContent")
     assert "search" in legends and "batch" in legends
 
+    # the backends as they are now: the pool and its two replicas, the closed provider
+    backends = await browser.evaluate(
+        "[...document.querySelectorAll('#backends-table tbody tr')].map(r => r.dataset.backend || r.dataset.replica)")
+    addresses = [u.base_url.split("://")[1].split("/")[0] for u in (upstreams[0], upstreams[2])]
+    assert backends == ["gpu", *addresses, "cloud"], backends
+    states = await browser.evaluate(
+        "[...document.querySelectorAll('#backends-table tbody tr.replica td:last-child')].map(c => c.textContent)")
+    assert states == ["ok", "ok"]
+    assert "pool of 2" in await browser.evaluate("document.getElementById('backends-table').textContent")
+
     assert unexpected(browser.errors) == []
     shot = await browser.screenshot(artifacts() / "dashboard.png")
     data = shot.read_bytes()
@@ -193,7 +205,7 @@ async def test_without_a_key_the_page_asks_for_one(gateway, upstreams, browser: 
 
 async def test_an_open_gateway_needs_no_key_and_shows_the_empty_state(gateway, upstreams,
                                                                       browser: Chromium) -> None:
-    gpu, _ = upstreams
+    gpu, _, _ = upstreams
     url = await gateway(f"""
 version: 1
 backends:

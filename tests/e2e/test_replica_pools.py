@@ -90,6 +90,12 @@ async def test_a_dead_replica_is_taken_out_and_its_conversations_move(gateway, s
     for n in range(2, 8):  # the dead one gets nothing while it is out
         await converse(url, n, turns=1)
     assert all(home not in served_by(fakes, n) for n in range(2, 8))
+    async with aiohttp.ClientSession() as http, http.get(url + "/dashboard/data?minutes=5") as r:
+        shown = (await r.json())["backends"]  # the dashboard's "Backends now" table says so
+    assert shown == [{"name": "gpu", "self_hosted": True, "circuit": "closed", "in_flight": 0, "queue": None,
+                      "replicas": [{"address": f.base_url.split("://")[1].split("/")[0], "in_flight": 0,
+                                    "queue": None, "state": "out" if i == home else "ok"}
+                                   for i, f in enumerate(fakes)]}]
 
 
 async def test_admin_and_explain_show_the_replicas(gateway, stack):

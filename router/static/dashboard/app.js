@@ -763,6 +763,35 @@
     $('#teams-table tbody').replaceChildren(...(teamRows.length ? teamRows : [emptyRow(4, 'No team traffic in this window')]));
   }
 
+  function renderBackends(data) {
+    const backends = Array.isArray(data.backends) ? data.backends.filter((b) => b && typeof b === 'object') : [];
+    const rows = [];
+    const stateCell = (state, good) => el('td', state === good ? 'muted' : 'low', state);
+    const queueText = (q) => (isNum(num(q)) ? fmtCount(num(q)) : '—');
+    for (const b of backends) {
+      const replicas = Array.isArray(b.replicas) ? b.replicas.filter((r) => r && typeof r === 'object') : null;
+      const tr = el('tr');
+      tr.setAttribute('data-backend', String(b.name));
+      tr.appendChild(el('td', 'name', String(b.name) + (b.self_hosted ? ' (self-hosted)' : '')));
+      tr.appendChild(el('td', 'muted', replicas ? 'pool of ' + replicas.length : '—'));
+      tr.appendChild(el('td', 'num', fmtCount(num(b.in_flight) || 0)));
+      tr.appendChild(el('td', 'num', queueText(b.queue)));
+      tr.appendChild(stateCell('circuit ' + String(b.circuit), 'circuit closed'));
+      rows.push(tr);
+      for (const r of replicas || []) {
+        const rr = el('tr', 'replica');
+        rr.setAttribute('data-replica', String(r.address));
+        rr.appendChild(el('td', 'muted', '↳'));
+        rr.appendChild(el('td', 'name', String(r.address)));
+        rr.appendChild(el('td', 'num', fmtCount(num(r.in_flight) || 0)));
+        rr.appendChild(el('td', 'num', queueText(r.queue)));
+        rr.appendChild(stateCell(String(r.state), 'ok'));
+        rows.push(rr);
+      }
+    }
+    $('#backends-table tbody').replaceChildren(...(rows.length ? rows : [emptyRow(5, 'No backend in the policy')]));
+  }
+
   function render(data) {
     if (!data || typeof data !== 'object') return;
     hideTooltip();
@@ -775,6 +804,7 @@
     renderKpis(data, s);
     renderCharts(data, s);
     renderTables(data);
+    renderBackends(data);
 
     const totals = data.totals && typeof data.totals === 'object' ? data.totals : {};
     if (!(num(totals.requests) > 0)) {
