@@ -35,6 +35,9 @@ class LoadSample:
     queue: float | None  # requests waiting
     running: float | None  # requests being served
     kv_cache: float | None  # 0..1
+    servers: int = 1  # servers the sample speaks for (a pool: its replicas with a sample)
+    #: requests waiting + running on all of them (a pool's sum; None: ``queue + running``)
+    total_busy: float | None = None
 
 
 #: kind → (queue names, running names, kv-cache names), each tried in order.

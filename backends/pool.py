@@ -15,16 +15,19 @@ Placement (``strategy: affinity``), in order:
    without a shared store;
 3. **prefix affinity**: without one, by this process's index of which replica served the
    longest run of the prompt's leading blocks (hashes of fixed-size blocks of the canonical
-   prompt: tools, then messages in order), else by rendezvous hashing of the conversation's
-   head (tools, system and everything up to its first user turn: what every later turn of
-   it starts with) — so several processes send a conversation's turns to the same replica,
-   and conversations that only share a long system prompt still spread over the replicas;
-4. **load**: bounded loads — for a conversation this process has not placed yet (no prefix
-   match), a preferred replica already carrying more than ``load_factor`` × its fair share of
-   the pool's load (its queue plus the gateway's in-flight requests to it) passes the request
-   to the next replica in the affinity order; and, for every request, a replica that is
-   *saturated* (that load at or over ``saturated_at``) yields to the least loaded one until
-   it is back under ``resume_below`` × that (hysteresis).
+   prompt: tools, then messages in order) — counted only past the blocks every conversation
+   shares (tools, system prompt);
+4. **conversation**: else where this conversation was placed before — the index also maps
+   each conversation's head (tools, system and everything up to its first user turn: what
+   every later turn of it starts with) to its replica; heads placed by *other* gateway
+   processes arrive through ``learn`` (the router relays them over Redis pub/sub, no
+   per-request round trip);
+5. **a new conversation** goes to the least loaded usable replica, ties broken by
+   rendezvous hashing of its head (so processes that share no placements still agree when
+   the pool is idle, and conversations spread); its head is remembered and announced (``announce``);
+6. **load**: a preferred replica that is *saturated* (its queue plus the gateway's in-flight
+   requests to it at or over ``saturated_at``) yields to the least loaded one until it is
+   back under ``resume_below`` × that (hysteresis).
 
 ``round_robin`` and ``least_loaded`` are there to compare against (``bench/pools.py``).
 Pure placement logic is in ``Placement``; no I/O but the replicas' own.
@@ -37,7 +40,6 @@ import dataclasses
 import hashlib
 import itertools
 import logging
-import math
 import socket
 import time
 from collections import OrderedDict
@@ -58,6 +60,8 @@ log = logging.getLogger("switchyard.pool")
 
 #: How many prompt-prefix block hashes the index remembers per pool (least recently used out).
 INDEX_SIZE = 50_000
+#: The index's key prefix for a conversation's head (block hashes are 8 bytes, heads 1 + 16).
+HEAD = b"h"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +72,6 @@ class PlacementSpec:
     resume_below: float = 0.5  # … and gets traffic back below this share of it
     failures: int = 3  # consecutive failures that take a replica out …
     cooldown_s: float = 10.0  # … for this long (then one probe request)
-    #: bounded loads (opt-in): a replica already holding more than this × its fair share of the
-    #: pool's load (+1) is passed over for the next in the affinity order (0: off)
-    load_factor: float = 0.0
 
 
 def session_key(request: BackendRequest) -> str | None:
@@ -176,6 +177,7 @@ class Choice:
     url: str
     why: str
     matched_blocks: int = 0
+    new: bool = False  # a conversation not placed before (its head is announced to other processes)
 
 
 @dataclass(slots=True)
@@ -208,26 +210,22 @@ class Placement:
         if known is not None and known[0] <= shared_blocks(request.body, self.spec.block_chars):
             known = None  # only the shared system prompt matched: not this conversation's cache
         matched = known[0] if known is not None else 0
+        head = HEAD + conversation_head(request.body)
+        blocks.append(head)  # remembered with the blocks once served: where this conversation lives
         key = session_key(request)
         if key is not None:
             order, why = _rank(b"s:" + key.encode(), self.ids or self.urls), "session"
         else:
-            head = _rank(conversation_head(request.body), self.ids or self.urls)
-            if known is not None:
-                order, why = [known[1], *(j for j in head if j != known[1])], "prefix"
-            else:
-                order, why = head, "conversation hash"
+            ranked = _rank(head, self.ids or self.urls)
+            placed = known[1] if known is not None else position.get(self.index.get(head, ""))
+            if placed is None:  # a new conversation: the least loaded replica, rendezvous order on ties
+                order = [i for i in ranked if i in usable]
+                i = min(order, key=lambda j: replicas[j].load())  # min keeps the first of equals
+                why = "new conversation" + (": least loaded" if i != order[0] else "")
+                return Choice(i, self.urls[i], why, 0, new=True), blocks
+            order = [placed, *(j for j in ranked if j != placed)]
+            why = "prefix" if known is not None else "conversation"
         order = [i for i in order if i in usable]
-        if self.spec.load_factor > 0 and matched == 0:  # bounded loads: new conversations only (a turn
-            # whose prefix this process placed stays with its KV cache unless that replica saturates)
-            # never below 2: at low load a replica with one request in flight still takes its own next turn
-            cap = max(2.0, math.ceil(self.spec.load_factor * (sum(replicas[i].load() for i in order) + 1)
-                                     / len(order)))
-            within = [i for i in order if replicas[i].load() < cap]
-            if within and within[0] != order[0]:
-                i = within[0]
-                return Choice(i, self.urls[i], f"{why}: {self.urls[order[0]]} over its share of the load", matched), \
-                    blocks
         preferred = order[0]
         replica = replicas[preferred]
         limit = self.spec.saturated_at
@@ -247,6 +245,18 @@ class Placement:
             index.move_to_end(h)
         while len(index) > INDEX_SIZE:
             index.popitem(last=False)
+
+    def learn(self, head: bytes, replica_id: str) -> bool:
+        """Another process placed the conversation with this head on ``replica_id`` (an id
+        from ``ids``, else a URL). False when this pool has no such replica."""
+        ids = self.ids or self.urls
+        if replica_id not in ids:
+            return False
+        self.served(ids.index(replica_id), [HEAD + head])
+        return True
+
+    def replica_id(self, replica: int) -> str:
+        return (self.ids or self.urls)[replica]
 
 
 class _CountedStream:
@@ -320,6 +330,13 @@ class ReplicaPool:
         self._discovery, self._make, self._resolver = discovery, make, resolver
         self._resolved_at: float | None = None
         self._retired: list[Backend] = []
+        #: called with (conversation head, replica id) when a new conversation is placed: the
+        #: router tells the other gateway processes (``learn`` on their side)
+        self.announce: Callable[[bytes, str], None] | None = None
+
+    def learn(self, head: bytes, replica_id: str) -> bool:
+        """Another gateway process placed the conversation with this head on ``replica_id``."""
+        return self.placement.learn(head, replica_id)
 
     async def refresh(self) -> None:
         """Re-resolve a discovered pool now (DNS errors keep the replicas it has)."""
@@ -363,6 +380,8 @@ class ReplicaPool:
         choice, blocks = self.placement.choose(self.replicas, request, time.monotonic())
         replica = self.replicas[choice.replica]
         replica.in_flight += 1
+        if choice.new and self.announce is not None and blocks:
+            self.announce(blocks[-1][len(HEAD):], self.placement.replica_id(choice.replica))
         return replica, blocks
 
     def preview(self, request: BackendRequest) -> Choice:
@@ -422,7 +441,8 @@ class ReplicaPool:
 
     async def load(self) -> LoadSample | None:
         """Each replica's own load; the pool's is the *least* loaded replica's (spillover
-        leaves a pool only when every replica is over its threshold). A discovered pool is
+        leaves a pool only when every replica is over its threshold), with the number of
+        replicas sampled and their total of waiting + running requests (the latency prediction). A discovered pool is
         re-resolved here when its interval has passed."""
         discovery = self._discovery
         if discovery is not None and (self._resolved_at is None
@@ -448,7 +468,9 @@ class ReplicaPool:
             if isinstance(first, BackendError):
                 raise first
             return None
-        return min(usable, key=lambda s: ((s.queue or 0.0) + (s.running or 0.0), s.kv_cache or 0.0))
+        least = min(usable, key=lambda s: ((s.queue or 0.0) + (s.running or 0.0), s.kv_cache or 0.0))
+        total = sum((s.queue or 0.0) + (s.running or 0.0) for s in usable)
+        return dataclasses.replace(least, servers=len(usable), total_busy=total)
 
     def snapshot(self) -> list[dict[str, object]]:
         now = time.monotonic()

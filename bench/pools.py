@@ -6,7 +6,8 @@ pool, a multi-turn workload replayed through the gateway under each placement.
 Starts three ``llama-server`` replicas (Gemma 3 270M, 2 slots, 1 thread each: the machine has
 2 cores) with ``deploy/local-model/llamacpp.sh``, and for each placement — ``round_robin``,
 ``least_loaded``, ``affinity``, and ``affinity`` behind three gateway processes that the
-client takes turns with — restarts the replicas (empty caches), starts the gateway(s) and
+client takes turns with (sharing placements over Redis, ``SWITCHYARD_BENCH_REDIS_URL``,
+default ``redis://127.0.0.1:6379/0``) — restarts the replicas (empty caches), starts the gateway(s) and
 replays the same workload: N conversations × T turns with a long shared system prompt and
 growing histories, turns interleaved (turn 1 of every conversation, then turn 2, …), three
 requests in flight, streamed, 8 answer tokens.
@@ -82,7 +83,8 @@ def _env(slots: int) -> dict[str, str]:
 
 SLOTS = 2
 ANSWER_TOKENS = 8
-LOAD_FACTOR = 0.0
+#: several gateway processes share placements over Redis (as a scaled-out deployment does)
+REDIS_URL = os.environ.get("SWITCHYARD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def start_replicas(tmp: Path) -> list[tuple[int, Path]]:
@@ -110,8 +112,7 @@ def write_policy(tmp: Path, ports: list[int], strategy: str) -> Path:
     policy.write_text(
         "version: 1\nbackends:\n"
         f"  gemma: {{kind: llamacpp, model: gemma-3-270m, replicas: [{urls}],\n"
-        f"          placement: {{strategy: {strategy}, block_chars: 512, saturated_at: 6, "
-        f"load_factor: {LOAD_FACTOR}}},\n"
+        f"          placement: {{strategy: {strategy}, block_chars: 512, saturated_at: 6}},\n"
         "          timeouts: {connect_s: 2, first_token_s: 120, idle_s: 60, total_s: 300}}\n"
         "models:\n  chat: {targets: [gemma]}\n")
     return policy
@@ -191,7 +192,10 @@ def summary(results: list[Turn], wall_s: float, convs: int) -> Json:
             "ttft_mean_s": statistics.fmean(ttft), "ttft_p50_s": percentile(ttft, 50),
             "ttft_p99_s": percentile(ttft, 99), "total_s": wall_s,
             "follow_ups_on_previous_replica_pct": 100 * sum(follow) / max(1, len(follow)),
-            "replicas_used": sorted({r.replica or "-" for r in results})}
+            "replicas_used": sorted({r.replica or "-" for r in results}),
+            "slowest": [{"conversation": r.conversation, "turn": r.turn, "replica": r.replica,
+                         "ttft_s": round(r.ttft_s, 3), "prompt_n": r.prompt_n, "cache_n": r.cache_n}
+                        for r in sorted(results, key=lambda r: -r.ttft_s)[:6]]}
 
 
 async def _ready(urls: list[str]) -> None:
@@ -212,7 +216,7 @@ async def _ready(urls: list[str]) -> None:
 
 def run(conversations: int, turns: int) -> Json:
     out: Json = {"conversations": conversations, "turns": turns, "replicas": REPLICAS, "slots": SLOTS,
-                 "answer_tokens": ANSWER_TOKENS, "load_factor": LOAD_FACTOR,
+                 "answer_tokens": ANSWER_TOKENS,
                  "placements": {}}
     with tempfile.TemporaryDirectory(prefix="switchyard-pools-") as tmp_name:
         tmp = Path(tmp_name)
@@ -227,7 +231,8 @@ def run(conversations: int, turns: int) -> Json:
                     for g in range(gateways):
                         port = free_port()
                         procs[f"gateway-{g}"] = spawn(f"gateway-{g}", gateway_argv(policy, port), None,
-                                                      tmp / f"gateway-{strategy}-{g}.log")
+                                                      tmp / f"gateway-{strategy}-{g}.log",
+                                                      {"SWITCHYARD_REDIS_URL": REDIS_URL} if gateways > 1 else None)
                         urls.append(f"http://{HOST}:{port}")
                     asyncio.run(_ready(urls))
                     started = time.perf_counter()
@@ -268,11 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--slots", type=int, default=2, help="parallel slots per replica (default 2)")
     parser.add_argument("--answer-tokens", type=int, default=8, help="max_tokens of each answer (default 8)")
-    parser.add_argument("--load-factor", type=float, default=0.0, help="placement.load_factor (default 0: off)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
-    global SLOTS, ANSWER_TOKENS, LOAD_FACTOR  # noqa: PLW0603 - settings for the whole run
-    SLOTS, ANSWER_TOKENS, LOAD_FACTOR = args.slots, args.answer_tokens, args.load_factor
+    global SLOTS, ANSWER_TOKENS  # noqa: PLW0603 - settings for the whole run
+    SLOTS, ANSWER_TOKENS = args.slots, args.answer_tokens
     convs, turns = (4, 3) if args.quick else (args.conversations, args.turns)
     return bench_main(lambda: run(convs, turns), report, args.json)
 

@@ -50,6 +50,16 @@ class BackendLoad:
     in_flight: int = 0
     scrape_ok: bool = True
     ttft_ewma_s: float | None = None  # gateway-measured time to first token
+    #: requests in the server now (waiting + running): the last sample corrected by what this
+    #: gateway sent or saw end since (scrapes lag; the gateway knows what it just sent).
+    #: ``None`` without a fresh sample (then only ``in_flight`` is known)
+    busy: float | None = None
+    #: the gateway's own observations of this backend (moving averages; ``None`` until seen)
+    prefill_tps: float | None = None  # prompt tokens per second of a request that did not wait
+    decode_tps: float | None = None  # output tokens per second of one streamed answer
+    mean_input_tokens: float | None = None
+    mean_output_tokens: float | None = None
+    replicas: int = 1  # servers behind the backend (a pool's available replicas)
 
     @property
     def pressure(self) -> float:

@@ -32,10 +32,13 @@ from policies.kinds import KindInfo, KindTable
 from policies.regex import RegexError, compile_linear
 
 __all__ = [
+    "Slo",
     "BUILTIN_DETECTORS",
     "LEVELS",
     "BackendSpec",
+    "Capacity",
     "DiscoverySpec",
+    "Hedge",
     "Placement",
     "BudgetSpec",
     "CacheSpec",
@@ -175,6 +178,30 @@ class Spillover(_Frozen):
         return self
 
 
+class Slo(_Frozen):
+    """A latency objective: a self-hosted target *predicted* to miss it goes behind the closed
+    targets for a request that may leave (one that must stay home keeps it and waits)."""
+
+    ttft_s: Annotated[float, Field(gt=0, le=3600)] | None = None  # time to first token
+    latency_s: Annotated[float, Field(gt=0, le=86_400)] | None = None  # the whole answer
+
+    @model_validator(mode="after")
+    def _some_objective(self) -> Slo:
+        if self.ttft_s is None and self.latency_s is None:
+            raise ValueError("give ttft_s and/or latency_s")
+        return self
+
+
+class Hedge(_Frozen):
+    """Opt-in tail cutting: when the first target has not produced its first token (a whole
+    answer, for a request that is not streamed) ``after_s`` in, the next allowed target starts
+    in parallel; the first to produce wins and the other is cancelled."""
+
+    after_s: Annotated[float, Field(gt=0, le=600)]
+    #: the most targets running at once for one request (2: the first and one hedge)
+    max_parallel: Annotated[int, Field(ge=2, le=4)] = 2
+
+
 Strategy = Literal["priority", "cheapest", "least_loaded", "lowest_latency", "weighted"]
 
 
@@ -188,6 +215,8 @@ class Route(_Frozen):
     spillover: Spillover | None = None
     deny: Annotated[str, Field(min_length=1)] | None = None
     redact: list[str] | None = None  # detector names to replace with placeholders for closed targets
+    slo: Slo | None = None  # default: the alias's
+    hedge: Hedge | None = None  # default: the alias's
 
     @field_validator("targets")
     @classmethod
@@ -199,8 +228,9 @@ class Route(_Frozen):
 
     @model_validator(mode="after")
     def _shape(self) -> Route:
-        if self.deny is not None and (self.targets or self.spillover or self.weights or self.redact):
-            raise ValueError("deny cannot be combined with targets, weights, spillover or redact")
+        if self.deny is not None and (self.targets or self.spillover or self.weights or self.redact or self.slo
+                                      or self.hedge):
+            raise ValueError("deny cannot be combined with targets, weights, spillover, redact, slo or hedge")
         if self.strategy == "weighted" and not self.weights:
             raise ValueError("strategy weighted needs weights: {backend: weight, ...}")
         if self.weights is not None and self.strategy != "weighted":
@@ -313,10 +343,25 @@ class Placement(_Frozen):
     #: Consecutive failures that take a replica out of the pool for ``cooldown_s``.
     failures: Annotated[int, Field(ge=1)] = 3
     cooldown_s: Annotated[float, Field(gt=0)] = 10.0
-    #: Bounded loads (opt-in): for a conversation not placed yet, a replica carrying more than
-    #: this × its fair share of the pool's load (+1) passes it on to the next replica in the
-    #: affinity order; 0 (default) leaves hot spots to ``saturated_at`` (bench/README.md: pools).
-    load_factor: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Capacity(_Frozen):
+    """What one self-hosted server (one replica, in a pool) can do: the starting point of the
+    latency prediction (the gateway's own observations of each speed replace these once it has
+    some) and the slots kept free for requests that must stay home."""
+
+    slots: Annotated[int, Field(ge=1, le=100_000)]  # requests it serves at once (vLLM max_num_seqs, llama.cpp -np)
+    prefill_tokens_per_s: Annotated[float, Field(gt=0)] = 2000.0  # prompt tokens per second, one request
+    decode_tokens_per_s: Annotated[float, Field(gt=0)] = 30.0  # output tokens per second, one request
+    #: slots a request that may leave does not take (counted from the server's and the
+    #: gateway's load): kept for requests above ``sensitivity.closed_max``
+    reserved_slots: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _some_left(self) -> Capacity:
+        if self.reserved_slots >= self.slots:
+            raise ValueError(f"reserved_slots ({self.reserved_slots}) must be fewer than slots ({self.slots})")
+        return self
 
 
 class DiscoverySpec(_Frozen):
@@ -360,6 +405,7 @@ class BackendSpec(_Frozen):
     #: …or replicas found in DNS (``replicas`` and ``discovery`` exclude each other).
     discovery: DiscoverySpec | None = None
     placement: Placement = Placement()
+    capacity: Capacity | None = None  # self-hosted: slots and speeds for the latency prediction
     _kind: KindInfo = PrivateAttr()  # the kind's traits, from the table given at validation
 
     @field_validator("kind")
@@ -382,6 +428,8 @@ class BackendSpec(_Frozen):
             raise ValueError("give one of base_url (one server), replicas (a pool) or discovery (a pool in DNS)")
         if len({str(u) for u in self.replicas}) != len(self.replicas):
             raise ValueError("replicas must be distinct URLs")
+        if self.capacity is not None and not self.is_self_hosted:
+            raise ValueError("capacity is for self-hosted servers (a provider's capacity is not yours to plan)")
         if self.speaks and not self._kind.self_hosted:
             raise ValueError(f"speaks is for servers reached directly over HTTP (self-hosted kinds, or a provider's "
                              f"API as kind openai_compatible with self_hosted: false); kind {self.kind!r} is reached "
@@ -418,6 +466,8 @@ class ModelAlias(_Frozen):
 
     targets: Annotated[list[str], Field(min_length=1)]
     description: str | None = None
+    slo: Slo | None = None  # for every request to the alias whose rule sets none
+    hedge: Hedge | None = None
 
     @field_validator("targets")
     @classmethod

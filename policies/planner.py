@@ -9,7 +9,11 @@ Steps, all recorded for ``explain``:
    ``max_sensitivity`` admits the request's level. Computed once; the router never
    leaves it (retries, fallbacks, spillover, recovery). Empty → unavailable (503);
 4. spillover: self-hosted targets over their load threshold (with hysteresis) go last;
-5. order by strategy (priority, cheapest, least_loaded, lowest_latency, weighted);
+5. the latency objective (``slo``) and reserved slots, for a request that may leave (its
+   allowed set has a closed target): a self-hosted target *predicted* to miss the objective
+   (``policies.latency``), or whose unreserved slots are all busy, goes behind the closed
+   targets; a request that must stay home keeps it and waits;
+6. order by strategy (priority, cheapest, least_loaded, lowest_latency, weighted);
    ``fallback: none`` keeps only the first.
 
 Must not import ``router`` or ``backends``.
@@ -24,8 +28,9 @@ from dataclasses import dataclass, field
 from policies.conditions import Context
 from policies.errors import UnknownAlias
 from policies.facts import BackendLoad, RequestFacts
+from policies.latency import Prediction, predict
 from policies.loader import LoadedPolicy
-from policies.models import Route, Spillover, level_rank
+from policies.models import Hedge, Route, Slo, Spillover, level_rank
 from policies.pricing import TokenPrice, cost, resolve_prices
 from policies.rules import CompiledRule
 
@@ -70,6 +75,12 @@ class Plan:
     estimates: Mapping[str, float] = field(default_factory=dict)
     candidates: tuple[Candidate, ...] = ()
     trace: tuple[RuleTrace, ...] = ()
+    slo: Slo | None = None
+    hedge: Hedge | None = None  # only for a request that may leave
+    #: predicted TTFT/latency per allowed target (when the route has an objective, a target
+    #: reserves slots, or for explain)
+    predictions: Mapping[str, Prediction] = field(default_factory=dict)
+    late: Mapping[str, str] = field(default_factory=dict)  # self-hosted targets moved behind, and why
 
     @property
     def route(self) -> str:
@@ -85,6 +96,8 @@ class Planner:
         self._default_route = Route()
         self._self_hosted = {n: s.is_self_hosted for n, s in self.policy.backends.items()}
         self._max_rank = {n: level_rank(self.policy.max_level(n)) for n in self.policy.backends}
+        self._reserving = frozenset(n for n, s in self.policy.backends.items()
+                                    if s.capacity is not None and s.capacity.reserved_slots > 0)
 
     def plan(self, facts: RequestFacts, load: Mapping[str, BackendLoad] = _NO_LOAD,
              spilling: frozenset[str] = frozenset(), rng: random.Random | None = None,
@@ -105,15 +118,44 @@ class Planner:
                         candidates=tuple(candidates))
         estimates = self._estimates(allowed, facts)
         spilled = _spilling(route.spillover, allowed, load, spilling, self._self_hosted)
-        order = self._order(route, allowed, estimates, load, spilled, rng)
+        slo = route.slo or alias.slo
+        may_leave = not all(self._self_hosted[b] for b in allowed)
+        predictions: dict[str, Prediction] = {}
+        late: dict[str, str] = {}
+        if slo is not None or explain or (may_leave and any(b in self._reserving for b in allowed)):
+            predictions, late = self._predict(allowed, facts, load, slo, may_leave)
+        order = self._order(route, allowed, estimates, load, spilled | set(late), rng)
         if route.fallback == "none":
             skipped += [(b, "fallback: none") for b in order[1:]]
             order = order[:1]
-        candidates += [self._candidate(b, estimates, spilled, route.strategy, load) for b in order]
+        candidates += [self._candidate(b, estimates, spilled, late, route.strategy, load) for b in order]
         checked = frozenset(b for b in allowed if self._self_hosted[b]) if route.spillover else frozenset()
         return Plan(facts.model, name, tuple(order), frozenset(allowed), tuple(skipped), route.strategy,
                     spilling=frozenset(spilled), spill_checked=checked, redact=frozenset(route.redact or ()),
-                    estimates=estimates, candidates=tuple(candidates), trace=trace)
+                    estimates=estimates, candidates=tuple(candidates), trace=trace, slo=slo,
+                    hedge=(route.hedge or alias.hedge) if may_leave else None, predictions=predictions, late=late)
+
+    def _predict(self, allowed: list[str], facts: RequestFacts, load: Mapping[str, BackendLoad],
+                 slo: Slo | None, may_leave: bool) -> tuple[dict[str, Prediction], dict[str, str]]:
+        """Each allowed target's predicted TTFT and latency, and the self-hosted ones a request
+        that may leave should not wait for: predicted to miss ``slo``, or every unreserved slot busy."""
+        out_tokens = facts.max_tokens or load_mean_output(load, allowed) or self.policy.settings.estimate_max_tokens
+        predictions: dict[str, Prediction] = {}
+        late: dict[str, str] = {}
+        for b in allowed:
+            p = predict(self.policy.backends[b], load.get(b), facts.input_tokens, out_tokens * facts.choices,
+                        may_leave=may_leave)
+            if p is None:
+                continue
+            predictions[b] = p
+            if not may_leave or not self._self_hosted[b]:
+                continue
+            why = p.misses(slo) if slo is not None else None
+            if why is None and b in self._reserving and p.ahead > 0:
+                why = f"its {p.slots} unreserved slots are busy ({p.busy:g} requests in it)"
+            if why is not None:
+                late[b] = why
+        return predictions, late
 
     def _match(self, ctx: Context, explain: bool) -> tuple[CompiledRule | None, tuple[RuleTrace, ...]]:
         if not explain:
@@ -164,15 +206,24 @@ class Planner:
         # Spilled targets, then those whose own metrics cannot be read (scrape failing), go last.
         return sorted(order, key=lambda b: (b in spilled, not (load.get(b) or _OK).scrape_ok))
 
-    def _candidate(self, b: str, estimates: Mapping[str, float], spilled: set[str], strategy: str,
-                   load: Mapping[str, BackendLoad]) -> Candidate:
+    def _candidate(self, b: str, estimates: Mapping[str, float], spilled: set[str], late: Mapping[str, str],
+                   strategy: str, load: Mapping[str, BackendLoad]) -> Candidate:
         if b in spilled:
             reason = "over its load threshold: spilled to the end"
+        elif b in late:
+            reason = f"{late[b]}: behind the closed targets"
         elif not (load.get(b) or _OK).scrape_ok:
             reason = "its /metrics cannot be read: moved to the end"
         else:
             reason = f"ordered by {strategy}"
         return Candidate(b, True, reason, estimates.get(b), self._self_hosted[b])
+
+
+def load_mean_output(load: Mapping[str, BackendLoad], allowed: list[str]) -> int | None:
+    """The typical answer length the allowed self-hosted targets have seen (for a request
+    without ``max_tokens``)."""
+    seen = [s.mean_output_tokens for b in allowed if (s := load.get(b)) is not None and s.mean_output_tokens]
+    return round(max(seen)) if seen else None
 
 
 def _ttft(load: BackendLoad | None) -> float:

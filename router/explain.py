@@ -37,9 +37,14 @@ def explain_json(facts: RequestFacts, scan: Scan, plan: Plan, circuits: Mapping[
             "rule": plan.rule, "strategy": plan.strategy, "denied": plan.denied, "unavailable": plan.unavailable,
             "targets": list(plan.targets), "allowed": sorted(plan.allowed), "spilling": sorted(plan.spilling),
             "redact": sorted(plan.redact),
+            "slo": None if plan.slo is None else plan.slo.model_dump(exclude_none=True),
+            "hedge": None if plan.hedge is None else plan.hedge.model_dump(),
+            "late": dict(plan.late),
         },
-        "candidates": [_candidate(c.backend, c.allowed, c.reason, c.estimated_cost_usd, c.self_hosted,
-                                  circuits.get(c.backend), load.get(c.backend)) for c in plan.candidates],
+        "candidates": [{**_candidate(c.backend, c.allowed, c.reason, c.estimated_cost_usd, c.self_hosted,
+                                     circuits.get(c.backend), load.get(c.backend)),
+                        "prediction": p.as_dict() if (p := plan.predictions.get(c.backend)) else None}
+                       for c in plan.candidates],
     }
 
 
@@ -52,4 +57,4 @@ def _candidate(backend: str, allowed: bool, reason: str, cost: float | None, sel
             "estimated_cost_usd": cost, "circuit": state,
             "load": None if load is None else {"queue": load.queue, "running": load.running,
                                                "kv_cache": load.kv_cache, "in_flight": load.in_flight,
-                                               "scrape_ok": load.scrape_ok}}
+                                               "busy": load.busy, "scrape_ok": load.scrape_ok}}

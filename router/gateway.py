@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 from collections import OrderedDict
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from backends import ReplicaPool
 from policies import Endpoint, LoadedPolicy, Plan, Policy, RequestFacts, TokenPrice, UnknownAlias
 from policies.sensitivity import Scan
 from router.body import ParsedBody
@@ -83,6 +85,14 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._starting
         await self.runtime.close()
+
+    def heard(self, message: str) -> None:
+        """An announcement from a gateway process (``share_placements``)."""
+        kind, _, rest = message.partition("\t")
+        pool_name, replica, head = rest.split("\t") if kind == _PLACED else ("", "", "")
+        pool = self.runtime.backends.get(pool_name)
+        if isinstance(pool, ReplicaPool) and len(head) == 32:
+            pool.learn(bytes.fromhex(head), replica)
 
     def facts(self, body: ParsedBody, endpoint: Endpoint, headers: Mapping[str, str],
               team: str | None = None) -> tuple[RequestFacts, Scan]:
@@ -152,8 +162,27 @@ async def open_gateway(loaded: LoadedPolicy, session: aiohttp.ClientSession, sto
     if not gateway.auth_required:
         log.warning("NO VIRTUAL KEYS CONFIGURED: this gateway is OPEN — anyone who can reach it can use it. "
                     "Add teams.<team>.keys to the policy or create keys with `switchyard keys create`.")
+    share_placements(gateway, store)
     gateway.start()
     return gateway
+
+
+#: An announcement of a pool's new conversation: ``pool<TAB>replica id<TAB>head (hex)``.
+_PLACED = "placed"
+
+
+def share_placements(gateway: Gateway, store: Store) -> None:
+    """Tell the other gateway processes (through the store) where this one placed a pool's new
+    conversations, and learn theirs — so a conversation's later turns reach its replica from
+    any process (``backends.pool``); with the memory store it is one process and nothing moves."""
+    for name, backend in gateway.runtime.backends.items():
+        if isinstance(backend, ReplicaPool):
+            backend.announce = functools.partial(_announce, store, name)
+    store.on_announcement = gateway.heard
+
+
+def _announce(store: Store, pool: str, head: bytes, replica: str) -> None:
+    store.announce(f"{_PLACED}\t{pool}\t{replica}\t{head.hex()}")
 
 
 def build_gateway(runtime: Runtime, store: Store, *, previous: Gateway | None = None,

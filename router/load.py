@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 
 #: Weight of the newest time-to-first-token in its moving average.
 TTFT_ALPHA = 0.2
+#: Weight of the newest observation in the speed and request-size averages of the prediction.
+SPEED_ALPHA = 0.1
+
+
+def _ewma(previous: float | None, value: float, alpha: float) -> float:
+    return value if previous is None else alpha * value + (1 - alpha) * previous
 
 
 class LoadSource(Protocol):
@@ -52,7 +58,12 @@ class _State:
     last_error_at: float | None = None
     logged_error: str | None = None  # the message logged last, until a scrape succeeds
     in_flight: int = 0
+    in_flight_at_sample: int = 0  # ``in_flight`` when the last sample was taken
     ttft_ewma_s: float | None = None
+    prefill_tps: float | None = None
+    decode_tps: float | None = None
+    mean_input_tokens: float | None = None
+    mean_output_tokens: float | None = None
 
 
 class LoadMonitor:
@@ -135,6 +146,7 @@ class LoadMonitor:
         state.has_metrics = sample is not None
         state.sample = sample
         state.sampled_at = self._clock() if sample is not None else None
+        state.in_flight_at_sample = state.in_flight
         state.scrape_ok = True
         state.consecutive_failures = 0
         state.logged_error = None
@@ -169,9 +181,25 @@ class LoadMonitor:
         if not math.isfinite(seconds) or seconds < 0:
             return
         state = self._state(name)
-        previous = state.ttft_ewma_s
-        state.ttft_ewma_s = seconds if previous is None else (
-            TTFT_ALPHA * seconds + (1 - TTFT_ALPHA) * previous)
+        state.ttft_ewma_s = _ewma(state.ttft_ewma_s, seconds, TTFT_ALPHA)
+
+    def observe(self, name: str, input_tokens: int | None, output_tokens: int | None, ttft_s: float | None,
+                duration_s: float, *, waited: bool) -> None:
+        """One answered request, for the latency prediction (``policies.latency``): the sizes
+        of what ``name`` serves; its prefill speed from a streamed request's time to first
+        token when it was not predicted to wait for a slot; its decode speed from the rest of
+        the stream."""
+        state = self._state(name)
+        if input_tokens:
+            state.mean_input_tokens = _ewma(state.mean_input_tokens, input_tokens, SPEED_ALPHA)
+        if output_tokens:
+            state.mean_output_tokens = _ewma(state.mean_output_tokens, output_tokens, SPEED_ALPHA)
+        if ttft_s is None or not (0 < ttft_s < duration_s) or not math.isfinite(duration_s):
+            return
+        if input_tokens and not waited:
+            state.prefill_tps = _ewma(state.prefill_tps, input_tokens / ttft_s, SPEED_ALPHA)
+        if output_tokens and output_tokens > 1:
+            state.decode_tps = _ewma(state.decode_tps, (output_tokens - 1) / (duration_s - ttft_s), SPEED_ALPHA)
 
     # -- views ---------------------------------------------------------------------------
     def _fresh(self, state: _State, now: float) -> LoadSample | None:
@@ -186,6 +214,11 @@ class LoadMonitor:
         out: dict[str, BackendLoad] = {}
         for name, state in self._states.items():
             sample = self._fresh(state, now)
+            busy = None
+            if sample is not None and (sample.queue is not None or sample.running is not None):
+                total = sample.total_busy if sample.total_busy is not None else \
+                    (sample.queue or 0.0) + (sample.running or 0.0)
+                busy = max(0.0, total + state.in_flight - state.in_flight_at_sample)  # what we sent or saw end since
             out[name] = BackendLoad(
                 queue=sample.queue if sample else None,
                 running=sample.running if sample else None,
@@ -193,6 +226,12 @@ class LoadMonitor:
                 in_flight=state.in_flight,
                 scrape_ok=state.scrape_ok,
                 ttft_ewma_s=state.ttft_ewma_s,
+                busy=busy,
+                prefill_tps=state.prefill_tps,
+                decode_tps=state.decode_tps,
+                mean_input_tokens=state.mean_input_tokens,
+                mean_output_tokens=state.mean_output_tokens,
+                replicas=sample.servers if sample else 1,
             )
         return out
 

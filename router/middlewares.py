@@ -127,6 +127,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             rec.duration_s = time.perf_counter() - rec.started
             telemetry.record(rec)
             serving.gateway.stats.record(rec)
+            if rec.backend is not None and rec.error_type is None and rec.cache != "hit":
+                serving.gateway.load.observe(rec.backend, rec.input_tokens, rec.output_tokens, rec.ttft_s,
+                                             rec.duration_s, waited=rec.predicted_wait)
 
 
 @web.middleware

@@ -425,6 +425,10 @@ class _Flight:
             gateway.sessions.answered(self.session, backend)
         rec.self_hosted = spec.is_self_hosted
         rec.input_tokens, rec.output_tokens = tokens(usage)
+        predicted = self.plan.predictions.get(backend) if rec.cache != "hit" else None
+        if predicted is not None:
+            rec.predicted_ttft_s, rec.predicted_latency_s = predicted.ttft_s, predicted.latency_s
+            rec.predicted_wait = predicted.ahead > 0
         rec.cost_usd = cost_usd
         if gateway.reference_price is not None and isinstance(usage, Mapping) and cost_usd is not None:
             rec.savings_usd = max(0.0, usage_cost(usage, gateway.reference_price) - cost_usd)  # never negative
@@ -474,9 +478,12 @@ def _planned(rec: RequestRecord, body: ParsedBody, facts: RequestFacts, plan: Pl
     rec.team, rec.stream, rec.sensitivity, rec.max_tokens = facts.team, body.stream, facts.sensitivity, facts.max_tokens
     temperature = body.data.get("temperature")
     rec.temperature = float(temperature) if isinstance(temperature, int | float) else None
-    rec.alias, rec.rule, rec.route, rec.spillover = plan.alias, plan.rule, plan.route, bool(plan.spilling)
+    rec.alias, rec.rule, rec.route = plan.alias, plan.rule, plan.route
+    rec.spillover = bool(plan.spilling or plan.late)
     if plan.spilling:
         rec.reason = "spilled over from " + ", ".join(sorted(plan.spilling)) + " (loaded)"
+    elif plan.late:
+        rec.reason = "; ".join(f"{b}: {why}" for b, why in sorted(plan.late.items()))
     return rec
 
 

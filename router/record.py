@@ -46,6 +46,10 @@ class RequestRecord:
     traced: bool = False  # this request has spans (tracing on and sampled)
     cache_stored: bool = False  # this request's answer was stored in the response cache
     reason: str | None = None  # why it fell back, spilled over or was recovered (for the span)
+    #: the planner's prediction for the backend that answered (``policies.latency``), when it made one
+    predicted_ttft_s: float | None = None
+    predicted_latency_s: float | None = None
+    predicted_wait: bool = False  # it was predicted to wait for a slot
 
     @property
     def outcome(self) -> str:

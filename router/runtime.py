@@ -84,8 +84,7 @@ def build_one(name: str, spec: BackendSpec, session: aiohttp.ClientSession) -> B
     if not spec.replicas and spec.discovery is None:
         return build_backend(backend_config(name, spec), session)
     p = spec.placement
-    placement = PlacementSpec(p.strategy, p.block_chars, p.saturated_at, p.resume_below, p.failures, p.cooldown_s,
-                              p.load_factor)
+    placement = PlacementSpec(p.strategy, p.block_chars, p.saturated_at, p.resume_below, p.failures, p.cooldown_s)
     if spec.discovery is not None:
         d = spec.discovery
         return ReplicaPool(name, [], placement, discovery=Discovery(d.dns, d.port, d.scheme, d.path, d.interval_s),

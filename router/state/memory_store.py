@@ -27,7 +27,7 @@ import dataclasses
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from router.state.store import Admission, Budget, KeyRecord, Window, WindowResult
@@ -109,6 +109,10 @@ class MemoryStore:
     and ``admit``): state lives and dies with the process."""
 
     kind = "memory"
+    on_announcement: Callable[[str], None] | None = None  # one process: nothing to hear from others
+
+    def announce(self, message: str) -> None:
+        """One process: no other process to tell."""
 
     def __init__(self, max_blob_bytes: int = DEFAULT_BLOB_BYTES) -> None:
         self._max_blob_bytes = max_blob_bytes

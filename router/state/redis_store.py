@@ -47,7 +47,7 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -186,6 +186,9 @@ class RedisStore:
         self._helpers: list[Any] = helpers  # closed with it
         self._admit_script = self._redis.register_script(_ADMIT_LUA)
         self._keys_channel = f"{prefix}:keys:changed"
+        self._announce_channel = f"{prefix}:announce"
+        self.on_announcement: Callable[[str], None] | None = None
+        self._announcing: set[asyncio.Task[None]] = set()
         self._key_cache: dict[str, KeyRecord] = {}
         self._key_cache_live = False  # True while subscribed to key changes
         self._key_generation = 0  # bumped by every change announced (and every (un)subscribe)
@@ -331,12 +334,16 @@ class RedisStore:
         while True:
             pubsub = self._subscription = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._keys_channel)
+                await pubsub.subscribe(self._keys_channel, self._announce_channel)
                 pubsub.connection.register_connect_callback(self._resubscribed)
                 self._forget_keys(live=True)
                 while True:
                     message = await pubsub.get_message(timeout=_LISTEN_POLL_S)
-                    if message is not None and message.get("type") == "message":
+                    if message is None or message.get("type") != "message":
+                        continue
+                    if str(message.get("channel")) == self._announce_channel:
+                        self._heard(str(message["data"]))
+                    else:
                         self._key_generation += 1
                         self._key_cache.pop(str(message["data"]), None)
             except (RedisError, OSError) as exc:
@@ -346,6 +353,31 @@ class RedisStore:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
             await asyncio.sleep(_RESUBSCRIBE_S)
+
+    def _heard(self, message: str) -> None:
+        hook = self.on_announcement
+        if hook is None:
+            return
+        try:
+            hook(message)
+        except Exception:  # a bad message or a bug in the hook must not stop the listener
+            log.warning("announcement %r not applied", message[:200], exc_info=True)
+
+    def announce(self, message: str) -> None:
+        """Publish ``message`` to every process's listener in the background (see
+        ``Announcements``); a failure is logged at debug level and forgotten."""
+        if not self._pubsub_ok:
+            return
+        task = asyncio.get_running_loop().create_task(self._publish(message))
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _publish(self, message: str) -> None:
+        try:
+            async with self._guard("announce"):
+                await self._redis.publish(self._announce_channel, message)
+        except StoreUnavailable as exc:
+            log.debug("announcement not sent: %s", exc)
 
     async def _resubscribed(self, connection: object) -> None:
         self._forget_keys(live=True)  # the client reconnected by itself: announcements may be lost

@@ -30,12 +30,12 @@ misses, budgets follow ``on_store_error``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
-    "Admission", "BlobStore", "Budget", "CounterStore", "KeyRecord", "KeyStore", "StatsStore", "Store",
+    "Admission", "Announcements", "BlobStore", "Budget", "CounterStore", "KeyRecord", "KeyStore", "StatsStore", "Store",
     "StoreLifecycle", "StoreUnavailable", "Window", "WindowResult",
 ]
 
@@ -175,6 +175,19 @@ class StatsStore(Protocol):
         ...
 
 
+class Announcements(Protocol):
+    """Small, lossy messages to every gateway process sharing the store (Redis pub/sub): a
+    replica pool's placements of new conversations. Nothing waits for them; a lost one costs a
+    KV-cache miss, never a wrong answer. In one process (memory) they go nowhere."""
+
+    #: called with each message from any process (this one included), when subscribed
+    on_announcement: Callable[[str], None] | None
+
+    def announce(self, message: str) -> None:
+        """Send in the background; never raises."""
+        ...
+
+
 class StoreLifecycle(Protocol):
     """What the owner of a store does with it: name it, open it, check it, close it."""
 
@@ -191,7 +204,7 @@ class StoreLifecycle(Protocol):
     async def close(self) -> None: ...
 
 
-class Store(KeyStore, CounterStore, BlobStore, StatsStore, StoreLifecycle, Protocol):
+class Store(KeyStore, CounterStore, BlobStore, StatsStore, Announcements, StoreLifecycle, Protocol):
     """The whole store: every role, plus ``admit``, the one step that crosses them (see the
     module docstring). ``MemoryStore`` and ``RedisStore`` implement it."""
 

@@ -74,7 +74,7 @@ def test_a_session_key_from_any_of_its_sources_pins_the_session(given: dict) -> 
 
 
 def test_a_saturated_replica_yields_then_gets_traffic_back_with_hysteresis() -> None:
-    placement = Placement(URLS, PlacementSpec(saturated_at=4, resume_below=0.5, load_factor=0))
+    placement = Placement(URLS, PlacementSpec(saturated_at=4, resume_below=0.5))
     r = replicas()
     request = chat("q", prompt_cache_key="sess")
     home = placement.choose(r, request, now=0)[0].replica
@@ -87,18 +87,43 @@ def test_a_saturated_replica_yields_then_gets_traffic_back_with_hysteresis() -> 
     assert placement.choose(r, request, now=0)[0].replica == home
 
 
-def test_bounded_loads_pass_a_request_to_the_next_replica_in_the_affinity_order() -> None:
-    placement = Placement(URLS, PlacementSpec(load_factor=1.25))
+def test_a_new_conversation_goes_to_the_least_loaded_replica_and_its_turns_follow_it() -> None:
+    """Its first user turn is shorter than a block: the head index, not the prefix, finds it."""
+    placement = Placement(URLS, PlacementSpec(block_chars=4096))
     r = replicas()
-    request = chat("q", prompt_cache_key="sess")
-    home = placement.choose(r, request, now=0)[0].replica
-    r[home].in_flight = 3  # fair share of 3 (+1) over 3 replicas, × 1.25: a cap of 2
-    moved = placement.choose(r, request, now=0)[0]
-    assert moved.replica != home and "share of the load" in moved.why
-    second = next(i for i in range(3) if i != home and moved.replica == i)
-    assert placement.choose(r, request, now=0)[0].replica == second  # the same next one, not any
-    r[home].in_flight = 1
-    assert placement.choose(r, request, now=0)[0].replica == home
+    ranked = placement.choose(r, chat("hi, where is my order?"), now=0)[0]
+    assert ranked.new and ranked.why == "new conversation"  # an idle pool: rendezvous order
+    r[ranked.replica].in_flight = 2
+    first, blocks = placement.choose(r, chat("hi, where is my order?"), now=0)
+    assert first.replica != ranked.replica and first.why == "new conversation: least loaded"
+    placement.served(first.replica, blocks)
+    r[first.replica].in_flight = 1  # busier than one, not saturated: the turn stays home
+    follow, _ = placement.choose(r, chat("hi, where is my order?", "On its way.", "When?"), now=0)
+    assert (follow.replica, follow.why, follow.new) == (first.replica, "conversation", False)
+
+
+def test_another_process_learns_where_a_conversation_was_placed() -> None:
+    here, there = Placement(URLS, ids=["replica-0", "replica-1", "replica-2"]), \
+        Placement(URLS, ids=["replica-0", "replica-1", "replica-2"])
+    r = replicas()
+    r[0].in_flight = r[1].in_flight = 3  # here, replica 2 is the least loaded
+    first, blocks = here.choose(r, chat("hello"), now=0)
+    assert first.replica == 2 and first.new
+    assert there.learn(blocks[-1][1:], here.replica_id(first.replica))  # what the announcement carries
+    follow, _ = there.choose(replicas(), chat("hello", "Hi!", "and then?"), now=0)
+    assert follow.replica == 2 and follow.why == "conversation"
+    assert not there.learn(blocks[-1][1:], "replica-9")  # not in this pool: ignored
+
+
+async def test_a_pool_announces_each_new_conversation_once() -> None:
+    fakes = [_Fake("a"), _Fake("b"), _Fake("c")]
+    pool = ReplicaPool("gpu", list(zip(URLS, fakes, strict=True)), PlacementSpec())
+    said: list[tuple[bytes, str]] = []
+    pool.announce = lambda head, replica: said.append((head, replica))
+    await pool.complete(chat("hello"))
+    await pool.complete(chat("hello", "Hi!", "and then?"))
+    await pool.complete(chat("something else"))
+    assert len(said) == 2 and all(len(h) == 16 and rid.startswith("replica-") for h, rid in said)
 
 
 def test_a_replica_taken_out_is_skipped_until_its_cooldown_ends() -> None:

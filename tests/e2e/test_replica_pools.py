@@ -5,9 +5,15 @@ shared store, and a dead replica is taken out while its conversations move on.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import secrets
+
 import aiohttp
 import openai
 
+from backends.pool import HEAD, _rank, conversation_head
+from router.settings import Settings
 from tests.fakes.faults import Fault
 from tests.fakes.openai_upstream import FakeOpenAI
 
@@ -61,6 +67,48 @@ async def test_two_gateway_processes_place_a_conversation_alike(gateway, stack):
     for url in (first, second, first, second):
         await client(url).chat.completions.create(model="chat", messages=messages)
     assert [len(f.calls(CHAT)) for f in fakes].count(4) == 1  # all four on one replica
+
+
+async def test_gateways_sharing_redis_learn_each_others_placements(gateway, stack):
+    """Gateway A places a new conversation on its least loaded replica — not the one rendezvous
+    hashing ranks first, which A is busy with; gateway B, idle, hears of it over Redis and sends
+    the next turn there too."""
+    fakes = [await stack.enter_async_context(FakeOpenAI(name=f"r{i}")) for i in range(3)]
+    shared = Settings(access_log=False, redis_url="redis://127.0.0.1:6379/0")
+    a, b = await gateway(pool_policy(fakes), settings=shared), await gateway(pool_policy(fakes), settings=shared)
+    ids = [f"replica-{i}" for i in range(3)]
+
+    def first_turn(n: int) -> list[dict[str, str]]:
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"order {n}: " + "where? " * 30}]
+
+    def ranked_first(n: int) -> int:
+        return _rank(HEAD + conversation_head({"messages": first_turn(n)}), ids)[0]
+
+    n = 1000 + secrets.randbelow(10**6)  # a conversation no earlier test announced
+    home = ranked_first(n)
+    other = next(m for m in range(n + 1, n + 200) if ranked_first(m) == home)
+    fakes[home].faults.push(Fault(hang=True))  # A's request for conversation `other` stays in flight there
+    busy = asyncio.create_task(client(a).chat.completions.create(model="chat", messages=first_turn(other)))
+    try:
+        async with asyncio.timeout(5):
+            await fakes[home].wait_received(1)
+        await client(a).chat.completions.create(model="chat", messages=first_turn(n))
+        placed = served_by(fakes, n)
+        assert len(placed) == 1 and home not in placed  # A: the least loaded replica, not rendezvous's first
+        follow = {"model": "chat", "messages": [*first_turn(n), {"role": "assistant", "content": "On its way."},
+                                                {"role": "user", "content": "When?"}]}
+        async with aiohttp.ClientSession() as http, asyncio.timeout(5):
+            while True:  # B hears of it within milliseconds (explain changes nothing)
+                async with http.post(b + "/v1/route/explain", json=follow) as r:
+                    if (await r.json())["candidates"][0]["replica"]["why"] == "conversation":
+                        break
+                await asyncio.sleep(0.02)
+        raw = await client(b).chat.completions.with_raw_response.create(**follow)
+        assert {int(raw.headers["x-switchyard-replica"])} == placed == served_by(fakes, n)
+    finally:
+        busy.cancel()
+        with contextlib.suppress(asyncio.CancelledError, openai.APIError):
+            await busy
 
 
 async def test_a_session_key_pins_a_session_whatever_its_prompts(gateway, stack):

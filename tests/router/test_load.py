@@ -85,7 +85,7 @@ async def test_fresh_sample_is_used_until_it_is_stale() -> None:
     m, clock = monitor({"gpu": Scripted(SAMPLE)}, stale_after_s=10.0)
     assert m.snapshot() == {"gpu": BackendLoad()}  # nothing scraped yet
     await m.scrape_once()
-    assert m.snapshot()["gpu"] == BackendLoad(queue=3.0, running=2.0, kv_cache=0.5, scrape_ok=True)
+    assert m.snapshot()["gpu"] == BackendLoad(queue=3.0, running=2.0, kv_cache=0.5, scrape_ok=True, busy=5.0)
     clock.now += 9.99
     assert m.snapshot()["gpu"].queue == 3.0
     clock.now += 0.01  # exactly stale_after_s old: no longer younger than it
@@ -101,7 +101,7 @@ async def test_a_new_sample_replaces_the_old_one() -> None:
     await m.scrape_once()
     clock.now += 5
     await m.scrape_once()
-    assert m.snapshot()["gpu"] == BackendLoad(queue=0.0, running=1.0, kv_cache=None)
+    assert m.snapshot()["gpu"] == BackendLoad(queue=0.0, running=1.0, kv_cache=None, busy=1.0)
     assert m.describe()["gpu"]["age_s"] == 0.0
 
 
@@ -147,6 +147,37 @@ async def test_ttft_ewma() -> None:
     for _ in range(60):
         m.record_ttft("gpu", 5.0)
     assert m.snapshot()["gpu"].ttft_ewma_s == pytest.approx(5.0, abs=1e-4)
+
+
+async def test_busy_is_the_last_sample_corrected_by_what_the_gateway_sent_since() -> None:
+    m, clock = monitor({"gpu": Scripted(SAMPLE)}, stale_after_s=10.0)
+    m.enter("gpu")  # in flight before the scrape: the sample counts it already
+    await m.scrape_once()
+    assert m.snapshot()["gpu"].busy == 5.0
+    m.enter("gpu")
+    m.enter("gpu")  # sent since: the server has them, its last sample does not
+    assert m.snapshot()["gpu"].busy == 7.0
+    for _ in range(3):
+        m.exit("gpu")  # ended since
+    assert m.snapshot()["gpu"].busy == 4.0
+    clock.now += 10  # stale: only the gateway's own count is known
+    assert m.snapshot()["gpu"].busy is None and m.snapshot()["gpu"].in_flight == 0
+
+
+async def test_observed_speeds_and_request_sizes() -> None:
+    m, _ = monitor({"gpu": Scripted(SAMPLE)})
+    m.observe("gpu", 1000, 51, ttft_s=0.5, duration_s=2.5, waited=False)
+    load = m.snapshot()["gpu"]
+    assert (load.prefill_tps, load.decode_tps) == (2000.0, 25.0)  # 1,000 / 0.5 s; 50 / 2 s
+    assert (load.mean_input_tokens, load.mean_output_tokens) == (1000, 51)
+    m.observe("gpu", 1000, 51, ttft_s=5.0, duration_s=7.0, waited=True)  # it queued: its TTFT is no prefill speed
+    assert m.snapshot()["gpu"].prefill_tps == 2000.0 and m.snapshot()["gpu"].decode_tps == 25.0
+    m.observe("gpu", 3000, 11, ttft_s=None, duration_s=1.0, waited=False)  # not streamed: sizes only
+    load = m.snapshot()["gpu"]
+    assert load.mean_input_tokens == pytest.approx(1200) and load.prefill_tps == 2000.0
+    for junk in ((1000, 10, 3.0, 2.0), (1000, 10, 0.0, 2.0), (1000, 10, 1.0, math.nan)):
+        m.observe("gpu", junk[0], junk[1], ttft_s=junk[2], duration_s=junk[3], waited=False)
+    assert m.snapshot()["gpu"].prefill_tps == 2000.0
 
 
 # -- failures --------------------------------------------------------------------------------
@@ -205,7 +236,7 @@ async def test_the_loop_survives_exceptions() -> None:
             await backend.wait_calls(7)
         (task,) = scrape_tasks()
         assert not task.done()
-        assert m.snapshot()["gpu"] == BackendLoad(queue=3.0, running=2.0, kv_cache=0.5, scrape_ok=True)
+        assert m.snapshot()["gpu"] == BackendLoad(queue=3.0, running=2.0, kv_cache=0.5, scrape_ok=True, busy=5.0)
         assert m.describe()["gpu"]["failures"] == 4
     finally:
         await m.stop()
@@ -289,12 +320,12 @@ async def test_scrape_once_follows_the_fake_llamacpp(fake_openai: FakeOpenAI,
                                                base_url=fake_openai.base_url), session)
     m, _ = monitor({"local": OpenAICompatBackend(config, session), "compat": compat})
     await m.scrape_once()
-    assert m.snapshot()["local"] == BackendLoad(queue=0.0, running=0.0, kv_cache=None)
+    assert m.snapshot()["local"] == BackendLoad(queue=0.0, running=0.0, kv_cache=None, busy=0.0)
     fake_openai.deferred = 4
     await m.scrape_once()
     m.enter("local")
     local = m.snapshot()["local"]
-    assert local == BackendLoad(queue=4.0, running=0.0, kv_cache=None, in_flight=1)
+    assert local == BackendLoad(queue=4.0, running=0.0, kv_cache=None, in_flight=1, busy=5.0)
     assert local.pressure == 5.0
     fake_openai.deferred = 0
     await m.scrape_once()
