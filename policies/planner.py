@@ -81,6 +81,7 @@ class Plan:
     #: reserves slots, or for explain)
     predictions: Mapping[str, Prediction] = field(default_factory=dict)
     late: Mapping[str, str] = field(default_factory=dict)  # self-hosted targets moved behind, and why
+    input_tokens: int = 0  # the request's estimate (what a cancelled hedge is billed for)
 
     @property
     def route(self) -> str:
@@ -133,7 +134,8 @@ class Planner:
         return Plan(facts.model, name, tuple(order), frozenset(allowed), tuple(skipped), route.strategy,
                     spilling=frozenset(spilled), spill_checked=checked, redact=frozenset(route.redact or ()),
                     estimates=estimates, candidates=tuple(candidates), trace=trace, slo=slo,
-                    hedge=(route.hedge or alias.hedge) if may_leave else None, predictions=predictions, late=late)
+                    hedge=(route.hedge or alias.hedge) if may_leave else None, predictions=predictions, late=late,
+                    input_tokens=facts.input_tokens)
 
     def _predict(self, allowed: list[str], facts: RequestFacts, load: Mapping[str, BackendLoad],
                  slo: Slo | None, may_leave: bool) -> tuple[dict[str, Prediction], dict[str, str]]:

@@ -15,6 +15,12 @@ Every try at a backend holds one ``Lease``: it counts the try in the backend's i
 load from the moment it starts until it ends, and tells the backend's circuit how it went.
 A stream's lease travels on its ``StreamAnswer`` and ends when the relay is done with it.
 
+With ``hedge`` (opt-in, a request that may leave): when the running attempt has produced
+nothing — a stream's first event, a whole answer otherwise — ``after_s`` in, the next target
+starts *in parallel*; the first to produce wins, the others are cancelled (their leases
+abandoned, their connections closed). The cancelled attempts' input tokens are billed as a
+provider bills them (``Answer.hedge_cost_usd``). Hedges only ever start plan targets.
+
 Streams fail over invisibly until their first event is read here; after that,
 ``recover`` continues a broken stream on another allowed target that can take the
 partial answer as a prefill — through the same attempt path (retries, spans, TTFT).
@@ -32,7 +38,7 @@ from typing import TypeVar
 
 from backends import Api, Backend, BackendError, BackendRequest, BackendResponse, BackendStream
 from backends.errors import ContextLengthExceeded, UnsupportedInput, UpstreamProtocolError
-from policies import BackendSpec, Plan
+from policies import BackendSpec, Plan, cost
 from policies.sensitivity import Scan, redact
 from router.chunks import ChunkTracker
 from router.deadline import Deadline
@@ -44,7 +50,7 @@ from router.retry import retry_same_backend
 from router.runtime import Runtime
 from router.telemetry import Telemetry
 
-__all__ = ["Answer", "Engine", "Lease", "StreamAnswer"]
+__all__ = ["Answer", "Engine", "Hedged", "Lease", "StreamAnswer"]
 
 T = TypeVar("T")
 Failures = list[tuple[str, BackendError]]
@@ -99,6 +105,16 @@ class Answer:
     failures: Failures = field(default_factory=list)
     upstream_s: float = 0.0  # time spent in attempts (retries and failovers included)
     api: Api = "chat"  # the API the body is in: the request's, or its native one (``speaks``)
+    hedge: Hedged | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hedged:
+    """A request that was hedged: the targets started in parallel and what the cancelled ones cost."""
+
+    started: tuple[str, ...]  # every target that ran, in start order (the winner among them)
+    winner: str
+    cost_usd: float = 0.0  # the cancelled attempts' input tokens, at their targets' prices
 
 
 @dataclass(slots=True)
@@ -111,6 +127,7 @@ class StreamAnswer:
     failures: Failures = field(default_factory=list)
     upstream_s: float = 0.0  # time spent in attempts, up to and including the first event
     api: Api = "chat"  # the API of its events (see ``Answer.api``)
+    hedge: Hedged | None = None
 
     async def close(self) -> None:
         """Done with this stream: it leaves the backend's in-flight count, its connection closes."""
@@ -137,6 +154,10 @@ class Engine:
     async def complete(self, plan: Plan, request: BackendRequest, scan: Scan,
                        record: RequestRecord | None = None) -> Answer:
         run = _Run(self, plan, request, scan, record)
+        if plan.hedge is not None:
+            with self.deadline.cuttable():
+                name, response, hedged = await run.hedged(lambda n, b: _completer(b), stream=False)
+            return Answer(name, response, run.failures, run.upstream_s, run.request_for(name).endpoint, hedged)
         with self.deadline.cuttable():
             for name, backend in run.candidates():
                 try:
@@ -150,6 +171,11 @@ class Engine:
     async def open_stream(self, plan: Plan, request: BackendRequest, scan: Scan,
                           record: RequestRecord | None = None) -> StreamAnswer:
         run = _Run(self, plan, request, scan, record)
+        if plan.hedge is not None:
+            with self.deadline.cuttable():
+                _, answer, hedged = await run.hedged(lambda n, b: _opener(n, b, run), stream=True)
+            answer.upstream_s, answer.hedge = run.upstream_s, hedged
+            return answer
         with self.deadline.cuttable():
             for name, backend in run.candidates():
                 try:
@@ -329,6 +355,65 @@ class _Run:
             return result
 
         return await retry_same_backend(once, spec.retry, engine.circuits[name])
+
+    async def hedged(self, make: Callable[[str, Backend], Callable[[BackendRequest, Lease], Awaitable[T]]],
+                     stream: bool) -> tuple[str, T, Hedged | None]:
+        """The targets in order, failing over as ``attempt`` does — but while the running
+        attempts have produced nothing ``hedge.after_s`` after the last one started, the next
+        target starts alongside (up to ``hedge.max_parallel``). The first result wins; the
+        others are cancelled (a stream that also opened is closed) and their input tokens
+        billed. Returns (winner, its result, the hedge or ``None`` when only one ran)."""
+        hedge = self.plan.hedge
+        assert hedge is not None
+        candidates = self.candidates()
+        running: dict[asyncio.Task[T], str] = {}
+        started: list[str] = []
+
+        def start_next() -> bool:
+            for name, backend in candidates:
+                task = asyncio.get_running_loop().create_task(self.attempt(name, make(name, backend), stream=stream))
+                running[task] = name
+                started.append(name)
+                return True
+            return False
+
+        more = start_next()
+        try:
+            while running:
+                wait = hedge.after_s if more and len(running) < hedge.max_parallel else None
+                done, _ = await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    more = start_next()
+                    continue
+                for task in done:
+                    name = running.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        return name, task.result(), self._hedged(started, name, [t for t in done if t is not task])
+                    if not isinstance(exc, BackendError):
+                        raise exc
+                    self.after_failure(name, exc)  # re-raises what failing over cannot help
+                if not running:
+                    more = start_next()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        raise self.exhausted()
+
+    def _hedged(self, started: list[str], winner: str, also_done: list[asyncio.Task[T]]) -> Hedged | None:
+        """What hedging cost: each other target that ran was cancelled once it had the prompt
+        (a provider bills the input tokens it processed); one that also finished is closed."""
+        for task in also_done:
+            if task.exception() is None and isinstance(result := task.result(), StreamAnswer):
+                asyncio.get_running_loop().create_task(result.close())
+        if len(started) == 1:
+            return None
+        prices, tokens = self.engine.runtime.planner.prices, self.plan.input_tokens
+        losers = [n for n in started if n != winner and n not in {f for f, _ in self.failures}]
+        spent = sum(cost(prices[n], tokens, 0) for n in losers if prices[n].source != "unknown")
+        return Hedged(tuple(started), winner, spent)
 
     async def _traced(self, name: str, spec: BackendSpec, request: BackendRequest, lease: Lease,
                       call: Callable[[BackendRequest, Lease], Awaitable[T]]) -> T:

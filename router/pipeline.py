@@ -50,7 +50,7 @@ from policies import Endpoint, Plan, RequestFacts
 from policies.sensitivity import Scan
 from router.body import ParsedBody
 from router.costs import answer_cost, format_usd, parse_answer, tokens, usage_cost
-from router.engine import Answer, StreamAnswer
+from router.engine import Answer, Hedged, StreamAnswer
 from router.gateway import OFF_LOOP_BYTES, Gateway
 from router.native import native_usage
 from router.record import RequestRecord
@@ -153,7 +153,7 @@ class _Lookup:
 class _Flight:
     """One planned call on its way through admission, attempts and settlement."""
 
-    __slots__ = ("gateway", "call", "rec", "facts", "scan", "plan", "lookup", "limited", "session")
+    __slots__ = ("gateway", "call", "rec", "facts", "scan", "plan", "lookup", "limited", "session", "_hedge")
 
     facts: RequestFacts
     scan: Scan
@@ -164,6 +164,7 @@ class _Flight:
         self.gateway, self.call, self.rec = gateway, call, call.record
         self.limited: dict[str, str] | None = None  # rate limits already counted before the scan
         self.session: str | None = None  # the client's conversation key (sticky closed providers, pools)
+        self._hedge: Hedged | None = None  # a streamed answer's hedge, billed when it is settled
 
     async def _cheap_checks(self) -> None:
         """A body large enough to be scanned off the loop is rate-limited first, on an estimate
@@ -300,6 +301,7 @@ class _Flight:
         if result.api != "chat":  # answered natively: its usage in chat terms; never cached
             return await self._native_reply(result, data, hold, headers)
         spent = answer_cost(data, self.gateway.runtime.planner.prices[result.backend])
+        spent = self._hedged(result.hedge, spent)
         if spent is not None:
             headers["x-switchyard-cost-usd"] = format_usd(spent)
             spent = float(headers["x-switchyard-cost-usd"])  # what the client sees is what is counted
@@ -315,6 +317,7 @@ class _Flight:
                             headers: dict[str, str]) -> Reply:
         usage = native_usage(result.api, data.get("usage"))
         spent = usage_cost(usage, self.gateway.runtime.planner.prices[result.backend]) if usage else None
+        spent = self._hedged(result.hedge, spent)
         if spent is not None:
             headers["x-switchyard-cost-usd"] = format_usd(spent)
             spent = float(headers["x-switchyard-cost-usd"])
@@ -345,6 +348,7 @@ class _Flight:
         settlement run when the surface sends it."""
         request = self._request()
         answer = await self.gateway.engine.open_stream(self.plan, request, self.scan, self.rec)
+        self._hedge = answer.hedge
         _fell_back(self.rec, answer.failures)
         headers = self._headers(answer.backend, answer.failures) | headers
         replica = getattr(answer.stream, "replica", None)
@@ -398,15 +402,24 @@ class _Flight:
         if usage is None and (outcome.delivered or outcome.produced_tokens):
             usage = {"prompt_tokens": self.facts.input_tokens, "completion_tokens": outcome.produced_tokens}
         if usage is None:
-            self._answered(outcome.backend, None, None)
-            rec.cache_stored = await hold.settle(0.0)  # nothing produced: nothing to pay
+            spent = self._hedged(self._hedge, 0.0)  # nothing produced here; a cancelled hedge may have been
+            self._answered(outcome.backend, None, spent or None)
+            rec.cache_stored = await hold.settle(spent)
             return
-        spent = usage_cost(usage, self.gateway.runtime.planner.prices[outcome.backend])
+        spent = self._hedged(self._hedge, usage_cost(usage, self.gateway.runtime.planner.prices[outcome.backend]))
         self._answered(outcome.backend, usage, spent)
         lookup = self.lookup
         fresh = (CachedAnswer(outcome.backend, orjson.dumps(outcome.answer))
                  if lookup is not None and lookup.write and outcome.answer is not None else None)
         rec.cache_stored = await hold.settle(spent, fresh)
+
+    def _hedged(self, hedge: Hedged | None, spent: float | None) -> float | None:
+        """The answer's cost plus what its cancelled hedges are billed (and the record says so)."""
+        if hedge is None:
+            return spent
+        rec = self.rec
+        rec.hedged, rec.hedge_won = hedge.started, hedge.winner != hedge.started[0]
+        return None if spent is None else spent + hedge.cost_usd
 
     def _headers(self, backend: str, failures: list[tuple[str, BackendError]]) -> dict[str, str]:
         plan = self.plan

@@ -50,6 +50,8 @@ class RequestRecord:
     predicted_ttft_s: float | None = None
     predicted_latency_s: float | None = None
     predicted_wait: bool = False  # it was predicted to wait for a slot
+    hedged: tuple[str, ...] = ()  # the targets a hedged request ran in parallel, in start order
+    hedge_won: bool = False  # …and a later one answered first
 
     @property
     def outcome(self) -> str:

@@ -158,7 +158,7 @@ class Telemetry:
         # reported as observable counters when a reader collects: the SDK's synchronous
         # ``add`` costs ~7 µs per call in attribute processing alone (bench/telemetry.py).
         self._sums: dict[str, dict[tuple[tuple[str, str], ...], float]] = {"cost": {}, "savings": {}, "requests": {},
-                                                                            "shed": {}}
+                                                                            "shed": {}, "hedges": {}}
         meter.create_observable_counter("switchyard.cost", [self._observe("cost")], unit="USD",
                                         description="Cost of answered requests")
         meter.create_observable_counter("switchyard.savings", [self._observe("savings")], unit="USD",
@@ -169,6 +169,9 @@ class Telemetry:
         meter.create_observable_counter("switchyard.requests.shed", [self._observe("shed")], unit="{request}",
                                         description="Requests refused before they were handled: overloaded "
                                                     "(settings.max_in_flight) or shutting_down")
+        meter.create_observable_counter("switchyard.hedges", [self._observe("hedges")], unit="{request}",
+                                        description="Hedged requests (route hedge): by the first target and "
+                                                    "whether a hedge answered first (won) or the first did (lost)")
         self._queue = meter.create_gauge("switchyard.backend.queue_depth", unit="{request}",
                                          description="Requests waiting at a self-hosted backend (its /metrics)")
         self._in_flight = meter.create_gauge("switchyard.backend.in_flight", unit="{request}",
@@ -280,6 +283,9 @@ class Telemetry:
             if r.savings_usd is not None:
                 sums["savings"][where] = sums["savings"].get(where, 0.0) + r.savings_usd
         self._overhead.record(r.overhead_s, _STREAM if r.stream else _NOT_STREAM)
+        if r.hedged:
+            hedged: Key = (("switchyard.backend", r.hedged[0]), ("switchyard.hedge", "won" if r.hedge_won else "lost"))
+            sums["hedges"][hedged] = sums["hedges"].get(hedged, 0) + 1
         if r.predicted_ttft_s is not None and r.error_type is None and r.backend is not None:
             answered: Key = (("switchyard.backend", r.backend),)
             if r.ttft_s is not None:

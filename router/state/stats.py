@@ -138,6 +138,9 @@ def _add(f: defaultdict[str, float], r: RequestRecord) -> None:
         f[f"to:t:{team}"] += r.output_tokens
     if r.rule:
         f[f"r:{r.rule}"] += 1
+    if r.hedged:
+        f["hg"] += 1
+        f["hgw"] += r.hedge_won
     if r.error_type is None:
         f[f"l:{_bucket(r.duration_s * 1000)}"] += 1
         if r.ttft_s is not None:
@@ -204,7 +207,7 @@ def summarise(starts: list[int], size: int, buckets: list[dict[str, float]], now
             "savings_usd": [round(v, 9) for v in column("s")], "requests": requests,
             "self_hosted_requests": column("sh"), "cache_hits": hits,
             "fallbacks": events["fallback"], "spillovers": events["spillover"], "recoveries": events["recovery"],
-            "errors": events["error"], "denied": events["denied"],
+            "errors": events["error"], "denied": events["denied"], "hedges": column("hg"),
             "latency_p50_ms": lat_p50, "latency_p99_ms": lat_p99, "ttft_p50_ms": ttft_p50, "ttft_p99_ms": ttft_p99,
         },
         "totals": {
@@ -213,7 +216,8 @@ def summarise(starts: list[int], size: int, buckets: list[dict[str, float]], now
             "cache_hit_rate": (sum(hits) / total) if total else None,
             "fallbacks": int(sum(events["fallback"])), "spillovers": int(sum(events["spillover"])),
             "recoveries": int(sum(events["recovery"])), "errors": int(sum(events["error"])),
-            "denied": int(sum(events["denied"])),
+            "denied": int(sum(events["denied"])), "hedges": int(sum(column("hg"))),
+            "hedges_won": int(sum(column("hgw"))),
             "input_tokens": int(sum(column("ti"))), "output_tokens": int(sum(column("to"))),
             "latency_p50_ms": _percentile(lat_all, 0.5), "latency_p99_ms": _percentile(lat_all, 0.99),
             "ttft_p50_ms": _percentile(ttft_all, 0.5), "ttft_p99_ms": _percentile(ttft_all, 0.99),

@@ -13,9 +13,12 @@ routes) and generated requests (alias, level, tags, load, previous spill state, 
 (e) targets have no duplicates.
 
 Then the real ``router.engine.Engine`` runs many plans over in-memory backends that fail
-per a generated script (5xx, timeouts, 429, auth, broken streams, context length), with
-retries, failover, circuits (a fake clock opens and half-opens them) and ``Engine.recover``
-continuations: every backend any call reached is in the plan's allowed set.
+per a generated script (5xx, timeouts, 429, auth, broken streams, context length, slow
+answers), with retries, failover, circuits (a fake clock opens and half-opens them),
+hedging (``hedge`` on routes and aliases: a slow target gets the next one started alongside,
+the loser cancelled), latency objectives and reserved slots (``slo``, ``capacity``) and
+``Engine.recover`` continuations: every backend any call reached is in the plan's allowed
+set, and every attempt — a cancelled hedge's too — left the in-flight count.
 
 Deterministic (``derandomize``), bounded, no sockets, no sleeping (backoff 0)."""
 
@@ -98,6 +101,9 @@ def backend_specs(draw: st.DrawFn) -> dict[str, object]:
         spec["base_url"] = "http://127.0.0.1:9/v1"
         if draw(st.integers(0, 4)) == 0:
             spec["self_hosted"] = False  # an OpenAI-compatible server run by a third party: treated as closed
+        elif draw(st.booleans()):
+            slots = draw(st.integers(1, 4))
+            spec["capacity"] = {"slots": slots, "reserved_slots": draw(st.integers(0, slots - 1))}
     spec["supports_prefill"] = draw(st.sampled_from([True, True, False]))
     if draw(st.booleans()):
         spec["max_sensitivity"] = draw(st.sampled_from(LEVELS))
@@ -142,6 +148,10 @@ def routes(draw: st.DrawFn, names: list[str]) -> dict[str, object]:
                               "resume_below": draw(st.sampled_from([0.25, 0.5, 1]))}
     if draw(st.booleans()):
         route["redact"] = ["email"]
+    if draw(st.integers(0, 3)) == 0:
+        route["slo"] = {"ttft_s": draw(st.sampled_from([0.05, 1, 30]))}
+    if draw(st.booleans()):
+        route["hedge"] = {"after_s": 0.001, "max_parallel": draw(st.sampled_from([2, 3]))}
     return route
 
 
@@ -154,7 +164,8 @@ def policies(draw: st.DrawFn) -> dict[str, object]:
     return {
         "version": 1,
         "backends": {n: draw(backend_specs()) for n in names},
-        "models": {a: {"targets": draw(st.lists(st.sampled_from(names), min_size=1, unique=True))} for a in aliases},
+        "models": {a: {"targets": draw(st.lists(st.sampled_from(names), min_size=1, unique=True)),
+                       **({"hedge": {"after_s": 0.001}} if draw(st.booleans()) else {})} for a in aliases},
         "sensitivity": {"closed_max": draw(st.sampled_from(LEVELS)),
                         "default": draw(st.sampled_from(["public", "public", "internal"]))},
         "rules": rules,
@@ -192,7 +203,8 @@ def requests(draw: st.DrawFn, data: dict[str, object]) -> tuple[RequestFacts, di
 
 loads = st.builds(BackendLoad, queue=st.sampled_from([None, 0, 1, 3, 5, 20]),
                   running=st.sampled_from([None, 0, 4]), kv_cache=st.sampled_from([None, 0.1, 0.95]),
-                  in_flight=st.integers(0, 3), ttft_ewma_s=st.sampled_from([None, 0.05, 2.0]))
+                  in_flight=st.integers(0, 3), ttft_ewma_s=st.sampled_from([None, 0.05, 2.0]),
+                  busy=st.sampled_from([None, 0, 2, 10]), decode_tps=st.sampled_from([None, 20.0]))
 
 
 # -- the invariant, stated against the policy spec ----------------------------------------------
@@ -275,7 +287,7 @@ def _fields(facts: RequestFacts) -> dict[str, object]:
 
 # -- the real engine over scripted in-memory backends ------------------------------------------
 OUTCOMES = ["ok", "ok", "ok", "server", "timeout", "ratelimit", "auth", "broken0", "broken1", "broken1", "broken3",
-            "context"]
+            "context", "slow", "slow"]  # slow: answers after 10 ms (a hedge of 1 ms starts the next target meanwhile)
 
 
 def _event(payload: dict[str, object]) -> bytes:
@@ -322,6 +334,8 @@ class FakeBackend:
 
     async def complete(self, request: BackendRequest) -> BackendResponse:
         outcome = self._next(request)
+        if outcome == "slow":
+            await asyncio.sleep(0.01)
         if outcome.startswith("broken"):
             raise UpstreamServerError("connection reset", backend=self.name)
         body = {"id": "x", "object": "chat.completion", "model": "m",
@@ -332,6 +346,8 @@ class FakeBackend:
 
     async def open_stream(self, request: BackendRequest) -> _Stream:
         outcome = self._next(request)
+        if outcome == "slow":
+            await asyncio.sleep(0.01)
         events = [_chunk({"role": "assistant", "content": ""})]
         events += [_chunk({"content": w}) for w in self.words]
         breaks_after = int(outcome.removeprefix("broken")) if outcome.startswith("broken") else None
@@ -443,6 +459,8 @@ def test_property_engine_reaches_only_allowed_backends(data: st.DataObject, gene
         event(f"backends reached: {min(3, len({c.backend for c in reached}))}")
         if any(c.prefill for c in reached):
             event("a broken stream was continued")
+        if plan.hedge is not None and len({c.backend for c in reached}) > 1:
+            event("hedged or failed over with a hedge")
         for call in reached:
             assert call.backend in plan.allowed, (call.backend, plan)
             assert call.backend in plan.targets

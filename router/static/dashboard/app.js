@@ -574,7 +574,8 @@
     const plural = (v, one, many) => fmtCount(v) + ' ' + (v === 1 ? one : many);
     setKpi('events', fmtCount(errors), plural(T('fallbacks') || 0, 'fallback', 'fallbacks') + ' · ' +
       plural(T('spillovers') || 0, 'spillover', 'spillovers') + ' · ' +
-      plural(T('recoveries') || 0, 'recovery', 'recoveries'),
+      plural(T('recoveries') || 0, 'recovery', 'recoveries') + ' · ' +
+      plural(T('hedges') || 0, 'hedge', 'hedges'),
     { secondary: fmtCount(denied), raw: errors, tone: errors > 0 ? 'bad' : '' });
     const eventsTile = document.querySelector('[data-kpi="events"]');
     if (eventsTile) eventsTile.setAttribute('data-denied', String(denied));
@@ -661,6 +662,7 @@
       ['recoveries', 'recoveries', '#009E73', '1.5 3'],
       ['errors', 'errors', '#D55E00', null],
       ['denied', 'denied', '#CC79A7', '8 3 2 3'],
+      ['hedges', 'hedges', '#56B4E9', '2 2'],
     ].map(([key, name, color, dash]) => {
       const values = column(series[key], n);
       return { name, values, color, dash, total: sum(values) };

@@ -1,0 +1,105 @@
+"""Hedging through the running gateway (official openai SDK): a request that may leave and
+whose self-hosted target has produced nothing ``hedge.after_s`` in gets the closed target
+started alongside; the first answer wins, the slow attempt is cancelled and its input tokens
+billed; a request that must stay home is never hedged; without a hedge the slow target is
+simply waited for. Metrics count the hedges."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import openai
+import pytest
+
+from tests.fakes.faults import Fault
+from tests.fakes.openai_upstream import FakeOpenAI
+
+CHAT = "/v1/chat/completions"
+CARD = "my card is 4111 1111 1111 1111"
+
+
+def policy(gpu: FakeOpenAI, cloud: FakeOpenAI, hedge: str = "hedge: {after_s: 0.3}") -> str:
+    return f"""
+version: 1
+backends:
+  gpu: {{kind: vllm, base_url: '{gpu.base_url}', model: served, price: {{gpu_hour_usd: 36, tokens_per_s: 1000}},
+         timeouts: {{first_token_s: 20}}}}
+  cloud: {{kind: openai, base_url: '{cloud.base_url}', model: gpt-4o-mini, api_key: sk-cloud,
+           price: {{input_per_mtok_usd: 1.0, output_per_mtok_usd: 2.0}}}}
+models:
+  chat: {{targets: [gpu, cloud], {hedge}}}
+"""
+
+
+def client(url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=15)
+
+
+@pytest.fixture
+async def upstreams(stack) -> tuple[FakeOpenAI, FakeOpenAI]:
+    gpu = await stack.enter_async_context(FakeOpenAI(name="gpu", model_name="served"))
+    cloud = await stack.enter_async_context(FakeOpenAI(name="cloud", model_name="gpt-4o-mini", api_key="sk-cloud"))
+    return gpu, cloud
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_slow_first_target_is_hedged_and_the_first_answer_wins(gateway, upstreams, stream: bool) -> None:
+    gpu, cloud = upstreams
+    url = await gateway(policy(gpu, cloud))
+    gpu.faults.push(Fault(delay_s=10))
+    started = time.monotonic()
+    raw = await client(url).chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "hello " * 100}], max_tokens=8, stream=stream)
+    if stream:
+        async for _ in raw.parse():
+            pass
+    assert time.monotonic() - started < 5  # not the gpu's 10 s
+    assert raw.headers["x-switchyard-backend"] == "cloud"
+    assert len(gpu.calls(CHAT)) == 1 and len(cloud.calls(CHAT)) == 1  # both ran
+    async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as r:
+        metrics = await r.text()
+    assert 'switchyard_hedges_total{switchyard_backend="gpu",switchyard_hedge="won"} 1.0' in metrics
+    if not stream:  # the cancelled gpu attempt's input tokens are billed on top of the answer
+        usage = raw.parse().usage
+        assert usage is not None
+        answered = (usage.prompt_tokens * 1.0 + usage.completion_tokens * 2.0) / 1e6
+        gpu_input = float(raw.headers["x-switchyard-cost-usd"]) - answered
+        assert 100 * 1e-5 < gpu_input < 400 * 1e-5  # ~150 tokens estimated, at $36/h for 1,000 tokens/s
+
+
+async def test_a_fast_first_target_is_not_hedged(gateway, upstreams) -> None:
+    gpu, cloud = upstreams
+    url = await gateway(policy(gpu, cloud, "hedge: {after_s: 5}"))
+    raw = await client(url).chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    assert raw.headers["x-switchyard-backend"] == "gpu" and not cloud.calls(CHAT)
+
+
+async def test_a_request_that_must_stay_home_is_never_hedged(gateway, upstreams) -> None:
+    gpu, cloud = upstreams
+    url = await gateway(policy(gpu, cloud))
+    gpu.faults.push(Fault(delay_s=1.0))
+    raw = await client(url).chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": CARD}], max_tokens=8)
+    assert raw.headers["x-switchyard-backend"] == "gpu" and raw.headers["x-switchyard-sensitivity"] == "restricted"
+    assert not cloud.calls(CHAT)  # waited for the gpu: the card number never left
+
+
+async def test_without_a_hedge_the_slow_target_is_waited_for(gateway, upstreams) -> None:
+    gpu, cloud = upstreams
+    url = await gateway(policy(gpu, cloud, "description: no hedge"))
+    gpu.faults.push(Fault(delay_s=1.0))
+    raw = await client(url).chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    assert raw.headers["x-switchyard-backend"] == "gpu" and not cloud.calls(CHAT)
+
+
+async def test_a_hedge_that_fails_leaves_the_first_target_to_answer(gateway, upstreams) -> None:
+    gpu, cloud = upstreams
+    url = await gateway(policy(gpu, cloud))
+    gpu.faults.push(Fault(delay_s=1.0))
+    cloud.faults.always(Fault(status=503))
+    raw = await client(url).chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    assert raw.headers["x-switchyard-backend"] == "gpu" and cloud.calls(CHAT)
