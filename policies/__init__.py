@@ -35,7 +35,7 @@ from policies.models import (
     level_rank,
 )
 from policies.planner import Candidate, Plan, Planner, RuleTrace
-from policies.pricing import TokenPrice, cost, resolve_prices
+from policies.pricing import GpuEconomics, TokenPrice, cost, gpu_economics, resolve_prices
 from policies.rules import CompiledRule, compile_rules
 from policies.schema import policy_schema, policy_schema_json
 
@@ -77,6 +77,8 @@ __all__ = [
     "TeamSpec",
     "Timeouts",
     "TokenPrice",
+    "GpuEconomics",
+    "gpu_economics",
     "UnknownAlias",
     "compile_rules",
     "compile_when",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from policies.models import BackendSpec, Policy
 
-__all__ = ["TokenPrice", "cost", "resolve_prices"]
+__all__ = ["GpuEconomics", "TokenPrice", "cost", "gpu_economics", "resolve_prices"]
 
 _PER_MTOK = 1_000_000
 
@@ -69,3 +69,54 @@ def cost(price: TokenPrice, prompt_tokens: int, completion_tokens: int, cached_t
     fresh = prompt_tokens - cached - written
     return (fresh * price.input + cached * (price.cached_input or 0.0) + written * (price.cache_write_input or 0.0)
             + completion_tokens * price.output)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuEconomics:
+    """A self-hosted GPU's two cost views over a window, and when it stops paying for itself.
+
+    - *amortised*: the GPU's hours × ``gpu_hour_usd``, paid whether it serves or idles; per
+      token that is ``gpu_hour_usd`` over the tokens it actually served (which falls as its
+      utilisation rises);
+    - *marginal*: what one more request costs on it — ~0 while it has free capacity;
+    - *break-even utilisation* against a closed model: the share of the GPU's throughput
+      (``tokens_per_s``) it must serve for its hour to cost what those tokens would cost at
+      that model's price (same input:output mix). Above 1: it never pays for itself."""
+
+    backend: str
+    gpu_hour_usd: float
+    tokens_per_s: float
+    hours: float
+    served_tokens: int
+    utilisation: float  # served / (tokens_per_s × window)
+    amortised_usd: float  # the window's GPU hours
+    amortised_usd_per_mtok: float | None  # … per million tokens actually served (None: none served)
+    closed_usd: float  # what the same tokens would have cost at the reference closed model
+    break_even: dict[str, float]  # closed backend → utilisation at which the GPU costs the same
+
+
+def gpu_economics(policy: Policy, prices: Mapping[str, TokenPrice], served: Mapping[str, tuple[int, int]],
+                  seconds: float, reference: str | None = None) -> list[GpuEconomics]:
+    """``served``: backend → (input, output) tokens it served in a window of ``seconds``."""
+    closed = {n: prices[n] for n, spec in policy.backends.items()
+              if not spec.is_self_hosted and prices[n].source not in ("unknown", "self_hosted")}
+    out = []
+    for name, spec in policy.backends.items():
+        p = spec.price
+        if not spec.is_self_hosted or p is None or p.gpu_hour_usd is None or not p.tokens_per_s:
+            continue
+        tokens_in, tokens_out = served.get(name, (0, 0))
+        total = tokens_in + tokens_out
+        share_in = tokens_in / total if total else 0.75  # nothing served yet: a typical 3:1 mix
+        hours = seconds / 3600
+        amortised = p.gpu_hour_usd * hours
+        capacity = p.tokens_per_s * seconds
+        ref = closed.get(reference) if reference else next(iter(closed.values()), None)
+        blended = {n: share_in * c.input + (1 - share_in) * c.output for n, c in closed.items()}
+        per_token_gpu = p.gpu_hour_usd / 3600 / p.tokens_per_s
+        out.append(GpuEconomics(
+            name, p.gpu_hour_usd, p.tokens_per_s, hours, total, total / capacity if capacity else 0.0, amortised,
+            amortised / total * _PER_MTOK if total else None,
+            (tokens_in * ref.input + tokens_out * ref.output) if ref is not None else 0.0,
+            {n: per_token_gpu / b for n, b in blended.items() if b > 0}))
+    return out

@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from backends import ReplicaPool
+from policies import gpu_economics
 from router.errors import InvalidRequest, StatsStoreUnavailable, TelemetryOff
 from router.gateway import Gateway
 from router.reload import SERVING
@@ -110,7 +111,36 @@ async def dashboard_json(gateway: Gateway, source: str, minutes: int) -> dict[st
         usd = left.get((team, "day"), left.get((team, "month")))  # the day's budget when there is one
         entry["budget_remaining_usd"] = None if usd is None else round(usd, 9)
     body["backends"] = backends_now(gateway)
+    body["economics"] = economics(gateway, body)
     return body
+
+
+def economics(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
+    """The cost views for finance over the window: what was spent (closed providers at their
+    prices, self-hosted at the amortised per-token price), what the GPUs cost by the hour
+    whether busy or idle, what the same traffic would have cost all-closed, and each GPU's
+    utilisation and break-even utilisation against each closed model (``policies.pricing``)."""
+    policy, prices = gateway.runtime.loaded.policy, gateway.runtime.planner.prices
+    served = {b: (int(v["input"]), int(v["output"])) for b, v in body.get("served_tokens", {}).items()}
+    seconds = float(body["minutes"]) * 60
+    reference = policy.telemetry.reference_backend
+    gpus = gpu_economics(policy, prices, served, seconds, reference)
+    totals = body["totals"]
+    spend, savings = float(totals["spend_usd"]), float(totals["savings_usd"])
+    self_hosted_spend = sum(served.get(g.backend, (0, 0))[0] * prices[g.backend].input
+                            + served.get(g.backend, (0, 0))[1] * prices[g.backend].output for g in gpus)
+    return {
+        "spend_usd": round(spend, 9),  # as billed: closed at their prices, GPUs per token (amortised)
+        "marginal_usd": round(spend - self_hosted_spend, 9),  # the GPUs' tokens at ~0: they are paid anyway
+        "owned_usd": round(spend - self_hosted_spend + sum(g.amortised_usd for g in gpus), 9),  # + GPU hours
+        "all_closed_usd": round(spend + savings, 9) if gateway.reference_price is not None else None,
+        "gpus": [{"backend": g.backend, "gpu_hour_usd": g.gpu_hour_usd, "tokens_per_s": g.tokens_per_s,
+                  "served_tokens": g.served_tokens, "utilisation": round(g.utilisation, 6),
+                  "amortised_usd": round(g.amortised_usd, 9),
+                  "amortised_usd_per_mtok": None if g.amortised_usd_per_mtok is None
+                  else round(g.amortised_usd_per_mtok, 6),
+                  "break_even": {n: round(u, 6) for n, u in g.break_even.items()}} for g in gpus],
+    }
 
 
 def _address(url: str) -> str:

@@ -130,6 +130,9 @@ def _add(f: defaultdict[str, float], r: RequestRecord) -> None:
             f[f"rc:{r.rule}"] += cost
     if r.savings_usd:
         f["s"] += r.savings_usd
+    if r.backend is not None and r.cache != "hit":  # what each backend served (GPU utilisation)
+        f[f"bi:{r.backend}"] += r.input_tokens or 0
+        f[f"bo:{r.backend}"] += r.output_tokens or 0
     if r.input_tokens:
         f["ti"] += r.input_tokens
         f[f"ti:t:{team}"] += r.input_tokens
@@ -199,6 +202,7 @@ def summarise(starts: list[int], size: int, buckets: list[dict[str, float]], now
     top = [{"rule": name, "requests": int(sum(v)), "spend_usd": round(sum(rule_cost.get(name, [0.0])), 9)}
            for name, v in ranked]
     tokens_in, tokens_out = series("ti:t:"), series("to:t:")
+    served_in, served_out = series("bi:"), series("bo:")
     hits = column("o:cache_hit")
     return {
         "generated_at": now, "minutes": minutes, "bucket_s": size, "t": starts,
@@ -223,6 +227,8 @@ def summarise(starts: list[int], size: int, buckets: list[dict[str, float]], now
             "ttft_p50_ms": _percentile(ttft_all, 0.5), "ttft_p99_ms": _percentile(ttft_all, 0.99),
         },
         "top_rules": top,
+        "served_tokens": {b: {"input": int(sum(v)), "output": int(sum(served_out.get(b, [0.0])))}
+                          for b, v in served_in.items()},
         "teams": {team: {"spend_usd": round(sum(v), 9), "input_tokens": int(sum(tokens_in.get(team, [0.0]))),
                          "output_tokens": int(sum(tokens_out.get(team, [0.0]))), "budget_remaining_usd": None}
                   for team, v in spend_by_team.items()},

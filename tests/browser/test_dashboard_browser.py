@@ -165,6 +165,16 @@ async def test_dashboard_draws_the_traffic(gateway, upstreams, browser: Chromium
     legends = await browser.evaluate("document.querySelector('#card-spend_by_team .legend').textContent")
     assert "search" in legends and "batch" in legends
 
+    # GPU economics: the pool's $2/h at 50 tokens/s, its utilisation and break-even against gpt-4o-mini
+    gpu_row = await browser.evaluate(
+        "(() => { const r = document.querySelector('#economics-table tr[data-gpu=\"gpu\"]');"
+        " return r ? [...r.children].map(c => c.textContent) : null; })()")
+    assert gpu_row is not None and gpu_row[1] == "$2.00", gpu_row
+    break_even = json.loads(await browser.evaluate(
+        "document.querySelector('#economics-table tr[data-gpu=\"gpu\"] td:last-child').dataset.breakEven"))
+    assert set(break_even) == {"cloud"} and break_even["cloud"] > 1  # $2/h at 50 tokens/s never beats gpt-4o-mini
+    assert "never" in gpu_row[-1]
+
     # the backends as they are now: the pool and its two replicas, the closed provider
     backends = await browser.evaluate(
         "[...document.querySelectorAll('#backends-table tbody tr')].map(r => r.dataset.backend || r.dataset.replica)")

@@ -172,3 +172,30 @@ def test_policy_mistakes_are_refused_at_load() -> None:
     with pytest.raises(PolicyError, match="capacity is for self-hosted"):
         load_policy_text(POLICY.replace("    api_key: sk-test\n", "    api_key: sk-test\n    capacity: {slots: 4}\n"),
                          {}, kinds=KIND_TABLE)
+
+
+def test_gpu_economics_amortised_marginal_and_break_even() -> None:
+    from policies import gpu_economics, resolve_prices
+
+    text = dedent("""\
+        version: 1
+        backends:
+          gpu: {kind: vllm, base_url: http://gpu/v1, model: m, price: {gpu_hour_usd: 3.6, tokens_per_s: 1000}}
+          idle: {kind: vllm, base_url: http://idle/v1, model: m, price: {gpu_hour_usd: 3.6, tokens_per_s: 1000}}
+          mini: {kind: openai, model: gpt-4o-mini, api_key: sk, price: {input_per_mtok_usd: 0.15, output_per_mtok_usd: 0.6}}
+          big: {kind: openai, model: gpt-4o, api_key: sk, price: {input_per_mtok_usd: 2.5, output_per_mtok_usd: 10}}
+        models:
+          chat: {targets: [gpu, mini]}
+        """)
+    loaded = load_policy_text(text, {}, kinds=KIND_TABLE)
+    prices = resolve_prices(loaded.policy, {})
+    served = {"gpu": (1_350_000, 450_000)}  # in an hour: 1.8 M tokens of a possible 3.6 M
+    gpu, idle = gpu_economics(loaded.policy, prices, served, 3600, reference="big")
+    assert (gpu.backend, gpu.hours, gpu.served_tokens) == ("gpu", 1.0, 1_800_000)
+    assert gpu.utilisation == pytest.approx(0.5) and gpu.amortised_usd == pytest.approx(3.6)
+    assert gpu.amortised_usd_per_mtok == pytest.approx(2.0)  # $3.60 over 1.8 M tokens
+    assert gpu.closed_usd == pytest.approx(1.35 * 2.5 + 0.45 * 10)  # the same tokens at gpt-4o
+    # break-even: $1/M-token-equivalent at full throughput over each model's blended 3:1 price
+    assert gpu.break_even["big"] == pytest.approx(1.0 / (0.75 * 2.5 + 0.25 * 10))  # 25 %: pays off at 50 %
+    assert gpu.break_even["mini"] == pytest.approx(1.0 / (0.75 * 0.15 + 0.25 * 0.6))  # > 1: never against mini
+    assert idle.served_tokens == 0 and idle.amortised_usd_per_mtok is None and idle.utilisation == 0

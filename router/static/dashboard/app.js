@@ -765,6 +765,34 @@
     $('#teams-table tbody').replaceChildren(...(teamRows.length ? teamRows : [emptyRow(4, 'No team traffic in this window')]));
   }
 
+  function renderEconomics(data) {
+    const eco = data.economics && typeof data.economics === 'object' ? data.economics : {};
+    const gpus = Array.isArray(eco.gpus) ? eco.gpus.filter((g) => g && typeof g === 'object') : [];
+    const rows = gpus.map((g) => {
+      const tr = el('tr');
+      tr.setAttribute('data-gpu', String(g.backend));
+      tr.appendChild(el('td', 'name', String(g.backend)));
+      tr.appendChild(el('td', 'num', fmtUSD(num(g.gpu_hour_usd))));
+      tr.appendChild(el('td', 'num', fmtCount(num(g.served_tokens) || 0)));
+      tr.appendChild(el('td', 'num', fmtPct(num(g.utilisation))));
+      const perM = num(g.amortised_usd_per_mtok);
+      tr.appendChild(el('td', 'num' + (perM === null ? ' muted' : ''), perM === null ? 'nothing served' : fmtUSD(perM)));
+      const be = g.break_even && typeof g.break_even === 'object' ? g.break_even : {};
+      const parts = Object.keys(be).sort().map((m) => {
+        const u = num(be[m]);
+        return m + ': ' + (u === null ? '—' : u > 1 ? 'never (' + fmtPct(u) + ')' : fmtPct(u));
+      });
+      const cell = el('td', parts.length ? '' : 'muted', parts.length ? parts.join(' · ') : 'no closed model priced');
+      cell.setAttribute('data-break-even', JSON.stringify(be));
+      tr.appendChild(cell);
+      return tr;
+    });
+    $('#economics-table tbody').replaceChildren(...(rows.length ? rows : [emptyRow(6, 'No self-hosted backend with price.gpu_hour_usd')]));
+    const owned = num(eco.owned_usd), marginal = num(eco.marginal_usd), closed = num(eco.all_closed_usd);
+    $('#economics-note').textContent = 'this window: marginal ' + fmtUSD(marginal) + ' · owned (with GPU hours) ' +
+      fmtUSD(owned) + (closed === null ? '' : ' · all-closed ' + fmtUSD(closed));
+  }
+
   function renderBackends(data) {
     const backends = Array.isArray(data.backends) ? data.backends.filter((b) => b && typeof b === 'object') : [];
     const rows = [];
@@ -806,6 +834,7 @@
     renderKpis(data, s);
     renderCharts(data, s);
     renderTables(data);
+    renderEconomics(data);
     renderBackends(data);
 
     const totals = data.totals && typeof data.totals === 'object' ? data.totals : {};
