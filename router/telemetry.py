@@ -69,7 +69,7 @@ _SECONDS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 2
 _TTFC = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
 _TOKENS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
 _OVERHEAD = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]
-_ERROR = [-10.0, -5.0, -2.0, -1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0]  # actual − predicted
+_ERROR = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]  # |actual − predicted|
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -123,8 +123,8 @@ class Telemetry:
                        "answer", _TTFC),
             _Histogram("switchyard.gateway.overhead", "s", "Time spent in the gateway (upstream time excluded)",
                        _OVERHEAD),
-            _Histogram("switchyard.prediction.error", "s", "Actual minus predicted time to first token or latency "
-                       "of the backend that answered (policies.latency): the prediction's calibration", _ERROR)]
+            _Histogram("switchyard.prediction.error", "s", "How far the predicted time to first token or latency "
+                       "of the backend that answered was off (policies.latency), late or early", _ERROR)]
         self._tokens, self._duration, self._ttfc, self._overhead, self._error = self._histograms
         merge = _Merger(self._histograms, resource)
         readers: list[MetricReader] = [_PrometheusReader(merge, disable_target_info=True, scope_info_enabled=False,
@@ -287,12 +287,16 @@ class Telemetry:
             hedged: Key = (("switchyard.backend", r.hedged[0]), ("switchyard.hedge", "won" if r.hedge_won else "lost"))
             sums["hedges"][hedged] = sums["hedges"].get(hedged, 0) + 1
         if r.predicted_ttft_s is not None and r.error_type is None and r.backend is not None:
-            answered: Key = (("switchyard.backend", r.backend),)
             if r.ttft_s is not None:
-                self._error.record(r.ttft_s - r.predicted_ttft_s, answered + (("switchyard.predicted", "ttft"),))
+                self._prediction_error(r.backend, "ttft", r.ttft_s - r.predicted_ttft_s)
             if r.predicted_latency_s is not None:
-                self._error.record(r.duration_s - r.predicted_latency_s,
-                                   answered + (("switchyard.predicted", "latency"),))
+                self._prediction_error(r.backend, "latency", r.duration_s - r.predicted_latency_s)
+
+    def _prediction_error(self, backend: str, what: str, error: float) -> None:
+        """|actual − predicted|, labelled ``late`` (it took longer than predicted: the prediction
+        was optimistic) or ``early``; Prometheus histograms take no negative buckets with a sum."""
+        self._error.record(abs(error), (("switchyard.backend", backend), ("switchyard.predicted", what),
+                                        ("switchyard.error", "late" if error > 0 else "early")))
 
     def _observe(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         sums = self._sums[name]

@@ -6,6 +6,7 @@ simply waited for. Metrics count the hedges."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
@@ -103,3 +104,39 @@ async def test_a_hedge_that_fails_leaves_the_first_target_to_answer(gateway, ups
     raw = await client(url).chat.completions.with_raw_response.create(
         model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
     assert raw.headers["x-switchyard-backend"] == "gpu" and cloud.calls(CHAT)
+
+
+async def test_explain_shows_predictions_and_metrics_calibrate_them(gateway, upstreams) -> None:
+    gpu, cloud = upstreams
+    text = policy(gpu, cloud, "slo: {ttft_s: 2.0}").replace(
+        "timeouts: {first_token_s: 20}}", "timeouts: {first_token_s: 20}, capacity: {slots: 2, reserved_slots: 1}}")
+    url = await gateway(text)
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hello " * 400}], "max_tokens": 8}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "/v1/route/explain", json=body) as r:
+            explained = await r.json()
+        assert explained["decision"]["slo"] == {"ttft_s": 2.0} and explained["decision"]["late"] == {}
+        gpu_candidate = next(c for c in explained["candidates"] if c["backend"] == "gpu")
+        prediction = gpu_candidate["prediction"]
+        assert prediction["basis"] == "configured" and prediction["slots"] == 1 and prediction["ahead"] == 0
+        assert prediction["ttft_s"] == pytest.approx(600 / 2000, rel=0.2)  # ~600 tokens at the default 2,000/s
+        for _ in range(3):
+            stream = await client(url).chat.completions.create(**body, stream=True,
+                                                                stream_options={"include_usage": True})
+            async for _ in stream:
+                pass
+        def counted(metrics: str) -> float:
+            return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                       if line.startswith("switchyard_prediction_error_seconds_count{")
+                       and 'switchyard_backend="gpu"' in line and 'switchyard_predicted="ttft"' in line)
+
+        for _ in range(100):  # a stream is recorded when its handler ends, just after the client has read it all
+            async with http.get(url + "/metrics") as r:
+                metrics = await r.text()
+            if counted(metrics) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert counted(metrics) == 3, [line for line in metrics.splitlines() if "prediction_error_seconds_c" in line]
+        async with http.post(url + "/v1/route/explain", json=body) as r:
+            observed = next(c for c in (await r.json())["candidates"] if c["backend"] == "gpu")["prediction"]
+        assert observed["basis"] == "observed"  # the gateway's own measurements of the fake replaced the defaults
