@@ -99,6 +99,7 @@ class Planner:
         self._max_rank = {n: level_rank(self.policy.max_level(n)) for n in self.policy.backends}
         self._reserving = frozenset(n for n, s in self.policy.backends.items()
                                     if s.capacity is not None and s.capacity.reserved_slots > 0)
+        self._sized = frozenset(n for n, s in self.policy.backends.items() if s.capacity is not None)
 
     def plan(self, facts: RequestFacts, load: Mapping[str, BackendLoad] = _NO_LOAD,
              spilling: frozenset[str] = frozenset(), rng: random.Random | None = None,
@@ -123,9 +124,10 @@ class Planner:
         may_leave = not all(self._self_hosted[b] for b in allowed)
         predictions: dict[str, Prediction] = {}
         late: dict[str, str] = {}
-        if slo is not None or explain or (may_leave and any(b in self._reserving for b in allowed)):
+        if slo is not None or explain or (may_leave and any(b in self._reserving for b in allowed)) or \
+                (route.strategy == "cheapest" and any(b in self._sized for b in allowed)):
             predictions, late = self._predict(allowed, facts, load, slo, may_leave)
-        order = self._order(route, allowed, estimates, load, spilled | set(late), rng)
+        order = self._order(route, allowed, estimates, load, spilled | set(late), rng, predictions)
         if route.fallback == "none":
             skipped += [(b, "fallback: none") for b in order[1:]]
             order = order[:1]
@@ -193,12 +195,13 @@ class Planner:
                 if self.prices[b].source != "unknown"}
 
     def _order(self, route: Route, allowed: list[str], estimates: Mapping[str, float],
-               load: Mapping[str, BackendLoad], spilled: set[str], rng: random.Random | None) -> list[str]:
+               load: Mapping[str, BackendLoad], spilled: set[str], rng: random.Random | None,
+               predictions: Mapping[str, Prediction]) -> list[str]:
         strategy = route.strategy
         if strategy == "weighted":
             order = _weighted(allowed, route.weights or {}, rng or random.Random(0))
-        elif strategy == "cheapest":  # paid-for local capacity first, then the cheapest closed target
-            order = sorted(allowed, key=lambda b: (not self._self_hosted[b], estimates.get(b, _INF)))
+        elif strategy == "cheapest":  # by marginal cost: owned capacity with a free slot is ~free
+            order = sorted(allowed, key=lambda b: self._marginal(b, estimates, predictions))
         elif strategy == "least_loaded":
             order = sorted(allowed, key=lambda b: (load.get(b) or BackendLoad()).pressure)
         elif strategy == "lowest_latency":
@@ -207,6 +210,17 @@ class Planner:
             order = list(allowed)
         # Spilled targets, then those whose own metrics cannot be read (scrape failing), go last.
         return sorted(order, key=lambda b: (b in spilled, not (load.get(b) or _OK).scrape_ok))
+
+    def _marginal(self, b: str, estimates: Mapping[str, float], predictions: Mapping[str, Prediction]
+                  ) -> tuple[int, float]:
+        """What one more request costs on ``b``: a self-hosted target with a free slot (or whose
+        slots are not known) ~0, first; one the request would have to queue for, its amortised
+        price, among the closed targets by estimate; unpriced closed targets last."""
+        if self._self_hosted[b]:
+            p = predictions.get(b)
+            if p is None or p.ahead == 0:
+                return 0, 0.0
+        return 1, estimates.get(b, _INF)
 
     def _candidate(self, b: str, estimates: Mapping[str, float], spilled: set[str], late: Mapping[str, str],
                    strategy: str, load: Mapping[str, BackendLoad]) -> Candidate:

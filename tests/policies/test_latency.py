@@ -199,3 +199,23 @@ def test_gpu_economics_amortised_marginal_and_break_even() -> None:
     assert gpu.break_even["big"] == pytest.approx(1.0 / (0.75 * 2.5 + 0.25 * 10))  # 25 %: pays off at 50 %
     assert gpu.break_even["mini"] == pytest.approx(1.0 / (0.75 * 0.15 + 0.25 * 0.6))  # > 1: never against mini
     assert idle.served_tokens == 0 and idle.amortised_usd_per_mtok is None and idle.utilisation == 0
+
+
+def test_cheapest_orders_by_marginal_cost_a_full_gpu_is_not_free() -> None:
+    text = dedent("""\
+        version: 1
+        backends:
+          gpu: {kind: vllm, base_url: http://gpu/v1, model: m, capacity: {slots: 2},
+                price: {gpu_hour_usd: 36, tokens_per_s: 100}}
+          mini: {kind: openai, model: gpt-4o-mini, api_key: sk, price: {input_per_mtok_usd: 0.15, output_per_mtok_usd: 0.6}}
+          big: {kind: openai, model: gpt-4o, api_key: sk, price: {input_per_mtok_usd: 2.5, output_per_mtok_usd: 10}}
+        models:
+          chat: {targets: [big, gpu, mini]}
+        rules:
+          - {name: cheap, route: {strategy: cheapest}}
+        """)
+    planner = Planner(load_policy_text(text, {}, kinds=KIND_TABLE))
+    request = facts("chat", tokens=1000, max_tokens=100)
+    assert planner.plan(request, {"gpu": BackendLoad(busy=1)}).targets == ("gpu", "mini", "big")  # a free slot: ~$0
+    # both slots busy: the GPU at its amortised $100/M tokens is dearer than either closed model
+    assert planner.plan(request, {"gpu": BackendLoad(busy=2)}).targets == ("mini", "big", "gpu")
