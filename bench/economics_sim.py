@@ -268,7 +268,7 @@ class GpuSpec:
     batch_slowdown: float = 0.03  # decode slows by this fraction per other running request
     kv_tokens: int = 65536  # KV-cache capacity in tokens (for kv_cache_usage_perc)
     max_model_len: int = 8192
-    gpu_hour_usd: float = 2.0  # what the GPU costs per hour (amortised cost)
+    gpu_hour_usd: float = 3.0  # what the GPU costs per hour (amortised cost)
     model: str = "meta-llama/Llama-3.1-8B-Instruct"
 
 
@@ -466,15 +466,15 @@ _SYSTEM = "You are a helpful assistant for the operations team. Answer clearly a
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    duration_s: float = 75.0
-    base_rate: float = 1.5  # arrivals per second outside bursts
+    duration_s: float = 90.0
+    base_rate: float = 1.4  # arrivals per second outside bursts
     burst_every_s: float = 30.0  # every this many seconds, the last…
     burst_s: float = 10.0  # …this many are a burst at burst_factor × base_rate (first burst: 20-30 s)
     burst_factor: float = 3.0
     prompt_median: int = 400  # tokens; log-normal
     prompt_sigma: float = 0.9
     prompt_max: int = 4000
-    output_median: int = 50  # tokens; log-normal
+    output_median: int = 70  # tokens; log-normal
     output_sigma: float = 0.8
     output_max: int = 1024
     sensitive_share: float = 0.2

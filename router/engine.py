@@ -368,6 +368,7 @@ class _Run:
         candidates = self.candidates()
         running: dict[asyncio.Task[T], str] = {}
         started: list[str] = []
+        hedges = 0  # targets started alongside a running one (not a failover after a failure)
 
         def start_next() -> bool:
             for name, backend in candidates:
@@ -384,12 +385,14 @@ class _Run:
                 done, _ = await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     more = start_next()
+                    hedges += more
                     continue
                 for task in done:
                     name = running.pop(task)
                     exc = task.exception()
                     if exc is None:
-                        return name, task.result(), self._hedged(started, name, [t for t in done if t is not task])
+                        others = [t for t in done if t is not task]
+                        return name, task.result(), await self._hedged(started, name, others) if hedges else None
                     if not isinstance(exc, BackendError):
                         raise exc
                     self.after_failure(name, exc)  # re-raises what failing over cannot help
@@ -402,14 +405,13 @@ class _Run:
                 await asyncio.gather(*running, return_exceptions=True)
         raise self.exhausted()
 
-    def _hedged(self, started: list[str], winner: str, also_done: list[asyncio.Task[T]]) -> Hedged | None:
-        """What hedging cost: each other target that ran was cancelled once it had the prompt
-        (a provider bills the input tokens it processed); one that also finished is closed."""
+    async def _hedged(self, started: list[str], winner: str, also_done: list[asyncio.Task[T]]) -> Hedged:
+        """What hedging cost: each other target that ran (and did not fail) was cancelled once it
+        had the prompt (a provider bills the input tokens it processed); one that also finished
+        is closed."""
         for task in also_done:
             if task.exception() is None and isinstance(result := task.result(), StreamAnswer):
-                asyncio.get_running_loop().create_task(result.close())
-        if len(started) == 1:
-            return None
+                await result.close()
         prices, tokens = self.engine.runtime.planner.prices, self.plan.input_tokens
         losers = [n for n in started if n != winner and n not in {f for f, _ in self.failures}]
         spent = sum(cost(prices[n], tokens, 0) for n in losers if prices[n].source != "unknown")

@@ -140,3 +140,14 @@ async def test_explain_shows_predictions_and_metrics_calibrate_them(gateway, ups
         async with http.post(url + "/v1/route/explain", json=body) as r:
             observed = next(c for c in (await r.json())["candidates"] if c["backend"] == "gpu")["prediction"]
         assert observed["basis"] == "observed"  # the gateway's own measurements of the fake replaced the defaults
+
+
+async def test_a_failover_is_not_a_hedge(gateway, upstreams) -> None:
+    gpu, cloud = upstreams
+    url = await gateway(policy(gpu, cloud).replace("timeouts: {first_token_s: 20}", "retry: {attempts: 1}"))
+    gpu.faults.push(Fault(status=503))
+    raw = await client(url).chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    assert raw.headers["x-switchyard-backend"] == "cloud" and raw.headers["x-switchyard-tried"] == "gpu"
+    async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as r:
+        assert "switchyard_hedges_total{" not in await r.text()
