@@ -129,8 +129,14 @@ cmd_start() {
   local port=${1:?usage: start PORT [PIDFILE]} pidfile=${2:-}
   cmd_install >/dev/null
   local bin; bin=$(binary)
+  # --slot-prompt-similarity 0: a request takes the least recently used slot and its prompt's
+  # longest cached prefix is restored from the host-RAM prompt cache (--cache-ram, 8 GiB by
+  # default). With the default 0.1, a new conversation that shares a long system prompt reuses
+  # the slot of another conversation and evicts its history: follow-up turns then find only the
+  # system prompt cached (docs/operations.md, "llama.cpp replicas").
   local args=(-m "$MODEL" --host 127.0.0.1 --port "$port" -c "${LLAMA_CTX:-4096}" -np "${LLAMA_SLOTS:-4}"
               -t "${LLAMA_THREADS:-2}" --alias gemma-3-270m --metrics --slots --no-webui
+              --slot-prompt-similarity "${LLAMA_SLOT_SIMILARITY:-0}"
               --chat-template-file "$HERE/gemma.jinja")
   [ -n "${LLAMA_API_KEY:-}" ] && args+=(--api-key "$LLAMA_API_KEY")
   log "starting llama-server on 127.0.0.1:$port"
