@@ -7,23 +7,22 @@ provider; what each policy costs, how much stays on the GPU, and what latency us
 The upstreams are ``bench/economics_sim.py``, run in this process (their timing is real
 ``asyncio.sleep``; the report shows the event loop's worst lag, so a distorted run shows):
 
-* **GPU**: a vLLM server with 4 slots (continuous batching, FIFO queue behind them), prefill
-  5000 tokens/s, decode 60 tokens/s per request (3 % slower per other running request),
-  vLLM's ``/metrics``; it costs ``gpu_hour_usd`` ($3/h), also written into the policy as the
-  backend's ``price`` (with ``tokens_per_s`` = slots × decode speed).
+* **GPU**: a vLLM server with 16 slots (continuous batching, FIFO queue behind them),
+  prefill 5000 tokens/s, decode 60 tokens/s per request (2 % slower per other running
+  request), vLLM's ``/metrics``; it costs ``gpu_hour_usd`` ($3/h), also written into the
+  policy as the backend's ``price`` (with ``tokens_per_s`` = slots × decode speed).
 * **closed**: a gpt-4o-class provider: TTFT 0.35 s ± 0.08 s, 80 tokens/s, 600 requests per
   minute (then 429), $2.50 / $10.00 per million input / output tokens, key checked.
 
-The workload (``economics_sim.workload``, seeded): 90 s of Poisson arrivals at 1.4/s, ×3 for
-the last 10 s of every 30 s (mean 2.33/s, about 210 requests); prompts log-normal (median 400
+The workload (``economics_sim.workload``, seeded): 90 s of Poisson arrivals at 3.5/s, ×3 for
+the last 10 s of every 30 s (mean 5.83/s, about 515 requests); prompts log-normal (median 400
 tokens, σ 0.9, ≤ 4000), answers log-normal (median 70 tokens, σ 0.8, ≤ 1024; sent as
 ``max_tokens``, and the simulated answer is exactly that long); 20 % carry a test card
 number or IBAN (the gateway's detectors rate them ``restricted``), 60 % are streamed. The
-GPU serves about 2.2 requests/s (1.8 s per request on average): the whole workload is about
-its capacity on average and 1.9× it during bursts (all-self-hosted: a backlog); under the
-shipped spillover it is 70-80 % busy. Short runs vary with the seed and from run to run (the
-shipped spillover: 72-87 % on the GPU and TTFT p99 4-8 s over seeds 1-3); compare policies on
-the same seed, better over a few seeds, or run longer (``--duration``).
+GPU is offered about 80 % of what it can serve on average and about 1.4× during bursts.
+Short runs vary with the seed and from run to run; compare policies on the same seed,
+better over a few seeds, or run longer (``--duration``). ``--quick`` is a 4 s smoke run on a
+smaller workload.
 
 Each scenario (``SCENARIOS``) starts fresh simulators and its own gateway process
 (``switchyard serve``) with a policy written to a temporary directory, then replays the
