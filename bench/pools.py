@@ -7,7 +7,7 @@ Starts three ``llama-server`` replicas (Gemma 3 270M, 2 slots, 1 thread each: th
 2 cores) with ``deploy/local-model/llamacpp.sh``, and for each placement — ``round_robin``,
 ``least_loaded``, ``affinity``, and ``affinity`` behind three gateway processes that the
 client takes turns with (sharing placements over Redis, ``SWITCHYARD_BENCH_REDIS_URL``,
-default ``redis://127.0.0.1:6379/0``) — restarts the replicas (empty caches), starts the gateway(s) and
+default ``redis://127.0.0.1:6379/14``) — restarts the replicas (empty caches), starts the gateway(s) and
 replays the same workload: N conversations × T turns with a long shared system prompt and
 growing histories, turns interleaved (turn 1 of every conversation, then turn 2, …), three
 requests in flight, streamed, 8 answer tokens.
@@ -84,7 +84,7 @@ def _env(slots: int) -> dict[str, str]:
 SLOTS = 2
 ANSWER_TOKENS = 8
 #: several gateway processes share placements over Redis (as a scaled-out deployment does)
-REDIS_URL = os.environ.get("SWITCHYARD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("SWITCHYARD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")  # a database of its own
 
 
 def start_replicas(tmp: Path) -> list[tuple[int, Path]]:

@@ -524,7 +524,7 @@ async def test_explain_shows_facts_rules_decision_and_candidates_without_calling
     assert result["rules"][2]["why"] == "not evaluated: an earlier rule matched"
     assert result["decision"] == {"rule": "sensitive-stays-home", "strategy": "priority", "denied": None,
                                   "unavailable": None, "targets": ["local"], "allowed": ["local"],
-                                  "spilling": [], "redact": []}
+                                  "spilling": [], "redact": [], "slo": None, "hedge": None, "late": {}}
 
     harmless = {"model": "chat", "max_tokens": 10, "messages": HELLO}
     _, result = await explain(url, harmless)

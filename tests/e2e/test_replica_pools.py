@@ -74,7 +74,7 @@ async def test_gateways_sharing_redis_learn_each_others_placements(gateway, stac
     hashing ranks first, which A is busy with; gateway B, idle, hears of it over Redis and sends
     the next turn there too."""
     fakes = [await stack.enter_async_context(FakeOpenAI(name=f"r{i}")) for i in range(3)]
-    shared = Settings(access_log=False, redis_url="redis://127.0.0.1:6379/0")
+    shared = Settings(access_log=False, redis_url="redis://127.0.0.1:6379/13")  # a database with no virtual keys
     a, b = await gateway(pool_policy(fakes), settings=shared), await gateway(pool_policy(fakes), settings=shared)
     ids = [f"replica-{i}" for i in range(3)]
 
