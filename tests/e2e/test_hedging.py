@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import aiohttp
 import openai
@@ -35,6 +36,12 @@ models:
 
 def client(url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=15)
+
+
+async def ask(url: str, content: str = "hi") -> Any:
+    """One short non-streamed request; the raw response (its headers say who answered)."""
+    return await client(url).chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": content}], max_tokens=8)
 
 
 @pytest.fixture
@@ -72,8 +79,7 @@ async def test_a_slow_first_target_is_hedged_and_the_first_answer_wins(gateway, 
 async def test_a_fast_first_target_is_not_hedged(gateway, upstreams) -> None:
     gpu, cloud = upstreams
     url = await gateway(policy(gpu, cloud, "hedge: {after_s: 5}"))
-    raw = await client(url).chat.completions.with_raw_response.create(
-        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    raw = await ask(url)
     assert raw.headers["x-switchyard-backend"] == "gpu" and not cloud.calls(CHAT)
 
 
@@ -81,8 +87,7 @@ async def test_a_request_that_must_stay_home_is_never_hedged(gateway, upstreams)
     gpu, cloud = upstreams
     url = await gateway(policy(gpu, cloud))
     gpu.faults.push(Fault(delay_s=1.0))
-    raw = await client(url).chat.completions.with_raw_response.create(
-        model="chat", messages=[{"role": "user", "content": CARD}], max_tokens=8)
+    raw = await ask(url, CARD)
     assert raw.headers["x-switchyard-backend"] == "gpu" and raw.headers["x-switchyard-sensitivity"] == "restricted"
     assert not cloud.calls(CHAT)  # waited for the gpu: the card number never left
 
@@ -91,8 +96,7 @@ async def test_without_a_hedge_the_slow_target_is_waited_for(gateway, upstreams)
     gpu, cloud = upstreams
     url = await gateway(policy(gpu, cloud, "description: no hedge"))
     gpu.faults.push(Fault(delay_s=1.0))
-    raw = await client(url).chat.completions.with_raw_response.create(
-        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    raw = await ask(url)
     assert raw.headers["x-switchyard-backend"] == "gpu" and not cloud.calls(CHAT)
 
 
@@ -101,8 +105,7 @@ async def test_a_hedge_that_fails_leaves_the_first_target_to_answer(gateway, ups
     url = await gateway(policy(gpu, cloud))
     gpu.faults.push(Fault(delay_s=1.0))
     cloud.faults.always(Fault(status=503))
-    raw = await client(url).chat.completions.with_raw_response.create(
-        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    raw = await ask(url)
     assert raw.headers["x-switchyard-backend"] == "gpu" and cloud.calls(CHAT)
 
 
@@ -146,8 +149,7 @@ async def test_a_failover_is_not_a_hedge(gateway, upstreams) -> None:
     gpu, cloud = upstreams
     url = await gateway(policy(gpu, cloud).replace("timeouts: {first_token_s: 20}", "retry: {attempts: 1}"))
     gpu.faults.push(Fault(status=503))
-    raw = await client(url).chat.completions.with_raw_response.create(
-        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    raw = await ask(url)
     assert raw.headers["x-switchyard-backend"] == "cloud" and raw.headers["x-switchyard-tried"] == "gpu"
     async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as r:
         assert "switchyard_hedges_total{" not in await r.text()
