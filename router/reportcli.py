@@ -105,4 +105,23 @@ def render(data: Mapping[str, Any], since: str) -> str:
         out.append(_table(title, ("name", "spend"), [(name, _usd(v)) for name, v in rows]))
     out.append(_table("Top rules", ("rule", "requests", "spend"), [
         (r["rule"], str(r["requests"]), _usd(r["spend_usd"])) for r in data["top_rules"]]))
+    out.append(_economics(data.get("economics")))
     return "".join(out)
+
+
+def _economics(eco: Mapping[str, Any] | None) -> str:
+    """The cost views and each GPU's utilisation and break-even (only a gateway knows the prices)."""
+    if not eco:
+        return "GPU economics\n  (ask a running gateway, --url: it knows the policy's prices)\n\n"
+    views = _table("Cost views", ("", "value"), [
+        ("billed (GPUs at their amortised per-token price)", _usd(eco.get("spend_usd"))),
+        ("marginal (GPU tokens at ~0: their hours are paid anyway)", _usd(eco.get("marginal_usd"))),
+        ("owned (closed spend + GPU hours, busy or idle)", _usd(eco.get("owned_usd"))),
+        ("the same traffic all-closed (reference model)", _usd(eco.get("all_closed_usd")))])
+    gpus = _table("GPU economics", ("backend", "$/hour", "tokens served", "utilisation", "amortised $/M tok",
+                                    "break-even utilisation"), [
+        (g["backend"], _usd(g["gpu_hour_usd"]), str(g["served_tokens"]), _pct(g["utilisation"]),
+         _usd(g["amortised_usd_per_mtok"]),
+         ", ".join(f"{m} {_pct(u)}{' (never)' if u > 1 else ''}" for m, u in sorted(g["break_even"].items())) or "-")
+        for g in eco.get("gpus", [])])
+    return views + gpus

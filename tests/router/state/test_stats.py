@@ -64,6 +64,13 @@ async def test_counters_read_back_as_the_dashboard_json(store: Store) -> None:
     assert data["teams"]["batch"]["spend_usd"] == pytest.approx(0.01)
     text = render(data | {"source": "test"}, "5m")
     assert "batch" in text and "$0.020000" in text and "burst" in text
+    assert "ask a running gateway" in text  # no prices in the counters: the economics need the policy
+    economics = {"spend_usd": 0.02, "marginal_usd": 0.015, "owned_usd": 0.09, "all_closed_usd": 0.4,
+                 "gpus": [{"backend": "gpu", "gpu_hour_usd": 2.0, "tokens_per_s": 50, "served_tokens": 1200,
+                           "utilisation": 0.3, "amortised_usd": 0.03, "amortised_usd_per_mtok": 25.0,
+                           "break_even": {"gpt-mini": 23.7, "gpt-4o": 0.25}}]}
+    text = render(data | {"source": "test", "economics": economics}, "5m")
+    assert "$0.090000" in text and "30.0%" in text and "gpt-4o 25.0%" in text and "gpt-mini 2370.0% (never)" in text
 
 
 def test_histogram_buckets_are_ordered_and_tight() -> None:
