@@ -24,6 +24,8 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 from policies.conditions import Context
 from policies.errors import UnknownAlias
@@ -37,6 +39,7 @@ from policies.rules import CompiledRule
 __all__ = ["Candidate", "Plan", "Planner", "RuleTrace"]
 
 _NO_LOAD: Mapping[str, BackendLoad] = {}
+_NONE: Mapping[str, Any] = MappingProxyType({})  # plans without predictions share it (read-only)
 _OK = BackendLoad()
 _INF = float("inf")
 
@@ -120,14 +123,18 @@ class Planner:
                         candidates=tuple(candidates))
         estimates = self._estimates(allowed, facts)
         spilled = _spilling(route.spillover, allowed, load, spilling, self._self_hosted)
-        slo = route.slo or alias.slo
-        may_leave = not all(self._self_hosted[b] for b in allowed)
-        predictions: dict[str, Prediction] = {}
-        late: dict[str, str] = {}
-        if slo is not None or explain or (may_leave and any(b in self._reserving for b in allowed)) or \
-                (route.strategy == "cheapest" and any(b in self._sized for b in allowed)):
-            predictions, late = self._predict(allowed, facts, load, slo, may_leave)
-        order = self._order(route, allowed, estimates, load, spilled | set(late), rng, predictions)
+        slo, hedge = route.slo or alias.slo, route.hedge or alias.hedge
+        predictions: Mapping[str, Prediction] = _NONE
+        late: Mapping[str, str] = _NONE
+        if slo is not None or hedge is not None or explain or self._reserving or \
+                (route.strategy == "cheapest" and self._sized):  # else (most policies) none of this runs
+            may_leave = not all(self._self_hosted[b] for b in allowed)
+            hedge = hedge if may_leave else None
+            if slo is not None or explain or (may_leave and any(b in self._reserving for b in allowed)) or \
+                    (route.strategy == "cheapest" and any(b in self._sized for b in allowed)):
+                predictions, late = self._predict(allowed, facts, load, slo, may_leave)
+        order = self._order(route, allowed, estimates, load, spilled | set(late) if late else spilled, rng,
+                            predictions)
         if route.fallback == "none":
             skipped += [(b, "fallback: none") for b in order[1:]]
             order = order[:1]
@@ -136,7 +143,7 @@ class Planner:
         return Plan(facts.model, name, tuple(order), frozenset(allowed), tuple(skipped), route.strategy,
                     spilling=frozenset(spilled), spill_checked=checked, redact=frozenset(route.redact or ()),
                     estimates=estimates, candidates=tuple(candidates), trace=trace, slo=slo,
-                    hedge=(route.hedge or alias.hedge) if may_leave else None, predictions=predictions, late=late,
+                    hedge=hedge, predictions=predictions, late=late,
                     input_tokens=facts.input_tokens)
 
     def _predict(self, allowed: list[str], facts: RequestFacts, load: Mapping[str, BackendLoad],
