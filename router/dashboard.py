@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from backends import ReplicaPool
-from policies import gpu_economics
+from policies import cost, gpu_economics
 from router.errors import InvalidRequest, StatsStoreUnavailable, TelemetryOff
 from router.gateway import Gateway
 from router.reload import SERVING
@@ -30,25 +30,20 @@ _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 _HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
             "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
 _MAX_MINUTES = 90 * 1440
+#: replica states (``backends_now``) in which a replica gets requests
+_TAKES_REQUESTS = frozenset({"ok", "saturated"})
 
 
 async def refresh_gauges(gateway: Gateway, store: Store) -> None:
     """Point-in-time gauges, read when scraped: backend load and circuits, budget left per
     team and window, and whether the shared store answers."""
     telemetry = gateway.telemetry
-    load, circuits = gateway.load.snapshot(), gateway.engine.circuits.snapshot()
-    for name in gateway.runtime.backends:
-        sample = load.get(name)
-        telemetry.backend_state(name, sample.queue if sample else None, sample.in_flight if sample else 0,
-                                str(circuits.get(name, {}).get("state", "closed")))
-        backend = gateway.runtime.backends[name]
-        if isinstance(backend, ReplicaPool):
-            for replica in backend.snapshot():
-                address = _address(str(replica["url"]))
-                queue = replica["queue"]
-                telemetry.replica_state(name, address, int(str(replica["in_flight"])),
-                                        float(queue) if isinstance(queue, int | float) else None,
-                                        not replica["draining"] and not replica["out_for_s"])
+    for backend in backends_now(gateway):  # the same view the dashboard's "Backends now" table shows
+        name = backend["name"]
+        telemetry.backend_state(name, backend["queue"], backend["in_flight"], backend["circuit"])
+        for replica in backend.get("replicas", ()):
+            telemetry.replica_state(name, replica["address"], replica["in_flight"], replica["queue"],
+                                    replica["state"] in _TAKES_REQUESTS)
     try:
         async with asyncio.timeout(1.0):
             await store.ping()
@@ -127,8 +122,7 @@ def economics(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
     gpus = gpu_economics(policy, prices, served, seconds, reference)
     totals = body["totals"]
     spend, savings = float(totals["spend_usd"]), float(totals["savings_usd"])
-    self_hosted_spend = sum(served.get(g.backend, (0, 0))[0] * prices[g.backend].input
-                            + served.get(g.backend, (0, 0))[1] * prices[g.backend].output for g in gpus)
+    self_hosted_spend = sum(cost(prices[g.backend], *served.get(g.backend, (0, 0))) for g in gpus)
     return {
         "spend_usd": round(spend, 9),  # as billed: closed at their prices, GPUs per token (amortised)
         "marginal_usd": round(spend - self_hosted_spend, 9),  # the GPUs' tokens at ~0: they are paid anyway

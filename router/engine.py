@@ -19,7 +19,7 @@ With ``hedge`` (opt-in, a request that may leave): when the running attempt has 
 nothing — a stream's first event, a whole answer otherwise — ``after_s`` in, the next target
 starts *in parallel*; the first to produce wins, the others are cancelled (their leases
 abandoned, their connections closed). The cancelled attempts' input tokens are billed as a
-provider bills them (``Answer.hedge_cost_usd``). Hedges only ever start plan targets.
+provider bills them (``Hedged.cost_usd``, on the answer). Hedges only ever start plan targets.
 
 Streams fail over invisibly until their first event is read here; after that,
 ``recover`` continues a broken stream on another allowed target that can take the
