@@ -13,7 +13,7 @@ from backends.kinds import CLOSED_TRAITS, DIRECT_KINDS, KIND_TRAITS, KindTraits,
 from backends.pool import Discovery, PlacementSpec, ReplicaPool, session_of
 from backends.registry import build_backend, check_kind, provider_price
 from backends.scrub import Scrubber
-from backends.types import Api, BackendRequest, BackendResponse, BackendStream, Health
+from backends.types import Api, BackendRequest, BackendResponse, BackendStream, Health, stream_ready
 
 __all__ = [
     "CLOSED_TRAITS",
@@ -38,4 +38,5 @@ __all__ = [
     "kind_traits",
     "provider_price",
     "session_of",
+    "stream_ready",
 ]

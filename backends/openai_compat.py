@@ -12,7 +12,6 @@ Must not import ``router`` or ``policies``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
@@ -161,9 +160,21 @@ class OpenAICompatBackend:
         return None
 
 
+class _Idle(Exception):
+    """Set on the response body by the idle watchdog: no event within ``idle_s``."""
+
+
 class PassthroughStream:
     """Relays an upstream SSE body as complete events. The first event must arrive by
-    ``first_deadline`` (loop time, counted from the request); later ones within ``idle_s``."""
+    ``first_deadline`` (loop time, counted from the request); later ones within ``idle_s``.
+
+    An async iterator written out (not an async generator): per event it only pops what the
+    last read brought, and ``ready()`` tells the relay that more is already in hand (so it can
+    write them to the client in one go). The idle limit is a watchdog timer armed once per
+    ``idle_s``, not a timeout per read."""
+
+    __slots__ = ("_backend", "_resp", "_first_deadline", "_limits", "_splitter", "_events", "_next",
+                 "_finished", "_first", "_over", "_waiting_since", "_watchdog")
 
     def __init__(self, backend: str, resp: aiohttp.ClientResponse, first_deadline: float,
                  limits: TimeLimits) -> None:
@@ -171,48 +182,103 @@ class PassthroughStream:
         self._resp = resp
         self._first_deadline = first_deadline
         self._limits = limits
+        self._splitter = SSESplitter()
+        self._events: list[bytes] = []
+        self._next = 0
+        self._finished = self._over = False
+        self._first = True
+        self._waiting_since: float | None = None  # loop time a read started; None: not reading
+        self._watchdog: asyncio.TimerHandle | None = None
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._events()
+    def __aiter__(self) -> PassthroughStream:
+        return self
 
-    async def _events(self) -> AsyncIterator[bytes]:
-        splitter, finished, first = SSESplitter(), False, True
+    def ready(self) -> bool:
+        """The next event is already here: ``__anext__`` returns it without waiting."""
+        return self._next < len(self._events)
+
+    async def __anext__(self) -> bytes:
+        while self._next >= len(self._events):
+            if self._over:
+                raise StopAsyncIteration
+            chunk = await self._read()
+            if not chunk:
+                self._end()
+                if not self._finished:
+                    raise StreamBroken(f"{self._backend} closed the stream before it was complete",
+                                       backend=self._backend)
+                self._events, self._next = [DONE], 0  # complete answer, upstream just forgot the sentinel
+                break
+            self._events, self._next = self._splitter.feed(chunk), 0
+        event = self._events[self._next]
+        self._next += 1
+        if event.startswith(_ERROR_EVENT):
+            self._end()
+            raise StreamBroken(_event_error(event), backend=self._backend)
+        if not self._finished:
+            self._finished = any(m in event for m in _FINISHED)
+        if event == DONE:
+            self._end()
+            self._events, self._next = [], 0
+        return event
+
+    def _end(self) -> None:
+        """The body is over (or broken): the connection goes back to the pool."""
+        if not self._over:
+            self._over = True
+            self._stop_watchdog()
+            self._resp.release()
+
+    async def _read(self) -> bytes:
         content = self._resp.content
         try:
-            while True:
-                chunk = await self._read(content, first)
-                first = False
-                if not chunk:
-                    break
-                for event in splitter.feed(chunk):
-                    if event.startswith(_ERROR_EVENT):
-                        raise StreamBroken(_event_error(event), backend=self._backend)
-                    finished = finished or any(m in event for m in _FINISHED)
-                    yield event
-                    if event == DONE:
-                        return
-        finally:
-            self._resp.release()
-        if not finished:
-            raise StreamBroken(f"{self._backend} closed the stream before it was complete",
-                               backend=self._backend)
-        yield DONE  # complete answer, upstream just forgot the sentinel
-
-    async def _read(self, content: aiohttp.StreamReader, first: bool) -> bytes:
-        loop = asyncio.get_running_loop()
-        deadline = self._first_deadline if first else loop.time() + self._limits.idle_s
-        try:
-            async with asyncio.timeout_at(deadline):
+            if self._first:
+                self._first = False
+                async with asyncio.timeout_at(self._first_deadline):
+                    return await content.readany()
+            self._waiting_since = asyncio.get_running_loop().time()
+            if self._watchdog is None:
+                self._arm(self._waiting_since)
+            try:
                 return await content.readany()
+            finally:
+                self._waiting_since = None
         except TimeoutError:
-            what = (f"first token within {self._limits.first_token_s:g} s" if first
-                    else f"next event within {self._limits.idle_s:g} s")
-            raise UpstreamTimeout(f"{self._backend} sent no {what}", backend=self._backend) from None
+            self._end()
+            raise UpstreamTimeout(f"{self._backend} sent no first token within {self._limits.first_token_s:g} s",
+                                  backend=self._backend) from None
+        except _Idle:
+            self._end()
+            raise UpstreamTimeout(f"{self._backend} sent no next event within {self._limits.idle_s:g} s",
+                                  backend=self._backend) from None
         except aiohttp.ClientError as exc:
+            self._end()
             raise StreamBroken(f"{self._backend} stream failed: {exc.__class__.__name__}",
                                backend=self._backend) from exc
 
+    def _arm(self, since: float) -> None:
+        self._watchdog = asyncio.get_running_loop().call_at(since + self._limits.idle_s, self._check)
+
+    def _check(self) -> None:
+        """The watchdog: a read waiting ``idle_s`` or more fails; otherwise look again when the
+        current read would reach it (no read now: the next read re-arms)."""
+        self._watchdog = None
+        since = self._waiting_since
+        if since is None or self._over:
+            return
+        if asyncio.get_running_loop().time() - since >= self._limits.idle_s:
+            self._resp.content.set_exception(_Idle())
+        else:
+            self._arm(since)
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
     async def aclose(self) -> None:
+        self._over = True
+        self._stop_watchdog()
         self._resp.close()
 
 

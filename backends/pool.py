@@ -43,7 +43,7 @@ import logging
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -51,7 +51,7 @@ import orjson
 from backends.base import Backend
 from backends.errors import BackendError, UpstreamConnectError
 from backends.metrics import LoadSample
-from backends.types import BackendRequest, BackendResponse, BackendStream, Health
+from backends.types import BackendRequest, BackendResponse, BackendStream, Health, stream_ready
 
 __all__ = ["Discovery", "Placement", "PlacementSpec", "ReplicaPool", "conversation_head", "prefix_blocks", "resolve",
            "session_key", "session_of"]
@@ -262,23 +262,29 @@ class Placement:
 class _CountedStream:
     """A replica's stream that leaves its in-flight count when it is closed or ends."""
 
-    __slots__ = ("_inner", "_pool", "_replica", "_done", "replica")
+    __slots__ = ("_inner", "_events", "_pool", "_replica", "_done", "_over", "replica", "ready")
 
     def __init__(self, inner: BackendStream, pool: ReplicaPool, replica: _Replica, index: int) -> None:
-        self._inner, self._pool, self._replica, self._done = inner, pool, replica, False
+        self._inner, self._pool, self._replica, self._done, self._over = inner, pool, replica, False, False
+        self._events = aiter(inner)
         self.replica = index  # which replica (``x-switchyard-replica``)
+        self.ready = stream_ready(inner)
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._events()
+    def __aiter__(self) -> _CountedStream:
+        return self
 
-    async def _events(self) -> AsyncIterator[bytes]:
+    async def __anext__(self) -> bytes:
         try:
-            async for event in self._inner:
-                yield event
+            return await anext(self._events)
+        except StopAsyncIteration:
+            if not self._over:
+                self._over = True
+                self._pool.succeeded(self._replica)
+            raise
         except BackendError:
+            self._over = True
             self._pool.failed(self._replica)
             raise
-        self._pool.succeeded(self._replica)
 
     async def aclose(self) -> None:
         if not self._done:

@@ -20,14 +20,14 @@ exception under it carries the unscrubbed text. Must not import ``router`` or ``
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from backends.base import Backend, BackendConfig
 from backends.errors import BackendError
 from backends.metrics import LoadSample
-from backends.types import BackendRequest, BackendResponse, BackendStream, Health
+from backends.types import BackendRequest, BackendResponse, BackendStream, Health, stream_ready
 
 __all__ = ["REDACTED", "Scrubber", "ScrubbedBackend", "ScrubbedStream"]
 
@@ -220,19 +220,20 @@ class ScrubbedBackend:
 class ScrubbedStream:
     """A ``BackendStream`` whose mid-stream errors are scrubbed."""
 
-    __slots__ = ("_inner", "_scrubber")
+    __slots__ = ("_inner", "_events", "_scrubber", "ready")
 
     def __init__(self, inner: BackendStream, scrubber: Scrubber) -> None:
         self._inner = inner
+        self._events = aiter(inner)
         self._scrubber = scrubber
+        self.ready = stream_ready(inner)
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._events()
+    def __aiter__(self) -> ScrubbedStream:
+        return self
 
-    async def _events(self) -> AsyncIterator[bytes]:
+    async def __anext__(self) -> bytes:
         try:
-            async for event in self._inner:
-                yield event
+            return await anext(self._events)
         except BackendError as exc:
             raise self._scrubber.error(exc) from None
 

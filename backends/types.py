@@ -7,11 +7,11 @@ Must not import ``router`` or ``policies``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-__all__ = ["Api", "BackendRequest", "BackendResponse", "BackendStream", "Health"]
+__all__ = ["Api", "BackendRequest", "BackendResponse", "BackendStream", "Health", "stream_ready"]
 
 #: The upstream API a request is for (its path below an OpenAI-compatible ``base_url`` is
 #: ``ENDPOINT_PATHS[api]``).
@@ -65,6 +65,18 @@ class BackendStream(Protocol):
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
     async def aclose(self) -> None: ...
+
+
+def _never() -> bool:
+    return False
+
+
+def stream_ready(stream: BackendStream) -> Callable[[], bool]:
+    """The stream's ``ready()`` — true when its next event is already received, so that the
+    relay can write what arrived together to the client in one write — or, for a stream
+    without one (events one at a time, e.g. litellm's), a function that always says no."""
+    ready = getattr(stream, "ready", None)
+    return ready if callable(ready) else _never
 
 
 @dataclass(frozen=True, slots=True)

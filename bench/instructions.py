@@ -115,7 +115,8 @@ def run(n: int, keep: Path | None = None) -> Json:
         argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                 f"--callgrind-out-file={out_dir}/callgrind.out.%p",
                 *gateway_argv(write_policy(out_dir, mock_port), gw_port)]
-        procs["gateway"] = spawn("gateway", argv, None, out_dir / "gateway.log")
+        # a fixed hash seed: string hashes (dict probes, set order) no longer differ run to run
+        procs["gateway"] = spawn("gateway", argv, None, out_dir / "gateway.log", env={"PYTHONHASHSEED": "0"})
         per_request = asyncio.run(_measure(gw_port, procs["gateway"].popen.pid, out_dir, n, procs["gateway"]))
         if keep is not None:  # the per-phase dumps, for callgrind_annotate
             keep.mkdir(parents=True, exist_ok=True)

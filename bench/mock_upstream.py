@@ -1,14 +1,16 @@
 """A fast, fixed-answer OpenAI-compatible upstream for benchmarks.
 
     python bench/mock_upstream.py --port P [--host 127.0.0.1] [--max-seconds 900]
-                                  [--delay-ms MS] [--slots N]
+                                  [--delay-ms MS] [--slots N] [--chunks N]
 
 Raw ``asyncio.Protocol`` HTTP/1.1 with keep-alive, so the mock costs as little CPU
 as possible and the numbers measured through it are dominated by the code under test.
 
 - ``POST /v1/chat/completions``: a fixed ~400-byte ``chat.completion`` JSON; with
-  ``"stream": true`` a fixed SSE stream (role chunk, 3 content chunks, finish chunk,
-  ``data: [DONE]``), sent as HTTP chunked encoding, one write per event, no delays.
+  ``"stream": true`` a fixed SSE stream of ``--chunks`` chunk events (default 5: role chunk,
+  3 content chunks, finish chunk) and ``data: [DONE]``, sent as HTTP chunked encoding, one
+  write per event, no delays. ``sse_events(chunks)`` builds the same events for a client
+  that checks what it got.
 - any ``GET`` (e.g. ``/v1/models``, used as a readiness probe): a tiny model list.
 
 It only understands what benchmark clients send: ``Content-Length`` bodies (no
@@ -36,7 +38,7 @@ from collections.abc import Callable
 
 import orjson
 
-__all__ = ["CHAT_BODY", "SSE_EVENTS", "SSE_BODY", "main"]
+__all__ = ["CHAT_BODY", "DEFAULT_CHUNKS", "SSE_EVENTS", "SSE_BODY", "main", "sse_body", "sse_events"]
 
 _MODEL = "mock-model"
 _CREATED = 1_700_000_000
@@ -60,16 +62,35 @@ def _chunk(delta: dict[str, str], finish: str | None) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def _sse_events() -> tuple[bytes, ...]:
-    words = ("Hello", " from the", " mock.")
+DEFAULT_CHUNKS = 5  # role, 3 content, finish: the stream every benchmark used before --chunks existed
+MIN_CHUNKS = 3      # role, at least one content chunk ("Hello", which translating surfaces are checked for), finish
+
+
+def sse_events(chunks: int = DEFAULT_CHUNKS) -> tuple[bytes, ...]:
+    """The streamed answer's SSE events: ``chunks`` chunk events (role chunk, ``chunks - 2``
+    content chunks, finish chunk), then ``data: [DONE]``. The default is the original stream."""
+    if chunks < MIN_CHUNKS:
+        raise ValueError(f"a stream has at least {MIN_CHUNKS} chunks, not {chunks}")
+    content = chunks - 2
+    words = ("Hello", *(" from the",) * (content - 2), " mock.") if content >= 2 else ("Hello",)
     return (_chunk({"role": "assistant", "content": ""}, None),
             *(_chunk({"content": w}, None) for w in words),
             _chunk({}, "stop"),
             b"data: [DONE]\n\n")
 
 
+def sse_body(chunks: int = DEFAULT_CHUNKS) -> bytes:
+    """The whole streamed body (all of ``sse_events(chunks)``), as a client reads it."""
+    return b"".join(sse_events(chunks))
+
+
+def _wire(events: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """``events`` as HTTP chunked-encoding frames, then the last-chunk marker."""
+    return tuple(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + (b"0\r\n\r\n",)
+
+
 CHAT_BODY: bytes = _chat_body()
-SSE_EVENTS: tuple[bytes, ...] = _sse_events()
+SSE_EVENTS: tuple[bytes, ...] = sse_events()
 SSE_BODY: bytes = b"".join(SSE_EVENTS)
 _MODELS_BODY = orjson.dumps({"object": "list", "data": [{"id": _MODEL, "object": "model", "created": 0,
                                                          "owned_by": "bench"}]})
@@ -87,7 +108,7 @@ _BAD_REQUEST = _fixed("400 Bad Request",
                       b'{"error":{"message":"bad request","type":"invalid_request_error"}}')
 _SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
              b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n")
-_SSE_CHUNKS: tuple[bytes, ...] = tuple(b"%x\r\n%s\r\n" % (len(e), e) for e in SSE_EVENTS) + (b"0\r\n\r\n",)
+_SSE_CHUNKS: tuple[bytes, ...] = _wire(SSE_EVENTS)
 _MAX_HEAD = 64 * 1024
 _ERROR_RESPONSE = _fixed("500 Internal Server Error",
                          b'{"error":{"message":"mock upstream error","type":"server_error","param":null,"code":null}}')
@@ -95,9 +116,9 @@ _BIG_RESPONSE = _fixed("200 OK", orjson.dumps({
     "id": _ID, "object": "chat.completion", "created": _CREATED, "model": _MODEL,
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "big " * 16384}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 24, "completion_tokens": 16384, "total_tokens": 16408}}))
-_SLOW_CHUNKS: tuple[bytes, ...] = tuple(b"%x\r\n%s\r\n" % (len(e), e) for e in (
+_SLOW_CHUNKS: tuple[bytes, ...] = _wire((
     _chunk({"role": "assistant", "content": ""}, None), *(_chunk({"content": " tok"}, None) for _ in range(38)),
-    _chunk({}, "stop"), b"data: [DONE]\n\n")) + (b"0\r\n\r\n",)
+    _chunk({}, "stop"), b"data: [DONE]\n\n"))
 _SLOW_INTERVAL_S = 0.05
 
 
@@ -152,10 +173,11 @@ def _wants_stream(body: bytes) -> bool:
 class MockProtocol(asyncio.Protocol):
     """One keep-alive connection: parse pipelined requests, answer each with a fixed response."""
 
-    def __init__(self, pace: Pace | None = None) -> None:
+    def __init__(self, pace: Pace | None = None, sse_chunks: tuple[bytes, ...] = _SSE_CHUNKS) -> None:
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
         self._pace = pace if pace is not None and not pace.immediate else None
+        self._sse_chunks = sse_chunks  # the stream's wire frames (``--chunks``)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -199,15 +221,14 @@ class MockProtocol(asyncio.Protocol):
         if b"\r\nconnection: close" in head:
             transport.close()
 
-    @staticmethod
-    def _answer(transport: asyncio.Transport, head: bytes, body: bytes) -> None:
+    def _answer(self, transport: asyncio.Transport, head: bytes, body: bytes) -> None:
         if transport.is_closing():
             return  # the client left while its answer was pending
         if b'"mock:' in body and _special(transport, body):
             pass
         elif _wants_stream(body):
             transport.write(_SSE_HEAD)
-            for chunk in _SSE_CHUNKS:
+            for chunk in self._sse_chunks:
                 transport.write(chunk)
         else:
             transport.write(_JSON_RESPONSE)
@@ -242,12 +263,15 @@ def _write_if_open(transport: asyncio.Transport, data: bytes) -> None:
         transport.write(data)
 
 
-async def serve(host: str, port: int, max_seconds: float, pace: Pace | None = None) -> None:
+async def serve(host: str, port: int, max_seconds: float, pace: Pace | None = None,
+                chunks: int = DEFAULT_CHUNKS) -> None:
     loop = asyncio.get_running_loop()
+    frames = _wire(sse_events(chunks))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = await loop.create_server(lambda: MockProtocol(pace), host, port, backlog=1024, reuse_address=True)
+    server = await loop.create_server(lambda: MockProtocol(pace, frames), host, port, backlog=1024,
+                                      reuse_address=True)
     async with server:
         try:
             await asyncio.wait_for(stop.wait(), timeout=max_seconds)
@@ -262,8 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=900.0, help="exit after this long (safety)")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="send each answer this long after its request")
     parser.add_argument("--slots", type=int, default=0, help="answer at most this many at once (0: no limit)")
+    parser.add_argument("--chunks", type=int, default=DEFAULT_CHUNKS,
+                        help=f"chunk events per streamed answer, role and finish included (>= {MIN_CHUNKS})")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, args.max_seconds, Pace(args.delay_ms / 1000, args.slots)))
+    if args.chunks < MIN_CHUNKS:
+        parser.error(f"--chunks must be at least {MIN_CHUNKS}")
+    asyncio.run(serve(args.host, args.port, args.max_seconds, Pace(args.delay_ms / 1000, args.slots), args.chunks))
     return 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from policies import LoadedPolicy, PolicyError, UnknownAlias, load_policy, policy_schema_json
 from router import logfilter
 from router.runtime import KIND_TABLE, check_backends, policy_scrubber
-from router.settings import Settings
+from router.settings import LOOPS, Settings
 
 __all__ = ["main"]
 
@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-url", help="shared state for replicas (env SWITCHYARD_REDIS_URL; default in-memory)")
     serve.add_argument("--drain-s", type=float,
                        help="on SIGTERM, seconds requests in flight get to finish (env SWITCHYARD_DRAIN_S; default 10)")
+    serve.add_argument("--loop", choices=LOOPS,
+                       help="event loop (env SWITCHYARD_LOOP; default uvloop, asyncio to turn it off)")
     keys = sub.add_parser("keys", help="manage virtual keys in the shared store (Redis)")
     keys.add_argument("--redis-url", help="env SWITCHYARD_REDIS_URL")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env(os.environ, policy=args.policy, host=args.host, port=args.port,
                                      workers=args.workers, log_level=args.log_level, redis_url=args.redis_url,
-                                     drain_s=args.drain_s,
+                                     drain_s=args.drain_s, loop=args.loop,
                                      access_log=False if args.no_access_log else None)
     except ValueError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)
@@ -235,21 +237,29 @@ def _serve_one(settings: Settings, loaded: LoadedPolicy, *, reuse_port: bool,
             access_log=log.getChild("access") if settings.access_log else None, access_log_format=ACCESS_FORMAT)
 
 
-def _worker(settings: Settings, sock: socket.socket) -> None:
+def _worker(settings: Settings, port: int) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loaded = _load(settings)
     if loaded is not None:
+        sock = socket.create_server((settings.host, port), reuse_port=True, backlog=1024)
         _serve_one(settings, loaded, reuse_port=True, sock=sock)
 
 
 def _serve_many(settings: Settings) -> int:
-    """N worker processes accept on one shared listening socket; SIGTERM/SIGINT stop them all."""
-    sock = socket.create_server((settings.host, settings.port), reuse_port=True, backlog=1024)
+    """N worker processes, each with its own listening socket on the port (``SO_REUSEPORT``:
+    the kernel spreads new connections over them evenly; one socket shared by every worker
+    let whichever woke first take most of them). The master holds the port bound (not
+    listening: it gets no connections) so it is taken before any worker starts, and port 0
+    means one port for all. SIGTERM/SIGINT stop them all."""
+    holder = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((settings.host, settings.port))
+    port = holder.getsockname()[1]
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_worker, args=(settings, sock)) for _ in range(settings.workers)]
+    procs = [ctx.Process(target=_worker, args=(settings, port)) for _ in range(settings.workers)]
     for proc in procs:
         proc.start()
-    log.info("started %d workers on http://%s:%d", len(procs), settings.host, settings.port)
+    log.info("started %d workers on http://%s:%d", len(procs), settings.host, port)
 
     def stop(signum: int, frame: object) -> None:
         for proc in procs:
@@ -266,7 +276,7 @@ def _serve_many(settings: Settings) -> int:
     signal.signal(signal.SIGHUP, reload)
     for proc in procs:
         proc.join()
-    sock.close()
+    holder.close()
     return max((p.exitcode or 0) for p in procs)
 
 

@@ -371,7 +371,8 @@ class _Flight:
                 outcome = await relay_native(sink, self.gateway.engine, answer, headers)
             finally:
                 rec.upstream_s = answer.upstream_s + (time.perf_counter() - started)
-            await _to_the_end(self._settle_stream(hold, outcome))
+            settle = self._settle_stream(hold, outcome)
+            await (settle if hold.empty else _to_the_end(settle))  # an empty hold's settle never waits
 
     async def _relay(self, request: BackendRequest, answer: StreamAnswer, hold: Hold, headers: dict[str, str],
                      sink: Sink) -> None:
@@ -384,7 +385,8 @@ class _Flight:
                 outcome = await relay(sink, StreamJob(engine, self.plan, request, self.scan, rec), answer, headers)
             finally:
                 rec.upstream_s = answer.upstream_s + (time.perf_counter() - started)
-            await _to_the_end(self._settle_stream(hold, outcome))
+            settle = self._settle_stream(hold, outcome)
+            await (settle if hold.empty else _to_the_end(settle))  # an empty hold's settle never waits
 
     async def _settle_stream(self, hold: Hold, outcome: StreamOutcome) -> None:
         """Whenever the upstream produced tokens, settle what was produced: its usage, else the

@@ -9,10 +9,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-__all__ = ["DEFAULT_POLICY", "SETTINGS", "Settings"]
+__all__ = ["DEFAULT_POLICY", "LOOPS", "SETTINGS", "Settings"]
 
 #: The policy served when none is given: the local open model, closed APIs when keys are set.
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+
+#: Event loops ``serve`` can run on.
+LOOPS = ("uvloop", "asyncio")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +34,15 @@ class Settings:
     #: On SIGTERM: how long requests in flight get to finish before what still waits on an
     #: upstream is cut (streams end with an error event and [DONE]); see ``router.inflight``.
     drain_s: float = 10.0
+    #: The event loop: ``uvloop`` (libuv, about a fifth less CPU per request; see
+    #: bench/README.md) or ``asyncio`` (the standard library's, to rule uvloop out).
+    loop: str = "uvloop"
 
     def __post_init__(self) -> None:
         if not 0 <= self.drain_s <= 3600:
             raise ValueError(f"the drain deadline must be 0-3600 s, got {self.drain_s!r}")
+        if self.loop not in LOOPS:
+            raise ValueError(f"the event loop must be one of {', '.join(LOOPS)}, got {self.loop!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
@@ -52,6 +60,8 @@ class Settings:
             values["drain_s"] = _seconds(env["SWITCHYARD_DRAIN_S"], "SWITCHYARD_DRAIN_S")
         if "SWITCHYARD_LOG_LEVEL" in env:
             values["log_level"] = env["SWITCHYARD_LOG_LEVEL"].upper()
+        if "SWITCHYARD_LOOP" in env:
+            values["loop"] = env["SWITCHYARD_LOOP"].strip().lower()
         if env.get("SWITCHYARD_REDIS_URL"):
             values["redis_url"] = env["SWITCHYARD_REDIS_URL"]
         if env.get("SWITCHYARD_ADMIN_KEY"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,6 +53,10 @@ class Sink(Protocol):
 
     async def write(self, event: bytes) -> None:
         """One complete SSE event (``data: …\\n\\n``) in OpenAI's chunk format."""
+        ...
+
+    async def write_many(self, events: list[bytes]) -> None:
+        """Several complete events that arrived together, in one write to the client."""
         ...
 
     async def close(self) -> None:
@@ -246,27 +250,46 @@ async def _drain(current: StreamAnswer, grace_s: float = 0.5) -> None:
         pass  # close() closes the connection
 
 
-async def _write(sink: Sink, tracker: ChunkTracker, event: bytes) -> None:
-    out = tracker.feed(event)
-    if out is not None:
-        await sink.write(out)
-
-
 async def _pump(sink: Sink, tracker: ChunkTracker, current: StreamAnswer) -> None:
     """Relay the first event, then the rest until ``[DONE]`` or a complete answer; raises
-    ``BackendError`` on a break."""
+    ``BackendError`` on a break. Events that arrived together (``current.ready()``) are
+    written to the client in one write; every event the tracker has seen is written before
+    this returns or raises (a continuation is stitched after them)."""
     malformed = tracker.malformed
+    ready, events, feed = current.ready, current.events, tracker.feed
+    batch: list[bytes] = []
+    event = current.first
     try:
-        await _write(sink, tracker, current.first)
-        if tracker.done or tracker.complete:
-            return
-        async for event in current.events:
-            await _write(sink, tracker, event)
-            if tracker.done or tracker.complete:
-                return
-        raise UpstreamProtocolError(f"{current.backend} ended its stream before [DONE]", backend=current.backend)
+        while True:
+            out = feed(event)
+            if out is not None:
+                batch.append(out)
+            if tracker.done:
+                break
+            if tracker.complete:  # the answer is whole: [DONE] goes out with its last events
+                batch.append(DONE)
+                tracker.done = True
+                break
+            if batch and not ready():
+                await _flush(sink, batch)
+                batch = []
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                raise UpstreamProtocolError(f"{current.backend} ended its stream before [DONE]",
+                                            backend=current.backend) from None
+    except BackendError:
+        if batch:
+            await _flush(sink, batch)
+        raise
     finally:
         current.lease.malformed(tracker.malformed - malformed)
+    if batch:
+        await _flush(sink, batch)
+
+
+def _flush(sink: Sink, batch: list[bytes]) -> Awaitable[None]:
+    return sink.write(batch[0]) if len(batch) == 1 else sink.write_many(batch)
 
 
 async def _recover(sink: Sink, job: StreamJob, tracker: ChunkTracker, broken: StreamAnswer, exc: BackendError,

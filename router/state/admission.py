@@ -50,10 +50,6 @@ class Admitted:
 _NOTHING = Admitted()
 
 
-async def _nothing() -> None:
-    return None
-
-
 class Gatekeeper:
     def __init__(self, store: Store, limits: RateLimiter, budgets: Budgets, cache: ResponseCache) -> None:
         self._store, self._limits, self._budgets, self._cache = store, limits, budgets, cache
@@ -154,9 +150,11 @@ class Gatekeeper:
         when the entry shares the team's slot (``scope: team``), else two at once. Returns
         whether an entry was written (storing it releases its coalescing lock)."""
         entry = self._cache.entry(cache_key, answer) if cache_key is not None and answer is not None else None
-        if entry is None or reservation is None or not entry[0].startswith(f"{{{reservation.team}}}:"):
-            put = self._cache.put(entry[0], answer) if entry is not None and answer is not None else _nothing()
-            await asyncio.gather(self._budgets.settle(reservation, actual_usd), put)
+        if entry is None or answer is None:
+            if reservation is not None:  # nothing to store: no second step to run beside it
+                await self._budgets.settle(reservation, actual_usd)
+        elif reservation is None or not entry[0].startswith(f"{{{reservation.team}}}:"):
+            await asyncio.gather(self._budgets.settle(reservation, actual_usd), self._cache.put(entry[0], answer))
         else:
             await self._budgets.settle(reservation, actual_usd, entry)
         return entry is not None
@@ -197,6 +195,12 @@ class Hold:
 
     async def __aenter__(self) -> Hold:
         return self
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to give back or store: no reservation, no cache entry, no lock (an open
+        gateway's request). Settling it does no I/O and never waits."""
+        return self._reservation is None and self._cache_key is None and self._locked is None
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

@@ -60,6 +60,11 @@ class _TranslatingSink(SSESink):
         if out:
             await self._write(out)
 
+    async def write_many(self, events: list[bytes]) -> None:
+        out = b"".join([self._translate(event) for event in events])
+        if out:
+            await self._write(out)
+
 
 class _NativeSink(SSESink):
     """An ``SSESink`` for a stream answered natively: its events pass unchanged; only the
@@ -73,6 +78,9 @@ class _NativeSink(SSESink):
 
     async def write(self, event: bytes) -> None:
         await super().write(self._error(event) or event)  # ``_error``: None for any other event
+
+    async def write_many(self, events: list[bytes]) -> None:
+        await super().write_many([self._error(event) or event for event in events])
 
 
 def _dropped(dropped: list[str]) -> dict[str, str]:

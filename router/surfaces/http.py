@@ -42,6 +42,10 @@ class SSESink:
         assert self.response is not None, "write before open"
         await self.response.write(event)
 
+    async def write_many(self, events: list[bytes]) -> None:
+        assert self.response is not None, "write before open"
+        await self.response.write(b"".join(events))
+
     async def close(self) -> None:
         if self.response is not None:
             await self.response.write_eof()

@@ -73,6 +73,18 @@ def _wait_for_answer(url: str, proc: subprocess.Popen[str], deadline_s: float) -
     raise AssertionError(f"no answer within {deadline_s} s")
 
 
+def _models(url: str, proc: subprocess.Popen[str], deadline_s: float = 20) -> list[str]:
+    """Poll ``GET /v1/models`` until the gateway listens; the model ids it lists."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        assert proc.poll() is None
+        try:
+            return [m["id"] for m in httpx.get(url + "/v1/models", timeout=2).json()["data"]]
+        except httpx.TransportError:
+            time.sleep(0.02)  # not listening yet: poll again
+    raise AssertionError(f"not listening within {deadline_s} s")
+
+
 @pytest.mark.llamacpp
 def test_self_hosted_gateway_answers_within_2s_without_importing_litellm(tmp_path, llamacpp_url):
     pol = tmp_path / "local.yaml"
@@ -104,18 +116,99 @@ def test_serve_with_env_settings_and_two_workers(tmp_path):
     proc = subprocess.Popen([*SWITCHYARD, "serve", "--workers", "2"], cwd=ROOT, env=env,
                             stderr=subprocess.PIPE, text=True)
     try:
-        start = time.monotonic()
-        while time.monotonic() - start < 20:
-            assert proc.poll() is None
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-                break
-            except httpx.TransportError:
-                time.sleep(0.02)
-        assert r.json()["data"][0]["id"] == "chat"
+        assert _models(f"http://127.0.0.1:{port}", proc) == ["chat"]
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         assert len(children) == 2, children
     finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    # uvloop by default (a worker still starting when the test stops it logs nothing)
+    assert "serving on the uvloop event loop" in err and "asyncio event loop" not in err, err
+
+
+def test_serve_on_asyncio_when_uvloop_is_switched_off(tmp_path):
+    pol = tmp_path / "p.yaml"
+    pol.write_text("version: 1\nbackends:\n  dead: {kind: vllm, base_url: 'http://127.0.0.1:9/v1', model: m}\n"
+                   "models:\n  chat: {targets: [dead]}\n")
+    port = free_port()
+    env = {**os.environ, "SWITCHYARD_LOOP": "asyncio"}
+    proc = subprocess.Popen([*SWITCHYARD, "serve", "--policy", str(pol), "--port", str(port)], cwd=ROOT, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert _models(f"http://127.0.0.1:{port}", proc) == ["chat"]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert "serving on the asyncio event loop" in err, err
+
+
+def test_serve_refuses_an_unknown_event_loop():
+    done = run("serve", "--loop", "trio")
+    assert done.returncode == 2
+    assert "invalid choice: 'trio'" in done.stderr
+    done = run("serve", env={**os.environ, "SWITCHYARD_LOOP": "trio"})
+    assert done.returncode == 2
+    assert "the event loop must be one of uvloop, asyncio, got 'trio'" in done.stderr
+
+
+def _sockets(pid: int) -> set[int]:
+    """Inodes of the sockets a process has open."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(int(link[8:-1]))
+    return inodes
+
+
+def _sockets_on(port: int, state: str = "01") -> set[int]:
+    """Inodes of the IPv4 TCP sockets whose local port is ``port`` in ``state`` (01:
+    established, 0A: listening)."""
+    out = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == state:
+            out.add(int(f[9]))
+    return out
+
+
+def test_two_workers_share_new_connections(tmp_path):
+    """Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads connections
+    over them. (One shared socket let one worker take 31 of 32 connections: bench/README.md.)
+    64 connections over 2 workers: each holds 32 on average; fewer than 12 has a chance of
+    about 1e-7."""
+    import socket
+
+    pol = tmp_path / "p.yaml"
+    pol.write_text("version: 1\nbackends:\n  dead: {kind: vllm, base_url: 'http://127.0.0.1:9/v1', model: m}\n"
+                   "models:\n  chat: {targets: [dead]}\n")
+    port = free_port()
+    proc = subprocess.Popen([*SWITCHYARD, "serve", "--workers", "2", "--policy", str(pol), "--port", str(port)],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    conns: list[socket.socket] = []
+    try:
+        _models(f"http://127.0.0.1:{port}", proc)
+        workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(workers) == 2
+        deadline = time.monotonic() + 20  # until both listen (the first may answer alone for a moment)
+        while not all(_sockets(int(w)) & _sockets_on(port, "0A") for w in workers):
+            assert time.monotonic() < deadline, "a worker never listened"
+            time.sleep(0.02)
+        for _ in range(64):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 ")  # accepted and answered: held by a worker
+            conns.append(s)
+        held = _sockets_on(port)
+        counts = sorted(len(_sockets(int(w)) & held) for w in workers)
+        assert sum(counts) == 64 and counts[0] >= 12, counts
+    finally:
+        for s in conns:
+            s.close()
         proc.terminate()
         proc.communicate(timeout=15)
     assert proc.returncode == 0

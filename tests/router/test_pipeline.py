@@ -152,6 +152,10 @@ class ListSink:
             raise ConnectionResetError("client went away")
         self.events.append(event)
 
+    async def write_many(self, events: list[bytes]) -> None:
+        for event in events:
+            await self.write(event)
+
     async def close(self) -> None:
         self.closed = True
 
