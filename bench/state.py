@@ -1,10 +1,11 @@
 """Shared-state cost: microseconds the request path adds for virtual keys, rate limits,
 budgets and the response cache — Redis on loopback vs the in-memory store.
 
-    .venv/bin/python bench/state.py [--quick] [--redis-url redis://127.0.0.1:6379/0]
+    .venv/bin/python bench/state.py [--quick] [--redis-url redis://127.0.0.1:6379/0] [--loop asyncio]
 
-Measures, in one process with asyncio (the gateway's event loop: plain asyncio), the calls
-the gateway makes per request (the same objects the handlers use):
+Measures, in one process on the gateway's event loop (uvloop; ``--loop asyncio``: the
+standard library's), the calls the gateway makes per request (the same objects the handlers
+use):
 - ``KeyRing.authenticate(headers)`` with (a) a key from the policy's ``teams.<t>.keys``
   (sha256 + constant-time compare, no I/O) and (b) a key created in the store (a lookup the
   first time, then this process's key cache, kept fresh by Redis pub/sub);
@@ -13,11 +14,16 @@ the gateway makes per request (the same objects the handlers use):
 - after the answer: ``Gatekeeper.finish``: the settlement and the cache entry, one script;
 - the full path of a request that misses the cache (store key: auth + admit + settle/put)
   and of one that hits it (auth + admit: the hit reserves and settles nothing);
+- for scale, a bare round trip: ``PING`` on a plain asyncio connection to the same Redis (no
+  client library; the memory column is an empty coroutine) — the floor under every Redis
+  call of this machine: a miss makes two, a hit one;
 at concurrency 1 (sequential awaits) and 32 (``asyncio.gather`` of 32 at a time; µs per
 request = wall / n). Each cell is the median of 5 batches of N requests (N=2000, ``--quick``
 200), after a warm-up; memory and Redis batches alternate (ABBA) so drift hits both alike.
-Target (issue 5): the full path with Redis ≤ 500 µs added at concurrency 1 over the
-in-memory store's.
+The summary also gives this process's CPU per request (``time.process_time``) for the full
+path of a miss: on a busy machine wall time drifts far more than CPU.
+Target (issue 16; issue 5 had 500 µs): the full path with Redis ≤ 300 µs added at
+concurrency 1 over the in-memory store's.
 Not in the number: ``budget_remaining`` (one more round trip, only when a rule reads it).
 The Redis keys this run creates carry a unique prefix and are deleted at the end (SCAN + DEL),
 also on errors, Ctrl-C and SIGTERM (the run stops at the next batch boundary).
@@ -34,8 +40,10 @@ import signal
 import statistics
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -54,7 +62,7 @@ from router.state.memory_store import MemoryStore  # noqa: E402
 from router.state.redis_store import RedisStore  # noqa: E402
 from router.state.store import Store  # noqa: E402
 
-TARGET_US = 500.0
+TARGET_US = 300.0
 BATCHES = 5
 CONCURRENCY = 32
 TOKENS = 300  # a request's input estimate + max_tokens
@@ -86,12 +94,30 @@ ANSWER = CachedAnswer("gpu", b'{"id":"chatcmpl-1","object":"chat.completion","ch
                              b'"usage":{"prompt_tokens":21,"completion_tokens":3,"total_tokens":24}}')
 
 Op = Callable[[], Awaitable[object]]
+PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 def headers_for(key: str) -> CIMultiDictProxy[str]:
     """What aiohttp hands the middleware (``request.headers``)."""
     return CIMultiDictProxy(CIMultiDict({"Host": "127.0.0.1:8080", "Content-Type": "application/json",
                                          "Authorization": f"Bearer {key}", "User-Agent": "OpenAI/Python 1.0"}))
+
+
+class Pings(asyncio.Protocol):
+    """Pipelined PINGs: each reply line (``+PONG``, or an error line without AUTH: a round trip
+    all the same) resolves the oldest waiting future."""
+
+    def __init__(self) -> None:
+        self.waiting: deque[asyncio.Future[None]] = deque()
+
+    def expect(self) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        for _ in range(data.count(b"\r\n")):
+            self.waiting.popleft().set_result(None)
 
 
 class Target:
@@ -106,6 +132,28 @@ class Target:
         self.store_headers: CIMultiDictProxy[str] | None = None
         self.who: Principal | None = None
         self.n = 0
+        self.ping: Op | None = None  # a bare round trip to the Redis server (``open_ping``)
+        self._ping_transport: asyncio.BaseTransport | None = None
+
+    async def open_ping(self, url: str) -> None:
+        """A plain asyncio connection to ``url``'s server (TCP only: ``redis://host:port``),
+        for the bare round-trip row; without one the row measures the empty coroutine."""
+        parts = urlsplit(url)
+        if parts.scheme != "redis":
+            return
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_connection(Pings, parts.hostname or "127.0.0.1", parts.port or 6379)
+        self._ping_transport = transport
+
+        def ping() -> asyncio.Future[None]:
+            transport.write(PING)
+            return protocol.expect()
+
+        self.ping = ping
+
+    def close_ping(self) -> None:
+        if self._ping_transport is not None:
+            self._ping_transport.close()
 
     async def setup(self) -> None:
         key, _ = await create_key(self.store, "search", name="bench")
@@ -172,6 +220,7 @@ class Target:
                 raise RuntimeError(f"{self.name}: the cached answer was not served")
 
         return {"harness (empty coroutine)": noop,
+                "round trip (bare PING)": self.ping or noop,
                 "auth: policy key": auth_policy,
                 "auth: store key": auth_store,
                 "admit (miss) + release": admit_miss,
@@ -180,9 +229,9 @@ class Target:
                 "full path: cache hit": full_hit}
 
 
-async def run_batch(op: Op, n: int, concurrency: int) -> float:
-    """µs per request for n requests (wall / n)."""
-    start = time.perf_counter_ns()
+async def run_batch(op: Op, n: int, concurrency: int) -> tuple[float, float]:
+    """(wall µs, this process's CPU µs) per request for n requests (/ n)."""
+    start, cpu = time.perf_counter_ns(), time.process_time_ns()
     if concurrency == 1:
         for _ in range(n):
             await op()
@@ -192,7 +241,7 @@ async def run_batch(op: Op, n: int, concurrency: int) -> float:
             size = min(concurrency, n - done)
             await asyncio.gather(*(op() for _ in range(size)))
             done += size
-    return (time.perf_counter_ns() - start) / n / 1000
+    return (time.perf_counter_ns() - start) / n / 1000, (time.process_time_ns() - cpu) / n / 1000
 
 
 class Stop(Exception):
@@ -217,18 +266,22 @@ class Guard:
             raise Stop(f"the measurement took more than {self.deadline_s:.0f} s")
 
 
-async def measure(ops: list[Op], n: int, warmup: int, concurrency: int, guard: Guard) -> list[list[float]]:
-    """Per target, the µs of each of the BATCHES batches; targets alternate ABBA."""
+async def measure(ops: list[Op], n: int, warmup: int, concurrency: int,
+                  guard: Guard) -> tuple[list[list[float]], list[list[float]]]:
+    """Per target, the wall µs and the CPU µs of each of the BATCHES batches; targets alternate ABBA."""
     for op in ops:
         guard.check()
         await run_batch(op, warmup, concurrency)
-    batches: list[list[float]] = [[] for _ in ops]
+    walls: list[list[float]] = [[] for _ in ops]
+    cpus: list[list[float]] = [[] for _ in ops]
     for i in range(BATCHES):
         order = range(len(ops)) if i % 2 == 0 else reversed(range(len(ops)))
         for j in order:
             guard.check()
-            batches[j].append(await run_batch(ops[j], n, concurrency))
-    return batches
+            wall, cpu = await run_batch(ops[j], n, concurrency)
+            walls[j].append(wall)
+            cpus[j].append(cpu)
+    return walls, cpus
 
 
 def cell(values: list[float]) -> str:
@@ -274,8 +327,9 @@ async def bench(args: argparse.Namespace, prefix: str, guard: Guard) -> int:
         info = await server_info(args.redis_url)
         await memory.setup()
         await rtarget.setup()
+        await rtarget.open_ping(args.redis_url)
         cpus = os.cpu_count()
-        print(f"bench/state.py  python {platform.python_version()}  redis-py {redis.__version__}  "
+        print(f"bench/state.py  python {platform.python_version()}  loop {args.loop}  redis-py {redis.__version__}  "
               f"redis-server {info.get('redis_version', '?')} at {args.redis_url}  "
               f"cpus {cpus}  load1 {os.getloadavg()[0]:.2f}")
         print(f"N={n} requests per batch, median of {BATCHES} batches (min-max), warm-up {warmup}; "
@@ -286,13 +340,15 @@ async def bench(args: argparse.Namespace, prefix: str, guard: Guard) -> int:
         print("-" * len(head))
         mem_ops, red_ops = memory.ops(), rtarget.ops()
         results: dict[tuple[str, int], tuple[float, float]] = {}
+        cpu: dict[tuple[str, int], tuple[float, float]] = {}
         for conc in (1, CONCURRENCY):
             for name in mem_ops:
                 await memory.refresh()
                 await rtarget.refresh()
-                m, r = await measure([mem_ops[name], red_ops[name]], n, warmup, conc, guard)
+                (m, r), (mc, rc) = await measure([mem_ops[name], red_ops[name]], n, warmup, conc, guard)
                 mm, rm = statistics.median(m), statistics.median(r)
                 results[(name, conc)] = (mm, rm)
+                cpu[(name, conc)] = (statistics.median(mc), statistics.median(rc))
                 print(f"{name:<30} {conc:>4}  {cell(m):>25}  {cell(r):>25}  {rm - mm:+9.1f}", flush=True)
             print()
         miss, hit = results[("full path: miss", 1)], results[("full path: cache hit", 1)]
@@ -300,6 +356,10 @@ async def bench(args: argparse.Namespace, prefix: str, guard: Guard) -> int:
         print(f"concurrency 1, full path of a cache miss (store key: auth + admit [4 windows, cache read, "
               f"3 budget counters] + settle/put): redis {miss[1]:.1f} µs, memory {miss[0]:.1f} µs -> "
               f"{added:.1f} µs added by Redis; a cache hit: redis {hit[1]:.1f} µs, memory {hit[0]:.1f} µs")
+        miss_cpu, trip = cpu[("full path: miss", 1)], results[("round trip (bare PING)", 1)][1]
+        print(f"  this process's CPU per request (full path of a miss, concurrency 1): redis {miss_cpu[1]:.1f} µs, "
+              f"memory {miss_cpu[0]:.1f} µs -> {miss_cpu[1] - miss_cpu[0]:.1f} µs added; a bare round trip to "
+              f"this Redis takes {trip:.1f} µs (a miss makes two)")
         conc = results[("full path: miss", CONCURRENCY)]
         print(f"concurrency {CONCURRENCY}: full path of a miss {conc[1]:.1f} µs (redis) / {conc[0]:.1f} µs "
               f"(memory) per request (wall / n)")
@@ -309,6 +369,7 @@ async def bench(args: argparse.Namespace, prefix: str, guard: Guard) -> int:
               f"added over memory at concurrency 1 -> {verdict}  ({added:.1f} µs)")
         return 0
     finally:
+        rtarget.close_ping()
         await redis_store.close()
 
 
@@ -343,7 +404,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N=200 per batch instead of 2000 (smoke run)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    return asyncio.run(main_async(parser.parse_args(argv)))
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="event loop to measure on (default: uvloop, the gateway's)")
+    args = parser.parse_args(argv)
+    if args.loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main_async(args))
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ PACKAGES = ("router", "policies", "backends")
 OWNERS = {
     "litellm": ("backends.litellm_backend",),
     "redis": ("router.state.redis_store",),
+    "hiredis": ("router.state.redis_lane", "router.state.redis_store"),
     "opentelemetry": ("router.telemetry",),
     "prometheus_client": ("router.telemetry",),
     "tenacity": ("router.retry",),

@@ -28,12 +28,21 @@ Key layout (``prefix`` defaults to ``switchyard``; it must not contain ``{`` or 
 - ``{prefix}:team-keys:{team}`` — set of the key hashes of a team, for listing.
   Record and set are single-key commands, so they may live in different slots.
 
+The request path's commands — the admission and settlement scripts, cache reads and locks,
+budget reads — go through a ``Lane`` (``router/state/redis_lane.py``): one pipelined
+connection of their own, opened by the client's connection class (so the same address, TLS,
+AUTH and database) and then driven without the client's per-command machinery, which cost
+about twice the round trip itself. The scripts are sent by SHA (``EVALSHA``), and in full
+(``EVAL``) when Redis answers ``NOSCRIPT``. Cluster and Sentinel clients keep the client's
+own path for every command (slot routing, failover).
+
 Failure: every Redis error or timeout becomes ``StoreUnavailable`` (short message). Each
 call gives up after ``timeout_s`` (socket timeouts plus an overall deadline; ``list_keys``:
 per round trip); a connection error is retried once, immediately (a stale pooled connection
-after a Redis restart), a timeout never.
-The pool reconnects by itself: the next call after Redis is back works. ``close()`` closes
-the pool.
+after a Redis restart), a timeout never. A call that times out retires the lane's connection
+(the next call opens another; the calls already waiting on it keep their own deadlines).
+The pool and the lane reconnect by themselves: the next call after Redis is back works.
+``close()`` closes both.
 
 Sliding-window semantics are ``memory_store``'s (shared helpers): the Lua script only reads
 the buckets, makes the all-or-nothing decision (the same arithmetic as ``window_fits``) and
@@ -44,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import re
@@ -52,7 +62,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import orjson
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -62,6 +72,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from router.state.memory_store import sliding_position, window_results
+from router.state.redis_lane import Lane
 from router.state.store import Admission, Budget, KeyRecord, StoreUnavailable, Window, WindowResult
 
 __all__ = ["RedisStore"]
@@ -69,7 +80,7 @@ __all__ = ["RedisStore"]
 _HEALTH_CHECK_INTERVAL_S = 30  # PING a pooled connection idle this long before using it
 _LIST_LIMIT = 10_000  # list_keys() returns at most this many records
 _SCAN_COUNT = 500
-_EXACT = 2**53  # a limit above this (9 million USD in nano-USD) is "no limit": cjson's doubles stay exact
+_EXACT = 2**53  # a limit above this (9 million USD in nano-USD) is "no limit": Lua's doubles stay exact
 _KEY_CACHE_MAX = 100_000  # key records cached per process (emptied when full)
 _LISTEN_POLL_S = 5.0
 _RESUBSCRIBE_S = 1.0
@@ -77,81 +88,82 @@ log = logging.getLogger("switchyard.store")
 
 # The one admission script (``hit``, ``reserve`` and ``admit`` all run it).
 # KEYS: per window its current then previous bucket; then the budget counters; then the blob
-# key, if any. ARGV[1]: one JSON array (one argument to encode instead of dozens: the client's
-# cost is per argument): n_windows, n_budgets, has_blob (0/1), f, (cost, limit) per window,
-# the bucket ttl in ms, then (amount, limit, ttl_s) per budget, then the lock's ttl in ms (0:
-# no lock; with a blob key, KEYS ends with the lock key). Counts and nano-USD amounts stay
-# below 2^53, exact in cjson's doubles.
+# key, if any (and then its lock key). ARGV, one number each (1-based): [1] n_windows,
+# [2] n_budgets, [3] has_blob (0/1), [4] f, then (cost, limit) per window, the bucket ttl in
+# ms, then (amount, limit, ttl_s) per budget, then the lock's ttl in ms (0: no lock). Counts
+# and nano-USD amounts stay below 2^53, exact in Lua's doubles; counters are read with one
+# MGET per group (windows, budgets).
 # Returns {all_fit, reserved (-1 not tried, 0 refused, 1 done), blob ('' if none or not read),
 # leader (-1 no lock asked or a blob found, 0 another request holds the lock, 1 this one took
 # it), then per window: fits, cur, prev (counts *before* this hit), then per budget its value}.
 # The window test is memory_store.window_fits, operation for operation.
 _ADMIT_LUA = """
-local a = cjson.decode(ARGV[1])
-local nw, nb, has_blob, keep = a[1], a[2], a[3] == 1, 1 - a[4]
-local lock_ms = a[5 + 2 * nw + 3 * nb + 1] or 0
+local nw, nb = tonumber(ARGV[1]), tonumber(ARGV[2])
+local keep = 1 - tonumber(ARGV[4])
 local out = {1, -1, '', -1}
-for i = 1, nw do
-  local cur = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
-  local prev = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
-  local fits = 0
-  if prev * keep + cur + a[3 + 2 * i] <= a[4 + 2 * i] then fits = 1 end
-  if fits == 0 then out[1] = 0 end
-  out[#out + 1] = fits
-  out[#out + 1] = cur
-  out[#out + 1] = prev
+if nw > 0 then
+  local counts = redis.call('MGET', unpack(KEYS, 1, 2 * nw))
+  for i = 1, nw do
+    local cur = tonumber(counts[2 * i - 1] or '0')
+    local prev = tonumber(counts[2 * i] or '0')
+    local fits = 0
+    if prev * keep + cur + tonumber(ARGV[3 + 2 * i]) <= tonumber(ARGV[4 + 2 * i]) then fits = 1 end
+    if fits == 0 then out[1] = 0 end
+    out[#out + 1] = fits
+    out[#out + 1] = cur
+    out[#out + 1] = prev
+  end
+  if out[1] == 0 then return out end
+  local ttl_ms = ARGV[5 + 2 * nw]
+  for i = 1, nw do
+    redis.call('INCRBY', KEYS[2 * i - 1], ARGV[3 + 2 * i])
+    redis.call('PEXPIRE', KEYS[2 * i - 1], ttl_ms)
+  end
 end
-if out[1] == 0 then return out end
-local ttl_ms = a[5 + 2 * nw]
-for i = 1, nw do
-  redis.call('INCRBY', KEYS[2 * i - 1], a[3 + 2 * i])
-  redis.call('PEXPIRE', KEYS[2 * i - 1], ttl_ms)
-end
-if has_blob then
+if ARGV[3] == '1' then
   local blob = redis.call('GET', KEYS[2 * nw + nb + 1])
   if blob then
     out[3] = blob
     return out
   end
-  if lock_ms > 0 then
+  local lock_ms = ARGV[6 + 2 * nw + 3 * nb]
+  if tonumber(lock_ms) > 0 then
     out[4] = 0
     if redis.call('SET', KEYS[2 * nw + nb + 2], '1', 'NX', 'PX', lock_ms) then out[4] = 1 end
   end
 end
 if nb == 0 then return out end
 local b = 5 + 2 * nw
+local values = redis.call('MGET', unpack(KEYS, 2 * nw + 1, 2 * nw + nb))
 local ok = 1
 for i = 1, nb do
-  local cur = tonumber(redis.call('GET', KEYS[2 * nw + i]) or '0')
-  if cur + a[b + 3 * i - 2] > a[b + 3 * i - 1] then ok = 0 end
+  if tonumber(values[i] or '0') + tonumber(ARGV[b + 3 * i - 2]) > tonumber(ARGV[b + 3 * i - 1]) then ok = 0 end
 end
 out[2] = ok
 for i = 1, nb do
   local key = KEYS[2 * nw + i]
   if ok == 1 then
-    out[#out + 1] = redis.call('INCRBY', key, a[b + 3 * i - 2])
-    redis.call('EXPIRE', key, a[b + 3 * i])
+    out[#out + 1] = redis.call('INCRBY', key, ARGV[b + 3 * i - 2])
+    redis.call('EXPIRE', key, ARGV[b + 3 * i])
   else
-    out[#out + 1] = tonumber(redis.call('GET', key) or '0')
+    out[#out + 1] = tonumber(values[i] or '0')
   end
 end
 return out
 """
 
-#: Unconditional adjustment (settle / release): ARGV = (delta, ttl_s) per key.
-#: KEYS: the counters, then (with a blob) the blob key and its lock key; ARGV[1]: JSON
-#: [(delta, ttl_s) per counter, then the blob's ttl_s]; ARGV[2]: the blob's value. Storing the
-#: blob releases its lock (identical requests waiting on other replicas then find the blob).
+#: Unconditional adjustment (settle / release). KEYS: the counters, then (with a blob) the blob
+#: key and its lock key. ARGV: [1] the number of counters n, then (delta, ttl_s) per counter,
+#: then (with a blob) its ttl_s and its value. Storing the blob releases its lock (identical
+#: requests waiting on other replicas then find the blob).
 _ADJUST_LUA = """
-local a = cjson.decode(ARGV[1])
-local n = #KEYS
-if ARGV[2] then n = n - 2 end
+local n = tonumber(ARGV[1])
 for i = 1, n do
-  redis.call('INCRBY', KEYS[i], a[2 * i - 1])
-  redis.call('EXPIRE', KEYS[i], a[2 * i])
+  redis.call('INCRBY', KEYS[i], ARGV[2 * i])
+  redis.call('EXPIRE', KEYS[i], ARGV[2 * i + 1])
 end
-if ARGV[2] then
-  redis.call('SET', KEYS[n + 1], ARGV[2], 'EX', a[2 * n + 1])
+if #KEYS > n then
+  redis.call('SET', KEYS[n + 1], ARGV[2 * n + 3], 'EX', ARGV[2 * n + 2])
   redis.call('DEL', KEYS[n + 2])
 end
 return 1
@@ -184,7 +196,12 @@ class RedisStore:
         client, helpers = _client(url, timeout_s)
         self._redis: Any = client  # Redis or RedisCluster: the same commands
         self._helpers: list[Any] = helpers  # closed with it
-        self._admit_script = self._redis.register_script(_ADMIT_LUA)
+        self._cluster = isinstance(client, RedisCluster)
+        #: the request path's commands (admit, settle, cache reads) on one pipelined connection
+        #: of its own; one server only (Cluster routes by slot, Sentinel follows failovers:
+        #: both keep the client's own path)
+        self._lane = Lane(self._open_lane, timeout_s) if not (self._cluster or helpers) else None
+        self._admit_script = _Script(self._redis, _ADMIT_LUA)
         self._keys_channel = f"{prefix}:keys:changed"
         self._announce_channel = f"{prefix}:announce"
         self.on_announcement: Callable[[str], None] | None = None
@@ -194,11 +211,10 @@ class RedisStore:
         self._key_generation = 0  # bumped by every change announced (and every (un)subscribe)
         self._listener: asyncio.Task[None] | None = None
         self._subscription: Any = None  # the listener's PubSub
-        self._cluster = isinstance(client, RedisCluster)
         self._pubsub_ok = not self._cluster  # no pub/sub client for Cluster here
         self._revoke_script = self._redis.register_script(_REVOKE_LUA)
-        self._probe_script = self._redis.register_script(_PROBE_LUA)
-        self._adjust_script = self._redis.register_script(_ADJUST_LUA)
+        self._probe_script = _Script(self._redis, _PROBE_LUA)
+        self._adjust_script = _Script(self._redis, _ADJUST_LUA)
 
     @asynccontextmanager
     async def _guard(self, what: str) -> AsyncIterator[None]:
@@ -210,6 +226,47 @@ class RedisStore:
             raise StoreUnavailable(f"redis {what}: no answer within {self._timeout_s:g} s") from None
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreUnavailable(f"redis {what}: {_short(exc)}") from None
+
+    async def _open_lane(self) -> asyncio.StreamWriter:
+        """A new connection of the client's own class (address, TLS, AUTH, SELECT, client name
+        as configured), connected and handed over to the lane: the connection object lets go
+        of its streams (the lane keeps the writer for its transport)."""
+        connection = self._redis.connection_pool.make_connection()
+        await connection.connect()
+        writer = getattr(connection, "_writer", None)
+        if not isinstance(writer, asyncio.StreamWriter):
+            raise RedisConnectionError("connected without a stream")
+        connection._reader = connection._writer = None  # the lane owns the connection now
+        return writer
+
+    async def _call(self, what: str, command: tuple[Any, ...], fallback: tuple[Any, ...] | None = None) -> Any:
+        """One command on the lane, by one deadline; ``fallback`` is sent when the first reply
+        is ``NOSCRIPT`` (a restarted Redis: EVAL loads the script again). Failures as ``_guard``."""
+        lane = self._lane
+        assert lane is not None
+        try:
+            deadline = lane.deadline()
+            try:
+                return await lane.call(hiredis.pack_command(command), deadline)
+            except hiredis.ReplyError as exc:
+                if fallback is None or not str(exc).startswith("NOSCRIPT"):
+                    raise
+            return await lane.call(hiredis.pack_command(fallback), deadline)
+        except TimeoutError:
+            raise StoreUnavailable(f"redis {what}: no answer within {self._timeout_s:g} s") from None
+        except hiredis.ReplyError as exc:
+            raise StoreUnavailable(f"redis {what}: {_short(exc, 'ResponseError')}") from None
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis {what}: {_short(exc)}") from None
+
+    async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[bytes | str | int | float],
+                   what: str) -> Any:
+        """Run a script: on the lane (EVALSHA, then EVAL if Redis lost it), else through the client."""
+        if self._lane is None:
+            async with self._guard(what):
+                return await script.client(keys=keys, args=args)
+        tail = (len(keys), *keys, *args)
+        return await self._call(what, (b"EVALSHA", script.sha, *tail), (b"EVAL", script.source, *tail))
 
     # -- rate limits ----------------------------------------------------------------------
 
@@ -233,14 +290,13 @@ class RedisStore:
                 *(v for w in windows for v in (w.cost, w.limit)), math.ceil(2000 * window_s),
                 *(v for x in budgets for v in (x.amount, min(x.limit, _EXACT), x.ttl_s)),
                 lock_ms if blob_key is not None else 0]
-        async with self._guard(what):
-            reply = await self._admit_script(keys=keys, args=[orjson.dumps(args)])
+        reply = await self._run(self._admit_script, keys, args, what)
         end = 4 + 3 * len(windows)
         per_window = [reply[i:i + 3] for i in range(4, end, 3)]
         fits = [bool(ok) for ok, _, _ in per_window]
         counts = [(int(cur), int(prev)) for _, cur, prev in per_window]
         reserved = None if int(reply[1]) < 0 else bool(reply[1])
-        blob = reply[2].encode() if reply[2] else None
+        blob = _bytes(reply[2]) or None
         leader = None if int(reply[3]) < 0 else bool(reply[3])
         return Admission(window_results(windows, counts, fits, f, window_s), reserved,
                          [int(v) for v in reply[end:]], blob, leader)
@@ -277,20 +333,19 @@ class RedisStore:
         if not budgets and blob is None:
             return
         keys = [self._spend(b.key) for b in budgets]
-        numbers: list[int] = [v for b in budgets for v in (b.amount, b.ttl_s)]
-        args: list[bytes] = []
+        args: list[int | bytes] = [len(budgets), *(v for b in budgets for v in (b.amount, b.ttl_s))]
         if blob is not None:
             keys += [self._blob(blob[0]), self._lock(blob[0])]
-            numbers.append(blob[2])
-            args.append(blob[1])
-        args.insert(0, orjson.dumps(numbers))
-        async with self._guard("budget settle"):
-            await self._adjust_script(keys=keys, args=args)
+            args += [blob[2], blob[1]]
+        await self._run(self._adjust_script, keys, args, "budget settle")
 
     async def read(self, keys: Sequence[str]) -> list[int]:
         if not keys:
             return []
         names = [self._spend(k) for k in keys]
+        if self._lane is not None:
+            values = await self._call("budget read", (b"MGET", *names))
+            return [int(v) if v is not None else 0 for v in values]
         async with self._guard("budget read"):  # keys of several teams span Cluster slots
             values = await (self._redis.mget_nonatomic(names) if self._cluster else self._redis.mget(names))
         return [int(v) if v is not None else 0 for v in values]
@@ -388,20 +443,24 @@ class RedisStore:
         self._key_cache_live = live
 
     async def get_blob(self, key: str) -> bytes | None:
+        if self._lane is not None:
+            return _bytes(await self._call("cache get", (b"GET", self._blob(key))))
         async with self._guard("cache get"):
             value = await self._redis.get(self._blob(key))
-        return value if isinstance(value, bytes) else (value.encode() if isinstance(value, str) else None)
+        return _bytes(value)
 
     async def set_blob(self, key: str, value: bytes, ttl_s: int) -> None:
         """Store the blob (and release its lock: see ``admit``)."""
         await self.adjust((), (key, value, ttl_s))
 
     async def probe(self, key: str) -> tuple[bytes | None, bool]:
-        async with self._guard("cache probe"):
-            value, locked = await self._probe_script(keys=[self._blob(key), self._lock(key)])
-        return (value.encode() if value else None), bool(locked)
+        value, locked = await self._run(self._probe_script, (self._blob(key), self._lock(key)), (), "cache probe")
+        return _bytes(value) or None, bool(locked)
 
     async def unlock(self, key: str) -> None:
+        if self._lane is not None:
+            await self._call("cache unlock", (b"DEL", self._lock(key)))
+            return
         async with self._guard("cache unlock"):
             await self._redis.delete(self._lock(key))
 
@@ -496,6 +555,8 @@ class RedisStore:
             raise StoreUnavailable(f"redis warm-up: no answer within {timeout_s:g} s") from None
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreUnavailable(f"redis warm-up: {_short(exc)}") from None
+        if self._lane is not None:
+            await self._call("warm-up", (b"PING",))
         if self._listener is None and self._pubsub_ok:
             self._listener = asyncio.get_running_loop().create_task(self._listen())
 
@@ -509,11 +570,29 @@ class RedisStore:
                 async with asyncio.timeout(1.0):
                     await listener
         self._forget_keys(live=False)
+        if self._lane is not None:
+            await self._lane.close()
         for client in (self._redis, *self._helpers):
             try:
                 await client.aclose()
             except (RedisError, RedisClusterException, OSError):
                 pass
+
+
+class _Script:
+    """A Lua script: its source and SHA1 (for the lane) and the client's ``Script`` (for the rest)."""
+
+    __slots__ = ("source", "sha", "client")
+
+    def __init__(self, redis: Any, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        self.client = redis.register_script(source)
+
+
+def _bytes(value: bytes | str | None) -> bytes | None:
+    """A value as bytes: the lane's replies are bytes, the client's (``decode_responses``) str."""
+    return value.encode() if isinstance(value, str) else value
 
 
 def _client(url: str, timeout_s: float) -> tuple[Any, list[Any]]:
@@ -583,8 +662,10 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
-def _short(exc: BaseException) -> str:
-    """``Type: first line`` of an error, without the client repr some errors append."""
+def _short(exc: BaseException, kind: str | None = None) -> str:
+    """``Type: first line`` of an error, without the client repr some errors append (``kind``:
+    the type name to show instead)."""
     lines = str(exc).strip().splitlines()
     text = lines[0].split(" : <", 1)[0][:160] if lines else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    kind = kind or type(exc).__name__
+    return f"{kind}: {text}" if text else kind
