@@ -193,19 +193,30 @@ async def relay_native(sink: Sink, engine: Engine, answer: StreamAnswer, headers
 
 async def _pump_native(sink: Sink, tracker: NativeTracker, current: StreamAnswer) -> None:
     """Relay until the answer's last event; the gateway's own end-of-stream sentinel (the
-    adapter's ``[DONE]``) is not part of these APIs and is not relayed."""
-    event = current.first
-    events = current.events
-    while True:
-        if event != DONE:
-            tracker.feed(event)
-            await sink.write(event)
-        if tracker.complete or event == DONE:
-            break
-        next_event = await anext(events, None)
-        if next_event is None:
-            break
-        event = next_event
+    adapter's ``[DONE]``) is not part of these APIs and is not relayed. Events that arrived
+    together are written together, as in ``_pump``."""
+    event, events, ready = current.first, current.events, current.ready
+    batch: list[bytes] = []
+    try:
+        while True:
+            if event != DONE:
+                tracker.feed(event)
+                batch.append(event)
+            if tracker.complete or event == DONE:
+                break
+            if batch and not ready():
+                await _flush(sink, batch)
+                batch = []
+            next_event = await anext(events, None)
+            if next_event is None:
+                break
+            event = next_event
+    except BackendError:
+        if batch:
+            await _flush(sink, batch)
+        raise
+    if batch:
+        await _flush(sink, batch)
     if not tracker.complete:
         raise UpstreamProtocolError(f"{current.backend} ended its stream before its last event",
                                     backend=current.backend)

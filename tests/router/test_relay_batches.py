@@ -142,3 +142,31 @@ def test_a_stream_without_ready_is_never_batched() -> None:
             return None
 
     assert stream_ready(Plain())() is False  # type: ignore[arg-type]
+
+
+def _native(kind: str, payload: dict[str, object]) -> bytes:
+    import orjson
+
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **payload}) + b"\n\n"
+
+
+async def test_a_native_stream_writes_what_arrived_together_in_one_write() -> None:
+    """Anthropic Messages events from a backend that speaks them: relayed unchanged, those of
+    one read written together; the adapter's [DONE] is not relayed."""
+    from router.engine import StreamAnswer
+    from router.streaming import relay_native
+
+    gateway, backends, _ = gateway_for({"gpu": Script("ok"), "spare": Script("ok")})
+    start = _native("message_start", {"message": {"usage": {"input_tokens": 3, "output_tokens": 1}}})
+    deltas = [_native("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": w}})
+              for w in WORDS]
+    stop = [_native("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}}),
+            _native("message_stop", {})]
+    stream = ReadsStream(backends["gpu"], [deltas[:1], deltas[1:] + stop, [DONE]])
+    answer = StreamAnswer("gpu", stream, stream, start, gateway.engine.lease("gpu"), api="messages",  # type: ignore[arg-type]
+                          ready=stream.ready)
+    sink = WritesSink()
+    outcome = await relay_native(sink, gateway.engine, answer, {})
+    assert sink.writes == [[start], deltas[:1], deltas[1:] + stop]
+    assert outcome.delivered and not outcome.broken and outcome.usage is not None
+    assert backends["gpu"].open_streams == 0
