@@ -214,6 +214,7 @@ class PassthroughStream:
         self._next += 1
         if event.startswith(_ERROR_EVENT):
             self._end()
+            self._events, self._next = [], 0  # what came after it is not relayed
             raise StreamBroken(_event_error(event), backend=self._backend)
         if not self._finished:
             self._finished = any(m in event for m in _FINISHED)

@@ -201,3 +201,59 @@ async def test_complete_body_is_relayed_byte_for_byte(raw: RawUpstream,
     raw.chunks, raw.content_type = [body], "application/json"
     response = await passthrough("vllm", raw.base_url, session).complete(chat())
     assert response.body == body and response.status == 200
+
+
+# -- issue 16: the stream as an iterator ---------------------------------------------------------
+
+async def open_raw(raw: RawUpstream, session: aiohttp.ClientSession, chunks: list[bytes],
+                   limits: TimeLimits = CALM):  # type: ignore[no-untyped-def]
+    raw.chunks = chunks
+    return await passthrough("vllm", raw.base_url, session, limits).open_stream(chat(stream=True))
+
+
+async def test_events_of_one_read_are_ready_without_waiting(raw: RawUpstream,
+                                                            session: aiohttp.ClientSession) -> None:
+    """``ready()``: the next event is already here (the relay writes such events together)."""
+    stream = await open_raw(raw, session, [b"".join(ANSWER)])
+    events = aiter(stream)
+    assert not stream.ready()  # nothing read yet
+    got = [await anext(events)]
+    readies = [stream.ready()]
+    while got[-1] != DONE:
+        got.append(await anext(events))
+        readies.append(stream.ready())
+    assert got == ANSWER
+    assert readies == [True, True, True, False]  # one read brought all four
+    with pytest.raises(StopAsyncIteration):
+        await anext(events)
+    await stream.aclose()
+
+
+async def test_nothing_after_an_error_event_is_relayed(raw: RawUpstream, session: aiohttp.ClientSession) -> None:
+    error = b'data: {"error":{"message":"CUDA out of memory","type":"server_error"}}\n\n'
+    stream = await open_raw(raw, session, [b"".join([ANSWER[0], error, *ANSWER[1:]])])
+    events = aiter(stream)
+    assert await anext(events) == ANSWER[0]
+    with pytest.raises(StreamBroken):
+        await anext(events)
+    with pytest.raises(StopAsyncIteration):
+        await anext(events)
+    await stream.aclose()
+
+
+async def test_the_idle_limit_counts_waiting_for_the_upstream_not_a_slow_reader(
+        raw: RawUpstream, session: aiohttp.ClientSession) -> None:
+    """The idle watchdog fires only while a read waits: a relay slowed by its client (here:
+    not reading for 3 idle limits) does not fail a stream whose events have arrived."""
+    import asyncio
+
+    limits = TimeLimits(connect_s=2.0, first_token_s=10.0, idle_s=0.1, total_s=10.0)
+    body = b"".join(ANSWER)
+    stream = await open_raw(raw, session, [body[:40], body[40:]], limits)
+    events = aiter(stream)
+    got = [await anext(events)]
+    await asyncio.sleep(0.3)  # a slow client: the relay does not read meanwhile
+    async for event in events:
+        got.append(event)
+    assert got == ANSWER
+    await stream.aclose()
