@@ -10,7 +10,6 @@ Plain ``async def (request, handler)`` functions. Headers every response carries
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import math
@@ -47,8 +46,6 @@ log = logging.getLogger("switchyard.http")
 #: Client errors a retry cannot fix: answered with ``x-should-retry: false`` (Claude Code retried
 #: a 401 ten times, backing off for minutes, without it).
 _FINAL_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
-#: the request's span when nothing is traced (no OTLP endpoint): no generator per request
-_NO_SPAN = contextlib.nullcontext()
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 RECORD = web.RequestKey("record", RequestRecord)
@@ -112,7 +109,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     rec = request[RECORD] = RequestRecord(kind[0], kind[1], started=time.perf_counter())
     serving = request.app[SERVING]
     telemetry = serving.gateway.telemetry
-    with telemetry.request_span(rec, request.headers) if telemetry.tracing else _NO_SPAN:
+    with telemetry.request_span(rec, request.headers):
         try:
             return await handler(request)
         except asyncio.CancelledError:

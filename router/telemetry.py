@@ -24,7 +24,7 @@ import random
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import orjson
@@ -57,6 +57,9 @@ from policies import BackendSpec
 from router.record import RequestRecord
 
 __all__ = ["Telemetry", "provider_name"]
+
+#: the span context of a request that is not traced: shared, reentrant, yields None
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
 
 log = logging.getLogger("switchyard.telemetry")
 
@@ -192,12 +195,17 @@ class Telemetry:
 
     # -- traces ------------------------------------------------------------------------------
 
-    @contextmanager
-    def request_span(self, record: RequestRecord, headers: Mapping[str, str]) -> Iterator[Span | None]:
-        """The request's SERVER span, current for the attempts made inside it."""
+    def request_span(self, record: RequestRecord, headers: Mapping[str, str]
+                     ) -> AbstractContextManager[Span | None]:
+        """The request's SERVER span, current for the attempts made inside it; for a request
+        that is not traced (no exporter, or not sampled: most of them) a shared no-op context,
+        no generator per request."""
         if not self.tracing or not self._sampled(headers.get("traceparent")):
-            yield None
-            return
+            return _NO_SPAN
+        return self._request_span(record, headers)
+
+    @contextmanager
+    def _request_span(self, record: RequestRecord, headers: Mapping[str, str]) -> Iterator[Span | None]:
         record.traced = True
         parent = _PROPAGATOR.extract(headers) if "traceparent" in headers else None
         span = self._tracer.start_span(record.operation, context=parent, kind=SpanKind.SERVER)
