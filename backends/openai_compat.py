@@ -214,17 +214,17 @@ class PassthroughStream:
         self._next += 1
         if event.startswith(_ERROR_EVENT):
             self._end()
-            self._events, self._next = [], 0  # what came after it is not relayed
             raise StreamBroken(_event_error(event), backend=self._backend)
         if not self._finished:
             self._finished = any(m in event for m in _FINISHED)
         if event == DONE:
             self._end()
-            self._events, self._next = [], 0
         return event
 
     def _end(self) -> None:
-        """The body is over (or broken): the connection goes back to the pool."""
+        """The body is over (or broken): nothing after this is relayed, and the connection
+        goes back to the pool."""
+        self._events, self._next = [], 0
         if not self._over:
             self._over = True
             self._stop_watchdog()

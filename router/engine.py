@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from backends import Api, Backend, BackendError, BackendRequest, BackendResponse, BackendStream, stream_ready
+from backends import Api, Backend, BackendError, BackendRequest, BackendResponse, BackendStream
 from backends.errors import ContextLengthExceeded, UnsupportedInput, UpstreamProtocolError
 from policies import BackendSpec, Plan, cost
 from policies.sensitivity import Scan, redact
@@ -117,10 +117,6 @@ class Hedged:
     cost_usd: float = 0.0  # the cancelled attempts' input tokens, at their targets' prices
 
 
-def _never_ready() -> bool:
-    return False
-
-
 @dataclass(slots=True)
 class StreamAnswer:
     backend: str
@@ -132,8 +128,6 @@ class StreamAnswer:
     upstream_s: float = 0.0  # time spent in attempts, up to and including the first event
     api: Api = "chat"  # the API of its events (see ``Answer.api``)
     hedge: Hedged | None = None
-    #: its next event is already received (``backends.stream_ready``): the relay batches writes
-    ready: Callable[[], bool] = _never_ready
 
     async def close(self) -> None:
         """Done with this stream: it leaves the backend's in-flight count, its connection closes."""
@@ -243,8 +237,7 @@ def _opener(name: str, backend: Backend, run: _Run) -> Callable[[BackendRequest,
             await stream.aclose()
             raise
         run.engine.load.record_ttft(name, loop.time() - started)
-        return StreamAnswer(name, stream, events, first, lease, run.failures, api=request.endpoint,
-                            ready=stream_ready(stream))
+        return StreamAnswer(name, stream, events, first, lease, run.failures, api=request.endpoint)
 
     return first_event
 

@@ -371,8 +371,7 @@ class _Flight:
                 outcome = await relay_native(sink, self.gateway.engine, answer, headers)
             finally:
                 rec.upstream_s = answer.upstream_s + (time.perf_counter() - started)
-            settle = self._settle_stream(hold, outcome)
-            await (settle if hold.empty else _to_the_end(settle))  # an empty hold's settle never waits
+            await self._settle_stream_to_the_end(hold, outcome)
 
     async def _relay(self, request: BackendRequest, answer: StreamAnswer, hold: Hold, headers: dict[str, str],
                      sink: Sink) -> None:
@@ -385,8 +384,13 @@ class _Flight:
                 outcome = await relay(sink, StreamJob(engine, self.plan, request, self.scan, rec), answer, headers)
             finally:
                 rec.upstream_s = answer.upstream_s + (time.perf_counter() - started)
-            settle = self._settle_stream(hold, outcome)
-            await (settle if hold.empty else _to_the_end(settle))  # an empty hold's settle never waits
+            await self._settle_stream_to_the_end(hold, outcome)
+
+    def _settle_stream_to_the_end(self, hold: Hold, outcome: StreamOutcome) -> Awaitable[None]:
+        """``_settle_stream``, run to its end even if the handler is cancelled meanwhile; an
+        empty hold's settle does no I/O and never waits, so it needs no task to protect it."""
+        settle = self._settle_stream(hold, outcome)
+        return settle if hold.empty else _to_the_end(settle)
 
     async def _settle_stream(self, hold: Hold, outcome: StreamOutcome) -> None:
         """Whenever the upstream produced tokens, settle what was produced: its usage, else the

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from backends import BackendError, BackendRequest
+from backends import BackendError, BackendRequest, stream_ready
 from backends.errors import UpstreamProtocolError
 from backends.sse import DONE, error_event
 from policies import Plan
@@ -195,7 +195,7 @@ async def _pump_native(sink: Sink, tracker: NativeTracker, current: StreamAnswer
     """Relay until the answer's last event; the gateway's own end-of-stream sentinel (the
     adapter's ``[DONE]``) is not part of these APIs and is not relayed. Events that arrived
     together are written together, as in ``_pump``."""
-    event, events, ready = current.first, current.events, current.ready
+    event, events, ready = current.first, current.events, stream_ready(current.stream)
     batch: list[bytes] = []
     try:
         while True:
@@ -263,11 +263,11 @@ async def _drain(current: StreamAnswer, grace_s: float = 0.5) -> None:
 
 async def _pump(sink: Sink, tracker: ChunkTracker, current: StreamAnswer) -> None:
     """Relay the first event, then the rest until ``[DONE]`` or a complete answer; raises
-    ``BackendError`` on a break. Events that arrived together (``current.ready()``) are
+    ``BackendError`` on a break. Events that arrived together (``backends.stream_ready``) are
     written to the client in one write; every event the tracker has seen is written before
     this returns or raises (a continuation is stitched after them)."""
     malformed = tracker.malformed
-    ready, events, feed = current.ready, current.events, tracker.feed
+    ready, events, feed = stream_ready(current.stream), current.events, tracker.feed
     batch: list[bytes] = []
     event = current.first
     try:

@@ -163,8 +163,8 @@ async def test_a_native_stream_writes_what_arrived_together_in_one_write() -> No
     stop = [_native("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}}),
             _native("message_stop", {})]
     stream = ReadsStream(backends["gpu"], [deltas[:1], deltas[1:] + stop, [DONE]])
-    answer = StreamAnswer("gpu", stream, stream, start, gateway.engine.lease("gpu"), api="messages",  # type: ignore[arg-type]
-                          ready=stream.ready)
+    answer = StreamAnswer("gpu", stream, stream, start, gateway.engine.lease("gpu"),  # type: ignore[arg-type]
+                          api="messages")
     sink = WritesSink()
     outcome = await relay_native(sink, gateway.engine, answer, {})
     assert sink.writes == [[start], deltas[:1], deltas[1:] + stop]
