@@ -94,11 +94,12 @@ def _serving_ctx(loaded: LoadedPolicy, path: Path | None
 
 
 #: aiohttp's own wait for handlers, once the drain is over (it waits up to twice this): a
-#: young-generation collection after this many net container allocations (CPython: 700)
-_GC_THRESHOLDS = (7000, 10, 10)
-_GIL_SWITCH_S = 0.001
 #: backstop for a handler that outlives its cut, not part of the drain.
 _BACKSTOP_S = 0.5
+#: a young-generation collection after this many net container allocations (CPython: 700)
+_GC_THRESHOLDS = (7000, 10, 10)
+#: how long a thread holding the GIL keeps it while another waits (CPython: 5 ms)
+_GIL_SWITCH_S = 0.001
 
 
 def run_app(app: web.Application, settings: Settings, *, sock: socket.socket | None = None, reuse_port: bool = False,
@@ -133,7 +134,7 @@ async def _serve(app: web.Application, settings: Settings, sock: socket.socket |
         site = (web.SockSite(runner, sock) if sock is not None
                 else web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None))
         await site.start()
-        _tune_gc()
+        _tune_interpreter()
         log.info("serving on the %s event loop", _loop_name())
         signum = await _signalled(signal.SIGTERM, signal.SIGINT)
         log.info("%s: stopped accepting; draining (deadline %g s)", signal.Signals(signum).name, settings.drain_s)
@@ -141,19 +142,19 @@ async def _serve(app: web.Application, settings: Settings, sock: socket.socket |
         await runner.cleanup()  # closes the listener, drains (on_shutdown), then the cleanup_ctx
 
 
-def _tune_gc() -> None:
-    """What start-up built (modules, the policy, the app) lives as long as the process: move
-    it out of the collector's sight (``gc.freeze``), so a full collection no longer walks it
-    — 4-10 % of the instructions per request before (bench/README.md). Fewer, larger young
-    collections also catch fewer requests in flight and promote less of them."""
+def _tune_interpreter() -> None:
+    """Once serving. The collector: what start-up built (modules, the policy, the app) lives as
+    long as the process, so it is moved out of the collector's sight (``gc.freeze``) and a full
+    collection no longer walks it (4-10 % of the instructions per request before: bench/README.md);
+    fewer, larger young collections also catch fewer requests in flight. The GIL: a large body
+    is scanned in a worker thread while the loop serves everything else (``router.gateway``),
+    and the loop waits up to the switch interval for the GIL each time it wakes. At CPython's
+    5 ms, /healthz p99 during a 9 MB scan was 57-82 ms on uvloop (under 50 ms on asyncio's
+    loop); at 1 ms, 14-18 ms (tests/e2e/test_scan_off_loop.py allows 50 ms). The interval only
+    matters while another thread runs Python: the loop is alone the rest of the time."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*_GC_THRESHOLDS)
-    # A large body is scanned in a worker thread while the loop serves everything else
-    # (``router.facts``); the loop waits up to this long for the GIL each time it wakes. At
-    # CPython's 5 ms, /healthz p99 during a 9 MB scan was 57-82 ms on uvloop (under 50 ms on
-    # asyncio's loop); at 1 ms, 14-18 ms (tests/e2e/test_scan_off_loop.py allows 50 ms).
-    # Only matters while another thread runs Python: the loop is alone the rest of the time.
     sys.setswitchinterval(_GIL_SWITCH_S)
 
 

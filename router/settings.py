@@ -34,7 +34,7 @@ class Settings:
     #: On SIGTERM: how long requests in flight get to finish before what still waits on an
     #: upstream is cut (streams end with an error event and [DONE]); see ``router.inflight``.
     drain_s: float = 10.0
-    #: The event loop: ``uvloop`` (libuv, about a fifth less CPU per request; see
+    #: The event loop: ``uvloop`` (libuv: about 11 % fewer instructions per request; see
     #: bench/README.md) or ``asyncio`` (the standard library's, to rule uvloop out).
     loop: str = "uvloop"
 
