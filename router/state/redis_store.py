@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
 import re
@@ -201,7 +200,7 @@ class RedisStore:
         #: of its own; one server only (Cluster routes by slot, Sentinel follows failovers:
         #: both keep the client's own path)
         self._lane = Lane(self._open_lane, timeout_s) if not (self._cluster or helpers) else None
-        self._admit_script = _Script(self._redis, _ADMIT_LUA)
+        self._admit_script = self._redis.register_script(_ADMIT_LUA)
         self._keys_channel = f"{prefix}:keys:changed"
         self._announce_channel = f"{prefix}:announce"
         self.on_announcement: Callable[[str], None] | None = None
@@ -213,8 +212,8 @@ class RedisStore:
         self._subscription: Any = None  # the listener's PubSub
         self._pubsub_ok = not self._cluster  # no pub/sub client for Cluster here
         self._revoke_script = self._redis.register_script(_REVOKE_LUA)
-        self._probe_script = _Script(self._redis, _PROBE_LUA)
-        self._adjust_script = _Script(self._redis, _ADJUST_LUA)
+        self._probe_script = self._redis.register_script(_PROBE_LUA)
+        self._adjust_script = self._redis.register_script(_ADJUST_LUA)
 
     @asynccontextmanager
     async def _guard(self, what: str) -> AsyncIterator[None]:
@@ -259,14 +258,15 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis {what}: {_short(exc)}") from None
 
-    async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[bytes | str | int | float],
+    async def _run(self, script: Any, keys: Sequence[str], args: Sequence[bytes | str | int | float],
                    what: str) -> Any:
-        """Run a script: on the lane (EVALSHA, then EVAL if Redis lost it), else through the client."""
+        """Run a script (the client's registered ``Script``): on the lane by its SHA (EVALSHA,
+        then EVAL with its source if Redis lost it), else through the client."""
         if self._lane is None:
             async with self._guard(what):
-                return await script.client(keys=keys, args=args)
+                return await script(keys=keys, args=args)
         tail = (len(keys), *keys, *args)
-        return await self._call(what, (b"EVALSHA", script.sha, *tail), (b"EVAL", script.source, *tail))
+        return await self._call(what, (b"EVALSHA", script.sha, *tail), (b"EVAL", script.script, *tail))
 
     # -- rate limits ----------------------------------------------------------------------
 
@@ -577,17 +577,6 @@ class RedisStore:
                 await client.aclose()
             except (RedisError, RedisClusterException, OSError):
                 pass
-
-
-class _Script:
-    """A Lua script: its source and SHA1 (for the lane) and the client's ``Script`` (for the rest)."""
-
-    __slots__ = ("source", "sha", "client")
-
-    def __init__(self, redis: Any, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-        self.client = redis.register_script(source)
 
 
 def _bytes(value: bytes | str | None) -> bytes | None:
