@@ -38,7 +38,7 @@ from collections.abc import Callable
 
 import orjson
 
-__all__ = ["CHAT_BODY", "DEFAULT_CHUNKS", "SSE_EVENTS", "SSE_BODY", "main", "sse_body", "sse_events"]
+__all__ = ["CHAT_BODY", "DEFAULT_CHUNKS", "SSE_EVENTS", "SSE_BODY", "main", "sse_body", "sse_events", "content_length"]
 
 _MODEL = "mock-model"
 _CREATED = 1_700_000_000
@@ -151,8 +151,8 @@ class Pace:
                 self.run(self._waiting.popleft())
 
 
-def _content_length(head: bytes) -> int | None:
-    """``Content-Length`` of a lower-cased request head; ``None`` when chunked (unsupported)."""
+def content_length(head: bytes) -> int | None:
+    """``Content-Length`` of a lower-cased HTTP head (0 when absent); ``None`` when chunked."""
     if b"\r\ntransfer-encoding:" in head:
         return None
     at = head.find(b"\r\ncontent-length:")
@@ -195,7 +195,7 @@ class MockProtocol(asyncio.Protocol):
                 self._reply_and_close(_BAD_REQUEST)
             return False
         head = bytes(self._buf[:end]).lower()
-        length = _content_length(head)
+        length = content_length(head)
         if length is None:
             self._reply_and_close(_BAD_REQUEST)
             return False

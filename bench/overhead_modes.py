@@ -31,7 +31,7 @@ from typing import Protocol, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 import aiohttp
-from mock_upstream import CHAT_BODY
+from mock_upstream import CHAT_BODY, content_length
 from overhead import (
     CLK_TCK,
     HOST,
@@ -143,7 +143,8 @@ class RawConn(asyncio.Protocol):
         head = bytes(self._buf[:end]).lower()
         self._status = int(head[9:12]) if head.startswith(b"http/1.1 ") else 0
         self._body_at = self._pos = end + 4
-        self._length = -1 if b"\r\ntransfer-encoding: chunked" in head else _content_length(head)
+        length = content_length(head)  # None: chunked (no Content-Length: an empty body)
+        self._length = -1 if length is None else length
         return True
 
     def _body(self) -> bytes | None:
@@ -189,14 +190,6 @@ class RawConn(asyncio.Protocol):
             return
         self.completed += 1
         owner.done(self, self._tag, self._first, now)
-
-
-def _content_length(head: bytes) -> int:
-    at = head.find(b"\r\ncontent-length:")
-    if at < 0:
-        raise ValueError("neither Content-Length nor chunked")
-    end = head.find(b"\r\n", at + 2)
-    return int(head[at + 17:end if end >= 0 else len(head)])
 
 
 def _request(url: SplitResult, body: bytes) -> bytes:
